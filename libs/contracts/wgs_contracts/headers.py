@@ -1,0 +1,8 @@
+"""NATS header names used on every hop."""
+
+from typing import Final
+
+MSG_ID: Final = "Nats-Msg-Id"
+TRACE_ID: Final = "Wgs-Trace-Id"
+DEAD_LETTER_REASON: Final = "Wgs-Dead-Letter-Reason"
+DEAD_LETTER_SUBJECT: Final = "Wgs-Dead-Letter-Subject"

@@ -1,0 +1,48 @@
+"""JetStream stream definitions: declared here once, created only by `wgs-migrate`."""
+
+from typing import Final, Literal
+
+import msgspec
+
+from wgs_contracts import subjects
+
+DAY: Final = 24 * 3600.0
+
+
+class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
+    """What a JetStream stream holds and for how long."""
+
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+    max_age_seconds: float
+    duplicate_window_seconds: float = 120.0
+    retention: Literal["limits", "workqueue", "interest"] = "limits"
+
+
+COMMANDS: Final = StreamSpec(
+    name="WGS_COMMANDS",
+    subjects=(subjects.ALL_COMMANDS,),
+    description="Commands to the control plane (create/delete instance).",
+    max_age_seconds=7 * DAY,
+)
+NODE_COMMANDS: Final = StreamSpec(
+    name="WGS_NODE_COMMANDS",
+    subjects=(subjects.ALL_NODE_COMMANDS,),
+    description="Commands addressed to one node agent (start/stop an instance).",
+    max_age_seconds=7 * DAY,
+)
+EVENTS: Final = StreamSpec(
+    name="WGS_EVENTS",
+    subjects=(subjects.ALL_INSTANCE_EVENTS,),
+    description="Public instance events (status, later messages).",
+    max_age_seconds=7 * DAY,
+)
+DEAD_LETTERS: Final = StreamSpec(
+    name="WGS_DEAD_LETTERS",
+    subjects=(subjects.ALL_DEAD_LETTERS,),
+    description="Messages a consumer gave up on after max_deliver attempts.",
+    max_age_seconds=30 * DAY,
+)
+
+ALL_STREAMS: Final = (COMMANDS, NODE_COMMANDS, EVENTS, DEAD_LETTERS)

@@ -1,0 +1,50 @@
+"""NATS subject names: lowercase, dot-separated, most general first."""
+
+from typing import Final
+
+ROOT: Final = "wgs"
+
+# Commands to the control plane (JetStream stream COMMANDS).
+INSTANCE_CREATE: Final = "wgs.cmd.instance.create"
+INSTANCE_DELETE: Final = "wgs.cmd.instance.delete"
+ALL_COMMANDS: Final = "wgs.cmd.>"
+
+# Commands to one node agent (JetStream stream NODE_COMMANDS).
+ALL_NODE_COMMANDS: Final = "wgs.node.*.cmd"
+
+# Public events (instance events are in JetStream stream EVENTS; heartbeats are core NATS).
+ALL_INSTANCE_STATUS: Final = "wgs.evt.instance.*.status"
+ALL_INSTANCE_EVENTS: Final = "wgs.evt.instance.>"
+ALL_NODE_HEARTBEATS: Final = "wgs.evt.node.*.heartbeat"
+SCHEDULER_LEADER: Final = "wgs.evt.scheduler.leader"
+
+# Dead letters (JetStream stream DEAD_LETTERS).
+ALL_DEAD_LETTERS: Final = "wgs.dlq.>"
+
+# Request-reply.
+ALL_NODE_ASSIGNMENTS: Final = "wgs.rpc.node.*.assignments"
+
+
+def node_commands(node: str) -> str:
+    """Subject of the commands addressed to one node agent."""
+    return f"wgs.node.{node}.cmd"
+
+
+def instance_status(instance_id: int) -> str:
+    """Subject of one instance's status events."""
+    return f"wgs.evt.instance.{instance_id}.status"
+
+
+def node_heartbeat(node: str) -> str:
+    """Subject of one node's heartbeats."""
+    return f"wgs.evt.node.{node}.heartbeat"
+
+
+def node_assignments(node: str) -> str:
+    """Request subject a node agent asks for the instances it should run."""
+    return f"wgs.rpc.node.{node}.assignments"
+
+
+def dead_letter(consumer: str) -> str:
+    """Subject where a consumer parks messages it gave up on."""
+    return f"wgs.dlq.{consumer}"

@@ -1,0 +1,97 @@
+"""Piccolo tables mirroring the schema that `migrations/*.sql` creates.
+
+The SQL files are the source of truth for the schema; these classes only
+describe it for queries. Foreign keys state nullability and ON DELETE
+explicitly (Piccolo's defaults are nullable + cascade).
+"""
+
+from piccolo.columns import (
+    BigInt,
+    Boolean,
+    DoublePrecision,
+    ForeignKey,
+    Integer,
+    OnDelete,
+    Serial,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.column_types import JSONB
+from piccolo.table import Table
+
+from wgs_db.engine import DB
+
+
+class Tenant(Table, db=DB, tablename="tenants"):
+    """A customer account; owns API keys and instances."""
+
+    id = Serial(primary_key=True)
+    name = Varchar(length=128, unique=True)
+    email = Varchar(length=256, null=True)
+    max_instances = Integer(default=100)
+    created_at = Timestamptz()
+
+
+class ApiKey(Table, db=DB, tablename="api_keys"):
+    """A tenant's API key, stored as a SHA-256 hash; `prefix` identifies it in listings."""
+
+    id = Serial(primary_key=True)
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    prefix = Varchar(length=16)
+    key_hash = Varchar(length=64, unique=True)
+    created_at = Timestamptz()
+    revoked_at = Timestamptz(null=True, default=None)
+    last_used_at = Timestamptz(null=True, default=None)
+
+
+class Node(Table, db=DB, tablename="nodes"):
+    """A VPS running one node agent; capacity and liveness come from its heartbeats."""
+
+    id = Serial(primary_key=True)
+    name = Varchar(length=63, unique=True)
+    docker_host = Text()
+    public_host = Text()
+    schedulable = Boolean(default=True)
+    nano_cpus = BigInt(default=0)
+    memory_bytes = BigInt(default=0)
+    providers = JSONB(default=[])
+    runtime = Varchar(length=16, null=True, default=None)
+    last_heartbeat_at = Timestamptz(null=True, default=None)
+    created_at = Timestamptz()
+
+
+class Instance(Table, db=DB, tablename="instances"):
+    """One WhatsApp number: desired state, placement (node + generation) and reported status."""
+
+    id = Serial(primary_key=True)
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.restrict)
+    node = ForeignKey(Node, null=True, on_delete=OnDelete.restrict)
+    name = Varchar(length=256, null=True)
+    phone_number = Varchar(length=20)
+    provider = Varchar(length=16)
+    webhook_url = Text(null=True)
+    desired_state = Varchar(length=16, default="running")
+    status = Varchar(length=16, default="pending")
+    status_reason = Text(null=True, default=None)
+    status_at = Timestamptz(null=True, default=None)
+    generation = Integer(default=0)
+    cpu_limit = Varchar(length=16)
+    memory_limit = Varchar(length=16)
+    nano_cpus = BigInt()
+    memory_bytes = BigInt()
+    pids_limit = Integer(default=256)
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class NodeLoad(Table, db=DB, tablename="node_load"):
+    """View: reserved CPU/memory and instance count per node (instances not yet removed)."""
+
+    node_id = Integer()
+    nano_cpus = BigInt()
+    memory_bytes = BigInt()
+    instances = Integer()
+
+
+__all__ = ["ApiKey", "DoublePrecision", "Instance", "Node", "NodeLoad", "Tenant"]

@@ -1,0 +1,170 @@
+"""NATS plumbing: msgspec codec, JetStream publishing with idempotency keys, durable consumers.
+
+Durable consumers here are pull consumers with explicit acks: a handler that
+raises gets its message redelivered with backoff; after `max_deliver` attempts
+the message is parked on the dead-letter stream (never silently dropped).
+"""
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import msgspec
+from fast_depends.msgspec import MsgSpecSerializer
+from faststream import AckPolicy
+from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
+from nats.js.api import RetentionPolicy, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+from wgs_contracts import headers, subjects
+from wgs_contracts.streams import ALL_STREAMS, DEAD_LETTERS, StreamSpec
+
+from wgs_kit.logs import new_trace_id, trace_id_var
+
+log = logging.getLogger(__name__)
+M = TypeVar("M")
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """JSON bytes of a contract message."""
+    return _encoder.encode(message)
+
+
+def make_broker(url: str, name: str) -> NatsBroker:
+    """A FastStream NATS broker that decodes bodies with msgspec."""
+    return NatsBroker(
+        url,
+        name=name,
+        serializer=MsgSpecSerializer(),
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        graceful_timeout=10.0,
+        logger=logging.getLogger(f"faststream.{name}"),
+        log_level=logging.DEBUG,
+    )
+
+
+def trace_headers(msg_id: str | None = None) -> dict[str, str]:
+    """Headers for an outgoing message: the current trace id (a new one if none) and a dedup key."""
+    trace = trace_id_var.get()
+    result = {headers.TRACE_ID: new_trace_id() if trace == "-" else trace}
+    if msg_id is not None:
+        result[headers.MSG_ID] = msg_id
+    return result
+
+
+async def publish_durable(
+    broker: NatsBroker, subject: str, message: msgspec.Struct, *, msg_id: str, stream: StreamSpec
+) -> None:
+    """Publish to JetStream and wait for the stream's ack; `msg_id` makes a repeat harmless."""
+    await broker.publish(
+        encode(message), subject, headers=trace_headers(msg_id), stream=stream.name, timeout=5.0
+    )
+
+
+async def publish_core(broker: NatsBroker, subject: str, message: msgspec.Struct) -> None:
+    """Fire-and-forget publish on core NATS (heartbeats)."""
+    await broker.publish(encode(message), subject, headers=trace_headers())
+
+
+def stream_config(spec: StreamSpec) -> StreamConfig:
+    """The nats-py StreamConfig of a contract stream."""
+    return StreamConfig(
+        name=spec.name,
+        subjects=list(spec.subjects),
+        description=spec.description,
+        retention=RetentionPolicy(spec.retention),
+        max_age=spec.max_age_seconds,
+        duplicate_window=spec.duplicate_window_seconds,
+    )
+
+
+async def ensure_streams(js: JetStreamContext) -> list[str]:
+    """Create or update every contract stream; return their names. Only `wgs-migrate` calls it."""
+    names = []
+    for spec in ALL_STREAMS:
+        config = stream_config(spec)
+        try:
+            await js.stream_info(spec.name)
+        except NotFoundError:
+            await js.add_stream(config)
+        else:
+            await js.update_stream(config)
+        names.append(spec.name)
+    return names
+
+
+def durable_subscriber(
+    broker: NatsBroker,
+    *,
+    stream: StreamSpec,
+    subject: str,
+    durable: str,
+    max_deliver: int = 8,
+    ack_wait_seconds: float = 30.0,
+    batch_size: int = 16,
+) -> Any:
+    """A durable pull consumer on a contract stream, nacking on error (never dropping)."""
+    return broker.subscriber(
+        subject,
+        stream=JStream(stream.name, declare=False),
+        durable=durable,
+        pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
+        ack_policy=AckPolicy.NACK_ON_ERROR,
+        config=ConsumerConfig(
+            durable_name=durable,
+            max_deliver=max_deliver,
+            ack_wait=ack_wait_seconds,
+            filter_subject=subject,
+        ),
+    )
+
+
+def redelivery_delay(attempt: int) -> float:
+    """Backoff before redelivering a message that failed `attempt` times: 0.5 s doubling to 30 s."""
+    return float(min(30.0, 0.5 * 2 ** max(0, attempt - 1)))
+
+
+@asynccontextmanager
+async def guarded_delivery(
+    broker: NatsBroker, msg: NatsMessage, *, consumer: str, max_deliver: int
+) -> AsyncIterator[None]:
+    """Run a handler body for one JetStream message with trace id, backoff and dead-lettering.
+
+    On error before the last attempt the message is nacked with a delay and the
+    error re-raised; on the last attempt it is copied to the dead-letter stream
+    and acked, so it is parked, visible and never lost.
+    """
+    raw = msg.raw_message
+    token = trace_id_var.set((raw.headers or {}).get(headers.TRACE_ID, new_trace_id()))
+    attempt = raw.metadata.num_delivered
+    try:
+        yield
+    except Exception as exc:
+        if attempt >= max_deliver:
+            log.exception("giving up on %s after %d attempts: dead-lettered", raw.subject, attempt)
+            dead_headers = dict(raw.headers or {})
+            dead_headers.pop(headers.MSG_ID, None)
+            dead_headers[headers.DEAD_LETTER_REASON] = repr(exc)[:500]
+            dead_headers[headers.DEAD_LETTER_SUBJECT] = raw.subject
+            await broker.publish(
+                raw.data,
+                subjects.dead_letter(consumer),
+                headers=dead_headers,
+                stream=DEAD_LETTERS.name,
+                timeout=5.0,
+            )
+            return
+        log.warning("attempt %d on %s failed (%r): will retry", attempt, raw.subject, exc)
+        await msg.nack(delay=redelivery_delay(attempt))
+        raise
+    finally:
+        trace_id_var.reset(token)
+
+
+def decode(data: bytes, message_type: type[M]) -> M:
+    """Decode a contract message (or union of messages) from JSON bytes."""
+    return msgspec.json.decode(data, type=message_type)

@@ -1,0 +1,1 @@
+"""REST API: tenants, API keys, nodes, instances; publishes commands, follows status events."""

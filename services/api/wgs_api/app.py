@@ -1,0 +1,47 @@
+"""The Litestar application: routes, error handlers, OpenAPI, and the lifespan of DB and NATS."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from wgs_db.engine import close_database, open_database
+
+from wgs_api.config import Settings, get_settings
+from wgs_api.domain.accounts.controllers import TenantController
+from wgs_api.domain.instances.controllers import InstanceController
+from wgs_api.domain.nodes.controllers import NodeController
+from wgs_api.domain.system.controllers import root
+from wgs_api.errors import EXCEPTION_HANDLERS
+from wgs_api.messaging import ApiMessaging
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    """Build the API application."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await open_database(settings.database_url, max_size=20)
+        messaging = ApiMessaging(settings.nats_url)
+        await messaging.start()
+        app.state.messaging = messaging
+        try:
+            yield
+        finally:
+            await messaging.stop()
+            await close_database()
+
+    return Litestar(
+        route_handlers=[root, TenantController, NodeController, InstanceController],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        openapi_config=OpenAPIConfig(
+            title="WhatsApp gateway API",
+            version="1.0.0",
+            description="Tenants use `Authorization: Bearer <key>`; operators `X-Admin-API-Secret`.",
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin(path="/swagger")],
+        ),
+    )

@@ -1,0 +1,50 @@
+"""API settings, read once from the environment."""
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from wgs_kit.env import env_float, env_int, env_str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the API process is configured with."""
+
+    host: str
+    port: int
+    database_url: str
+    nats_url: str
+    admin_secret: str | None
+    default_wait_seconds: float
+    max_wait_seconds: float
+    delete_wait_seconds: float
+    node_timeout_seconds: float
+    default_cpu: str
+    default_memory: str
+    min_memory_bytes: int
+    pids_limit: int
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        """Settings from `WGS_*`, `DATABASE_URL`, `NATS_URL` and `ADMIN_API_SECRET`."""
+        return cls(
+            host=env_str("WGS_API_HOST", "127.0.0.1"),
+            port=env_int("WGS_API_PORT", 8080),
+            database_url=env_str("DATABASE_URL"),
+            nats_url=env_str("NATS_URL", "nats://127.0.0.1:4222"),
+            admin_secret=env_str("ADMIN_API_SECRET", "") or None,
+            default_wait_seconds=env_float("WGS_CREATE_WAIT_SECONDS", 30.0),
+            max_wait_seconds=env_float("WGS_MAX_WAIT_SECONDS", 120.0),
+            delete_wait_seconds=env_float("WGS_DELETE_WAIT_SECONDS", 30.0),
+            node_timeout_seconds=env_float("WGS_NODE_TIMEOUT_SECONDS", 15.0),
+            default_cpu=env_str("WGS_DEFAULT_CPU", "0.5"),
+            default_memory=env_str("WGS_DEFAULT_MEMORY", "512m"),
+            min_memory_bytes=env_int("WGS_MIN_MEMORY_BYTES", 32 * 1024 * 1024),
+            pids_limit=env_int("WGS_PIDS_LIMIT", 256),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read on first use)."""
+    return Settings.from_env()

@@ -1,0 +1,51 @@
+"""Admin endpoints for tenants and their API keys."""
+
+from litestar import Controller, delete, get, post
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from wgs_api.domain.accounts import schemas, services
+from wgs_api.domain.accounts.guards import require_admin
+
+
+class TenantController(Controller):
+    """`/admin/tenants`: operators create tenants and manage their keys."""
+
+    path = "/admin/tenants"
+    guards = [require_admin]
+    tags = ["admin: tenants"]
+
+    @post("/", operation_id="CreateTenant", status_code=HTTP_201_CREATED)
+    async def create(self, data: schemas.TenantCreate) -> schemas.TenantCreated:
+        """Create a tenant; the response holds its first API key, shown only once."""
+        return await services.create_tenant(data)
+
+    @get("/", operation_id="ListTenants")
+    async def list(self) -> list[schemas.Tenant]:
+        """List tenants."""
+        return await services.list_tenants()
+
+    @get("/{tenant_id:int}", operation_id="GetTenant")
+    async def get(self, tenant_id: int) -> schemas.Tenant:
+        """Get one tenant."""
+        return await services.get_tenant(tenant_id)
+
+    @post("/{tenant_id:int}/keys", operation_id="CreateApiKey", status_code=HTTP_201_CREATED)
+    async def create_key(
+        self, tenant_id: int, data: schemas.ApiKeyCreate | None = None
+    ) -> schemas.ApiKeyCreated:
+        """Issue a new API key (shown once); `revokeOthers: true` rotates: every other key dies."""
+        return await services.create_key(tenant_id, data or schemas.ApiKeyCreate())
+
+    @get("/{tenant_id:int}/keys", operation_id="ListApiKeys")
+    async def list_keys(self, tenant_id: int) -> list[schemas.ApiKeyInfo]:
+        """List a tenant's keys without their secrets."""
+        return await services.list_keys(tenant_id)
+
+    @delete(
+        "/{tenant_id:int}/keys/{key_id:int}",
+        operation_id="RevokeApiKey",
+        status_code=HTTP_204_NO_CONTENT,
+    )
+    async def revoke_key(self, tenant_id: int, key_id: int) -> None:
+        """Revoke a key: requests with it get 401 from now on."""
+        await services.revoke_key(tenant_id, key_id)

@@ -1,0 +1,52 @@
+"""Tenant and API key bodies (camelCase JSON)."""
+
+from datetime import datetime
+
+import msgspec
+
+
+class TenantCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """`POST /admin/tenants` body."""
+
+    name: str
+    email: str | None = None
+    max_instances: int = 100
+
+
+class Tenant(msgspec.Struct, rename="camel"):
+    """A tenant as the admin API shows it."""
+
+    id: int
+    name: str
+    email: str | None
+    max_instances: int
+    created_at: datetime
+
+
+class TenantCreated(Tenant, rename="camel"):
+    """A new tenant with its first API key, shown only in this response."""
+
+    api_key: str
+    api_key_id: int
+
+
+class ApiKeyCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """`POST /admin/tenants/{id}/keys` body: with `revokeOthers`, a rotation."""
+
+    revoke_others: bool = False
+
+
+class ApiKeyInfo(msgspec.Struct, rename="camel"):
+    """An API key without its secret."""
+
+    id: int
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class ApiKeyCreated(ApiKeyInfo, rename="camel"):
+    """A new API key, its secret shown only in this response."""
+
+    key: str

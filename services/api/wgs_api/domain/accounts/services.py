@@ -1,0 +1,144 @@
+"""Tenants and API keys in PostgreSQL."""
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+from wgs_db.engine import DB
+from wgs_db.tables import ApiKey, Tenant
+
+from wgs_api.domain.accounts import keys, schemas
+from wgs_api.errors import Conflict, Invalid, NotFound
+
+KEY_USE_RESOLUTION = timedelta(seconds=60)
+TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")
+
+
+def tenant_view(row: dict[str, Any]) -> schemas.Tenant:
+    """The admin view of a tenant row."""
+    return schemas.Tenant(
+        id=row["id"],
+        name=row["name"],
+        email=row["email"],
+        max_instances=row["max_instances"],
+        created_at=row["created_at"],
+    )
+
+
+def key_view(row: dict[str, Any]) -> schemas.ApiKeyInfo:
+    """The listing view of an API key row."""
+    return schemas.ApiKeyInfo(
+        id=row["id"],
+        prefix=row["prefix"],
+        created_at=row["created_at"],
+        revoked_at=row["revoked_at"],
+        last_used_at=row["last_used_at"],
+    )
+
+
+def validate_tenant(data: schemas.TenantCreate) -> None:
+    """Reject a bad tenant body with a 422 naming the field."""
+    if not TENANT_NAME.match(data.name):
+        raise Invalid("name: 1-128 letters, digits, spaces, dots, dashes", field="name")
+    if data.email is not None and ("@" not in data.email or len(data.email) > 256):
+        raise Invalid("email: not an e-mail address", field="email")
+    if data.max_instances < 0:
+        raise Invalid("maxInstances: must be zero or more", field="maxInstances")
+
+
+async def create_tenant(data: schemas.TenantCreate) -> schemas.TenantCreated:
+    """Create a tenant and its first API key in one transaction."""
+    validate_tenant(data)
+    key = keys.generate_key()
+    try:
+        async with DB.transaction():
+            tenant = (
+                await Tenant.insert(
+                    Tenant(name=data.name, email=data.email, max_instances=data.max_instances)
+                ).returning(*Tenant.all_columns())
+            )[0]
+            api_key = (
+                await ApiKey.insert(
+                    ApiKey(
+                        tenant=tenant["id"],
+                        prefix=keys.display_prefix(key),
+                        key_hash=keys.hash_key(key),
+                    )
+                ).returning(ApiKey.id)
+            )[0]
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"A tenant named {data.name!r} already exists.", field="name") from None
+    view = tenant_view(tenant)
+    return schemas.TenantCreated(
+        **{f: getattr(view, f) for f in view.__struct_fields__},
+        api_key=key,
+        api_key_id=api_key["id"],
+    )
+
+
+async def list_tenants() -> list[schemas.Tenant]:
+    """Every tenant, oldest first."""
+    rows = await Tenant.select().order_by(Tenant.id)
+    return [tenant_view(r) for r in rows]
+
+
+async def get_tenant(tenant_id: int) -> schemas.Tenant:
+    """One tenant, or 404."""
+    row = await Tenant.select().where(Tenant.id == tenant_id).first()
+    if row is None:
+        raise NotFound("Tenant not found")
+    return tenant_view(row)
+
+
+async def create_key(tenant_id: int, data: schemas.ApiKeyCreate) -> schemas.ApiKeyCreated:
+    """A new key for the tenant; with `revoke_others`, every other key is revoked (rotation)."""
+    await get_tenant(tenant_id)
+    key = keys.generate_key()
+    async with DB.transaction():
+        if data.revoke_others:
+            await ApiKey.raw(
+                "UPDATE api_keys SET revoked_at = now() WHERE tenant_id = {} AND revoked_at IS NULL",
+                tenant_id,
+            )
+        row = (
+            await ApiKey.insert(
+                ApiKey(tenant=tenant_id, prefix=keys.display_prefix(key), key_hash=keys.hash_key(key))
+            ).returning(*ApiKey.all_columns())
+        )[0]
+    info = key_view(row)
+    return schemas.ApiKeyCreated(**{f: getattr(info, f) for f in info.__struct_fields__}, key=key)
+
+
+async def list_keys(tenant_id: int) -> list[schemas.ApiKeyInfo]:
+    """The tenant's keys (revoked ones included), without secrets."""
+    await get_tenant(tenant_id)
+    rows = await ApiKey.select().where(ApiKey.tenant == tenant_id).order_by(ApiKey.id)
+    return [key_view(r) for r in rows]
+
+
+async def revoke_key(tenant_id: int, key_id: int) -> None:
+    """Revoke one key; 404 when the tenant has no such key."""
+    rows = await ApiKey.raw(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())"
+        " WHERE id = {} AND tenant_id = {} RETURNING id",
+        key_id,
+        tenant_id,
+    )
+    if not rows:
+        raise NotFound("API key not found")
+
+
+async def tenant_for_key(key: str) -> int | None:
+    """The tenant id an unrevoked key belongs to; marks the key used at most once a minute."""
+    row = (
+        await ApiKey.select(ApiKey.id, ApiKey.tenant, ApiKey.last_used_at)
+        .where((ApiKey.key_hash == keys.hash_key(key)) & ApiKey.revoked_at.is_null())
+        .first()
+    )
+    if row is None:
+        return None
+    last_used = row["last_used_at"]
+    if last_used is None or last_used < datetime.now(UTC) - KEY_USE_RESOLUTION:
+        await ApiKey.raw("UPDATE api_keys SET last_used_at = now() WHERE id = {}", row["id"])
+    return int(row["tenant"])

@@ -1,0 +1,74 @@
+"""Tenant endpoints for instances (paths, bodies and status codes as the original gateway)."""
+
+from litestar import Controller, Response, delete, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.params import Parameter
+from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
+
+from wgs_api.config import get_settings
+from wgs_api.domain.accounts.guards import current_tenant_id
+from wgs_api.domain.instances import schemas, services
+
+
+class InstanceController(Controller):
+    """`/api/instances`: a tenant's WhatsApp numbers."""
+
+    path = "/api/instances"
+    dependencies = {"tenant_id": Provide(current_tenant_id)}
+    tags = ["instances"]
+
+    @post(
+        "/",
+        operation_id="CreateInstance",
+        responses={},
+        status_code=HTTP_200_OK,
+    )
+    async def create(
+        self,
+        tenant_id: int,
+        state: State,
+        data: schemas.InstanceCreate,
+        wait: float | None = Parameter(
+            default=None,
+            ge=0,
+            le=3600,
+            description="Seconds to wait for `running` (default 30; 0 answers 202 at once).",
+        ),
+    ) -> Response[schemas.Instance]:
+        """Create an instance; `200` once its container runs, `202` if still on its way."""
+        settings = get_settings()
+        wait_seconds = settings.default_wait_seconds if wait is None else wait
+        view, settled = await services.create_instance(
+            tenant_id,
+            data,
+            wait_seconds=min(wait_seconds, settings.max_wait_seconds),
+            settings=settings,
+            messaging=state.messaging,
+        )
+        return Response(view, status_code=HTTP_200_OK if settled else HTTP_202_ACCEPTED)
+
+    @get("/", operation_id="ListInstances")
+    async def list(self, tenant_id: int) -> list[schemas.Instance]:
+        """List your instances."""
+        return await services.list_own(tenant_id)
+
+    @get("/{instance_id:int}", operation_id="GetInstance")
+    async def get(self, tenant_id: int, instance_id: int) -> schemas.Instance:
+        """Get one of your instances."""
+        return services.instance_view(await services.fetch_own(tenant_id, instance_id))
+
+    @delete("/{instance_id:int}", operation_id="DeleteInstance", status_code=HTTP_204_NO_CONTENT)
+    async def delete(
+        self, tenant_id: int, instance_id: int, state: State
+    ) -> Response[schemas.InstanceDeleting | None]:
+        """Delete an instance: `204` once its container is gone, `202` if it is still going."""
+        gone = await services.delete_instance(
+            tenant_id, instance_id, settings=get_settings(), messaging=state.messaging
+        )
+        if gone:
+            return Response(None, status_code=HTTP_204_NO_CONTENT)
+        return Response(
+            schemas.InstanceDeleting(id=instance_id, status="deleting"),
+            status_code=HTTP_202_ACCEPTED,
+        )

@@ -1,0 +1,143 @@
+"""Node registration and its view with liveness and allocations."""
+
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+from wgs_contracts.resources import NANO
+from wgs_db.tables import Node, NodeLoad
+
+from wgs_api.config import get_settings
+from wgs_api.domain.nodes import schemas
+from wgs_api.errors import Conflict, Invalid, NotFound
+
+NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+NODE_IN_USE = "Cannot delete node because it has instances assigned to it."
+
+
+def node_status(last_heartbeat_at: datetime | None) -> str:
+    """`ready` while heartbeats arrive, `lost` when they stopped, `unknown` before the first."""
+    if last_heartbeat_at is None:
+        return "unknown"
+    timeout = timedelta(seconds=get_settings().node_timeout_seconds)
+    return "ready" if datetime.now(UTC) - last_heartbeat_at <= timeout else "lost"
+
+
+def node_view(row: dict[str, Any], load: dict[str, Any] | None) -> schemas.Node:
+    """The admin view of a node row and its load."""
+    load = load or {"nano_cpus": 0, "memory_bytes": 0, "instances": 0}
+    return schemas.Node(
+        id=row["id"],
+        name=row["name"],
+        docker_host=row["docker_host"],
+        public_host=row["public_host"],
+        schedulable=row["schedulable"],
+        status=node_status(row["last_heartbeat_at"]),
+        capacity=schemas.Capacity(cpu=row["nano_cpus"] / NANO, memory=row["memory_bytes"]),
+        allocated=schemas.Capacity(
+            cpu=load["nano_cpus"] / NANO, memory=load["memory_bytes"], instances=load["instances"]
+        ),
+        providers=list(row["providers"]),
+        runtime=row["runtime"],
+        last_heartbeat_at=row["last_heartbeat_at"],
+        created_at=row["created_at"],
+    )
+
+
+def validate_fields(name: str | None, docker_host: str | None, public_host: str | None) -> None:
+    """Reject bad node fields with a 422 naming the field."""
+    if name is not None and not NODE_NAME.match(name):
+        raise Invalid(
+            "name: 1-63 lowercase letters, digits and dashes, starting and ending alphanumeric",
+            field="name",
+        )
+    for field, value in (("dockerHost", docker_host), ("publicHost", public_host)):
+        if value is not None and not value.strip():
+            raise Invalid(f"{field}: must not be empty", field=field)
+
+
+def unset_to_none(value: str | msgspec.UnsetType) -> str | None:
+    """`None` for an absent PATCH-style field."""
+    return None if isinstance(value, msgspec.UnsetType) else value
+
+
+async def loads() -> dict[int, dict[str, Any]]:
+    """Reserved resources per node id."""
+    return {r["node_id"]: r for r in await NodeLoad.select()}
+
+
+async def fetch_node(node_id: int) -> dict[str, Any]:
+    """A node row, or 404."""
+    row = await Node.select().where(Node.id == node_id).output(load_json=True).first()
+    if row is None:
+        raise NotFound("Node not found")
+    return row
+
+
+async def create_node(data: schemas.NodeCreate) -> schemas.Node:
+    """Register a node; its agent must use the same name."""
+    validate_fields(data.name, data.docker_host, data.public_host)
+    try:
+        row = (
+            await Node.insert(
+                Node(
+                    name=data.name,
+                    docker_host=data.docker_host,
+                    public_host=data.public_host,
+                    schedulable=data.schedulable,
+                )
+            )
+            .returning(*Node.all_columns())
+            .output(load_json=True)
+        )[0]
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"A node named {data.name!r} already exists.", field="name") from None
+    return node_view(row, None)
+
+
+async def list_nodes() -> list[schemas.Node]:
+    """Every node with its liveness and allocations."""
+    rows = await Node.select().order_by(Node.id).output(load_json=True)
+    by_node = await loads()
+    return [node_view(r, by_node.get(r["id"])) for r in rows]
+
+
+async def get_node(node_id: int) -> schemas.Node:
+    """One node, or 404."""
+    row = await fetch_node(node_id)
+    return node_view(row, (await loads()).get(node_id))
+
+
+async def update_node(node_id: int, data: schemas.NodeUpdate) -> schemas.Node:
+    """Change the given fields of a node."""
+    changes = {
+        column: value
+        for column, value in (
+            (Node.name, data.name),
+            (Node.docker_host, data.docker_host),
+            (Node.public_host, data.public_host),
+            (Node.schedulable, data.schedulable),
+        )
+        if value is not msgspec.UNSET
+    }
+    validate_fields(
+        unset_to_none(data.name), unset_to_none(data.docker_host), unset_to_none(data.public_host)
+    )
+    await fetch_node(node_id)
+    if changes:
+        try:
+            await Node.update(changes).where(Node.id == node_id)  # type: ignore[arg-type]
+        except asyncpg.UniqueViolationError:
+            raise Conflict("A node with that name already exists.", field="name") from None
+    return await get_node(node_id)
+
+
+async def delete_node(node_id: int) -> None:
+    """Delete a node; 409 while instances are placed on it."""
+    await fetch_node(node_id)
+    try:
+        await Node.delete().where(Node.id == node_id)
+    except asyncpg.ForeignKeyViolationError:
+        raise Conflict(NODE_IN_USE) from None

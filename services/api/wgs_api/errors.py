@@ -1,0 +1,129 @@
+"""API errors and the handlers that render every failure as `{"error", "code", "field"}` JSON."""
+
+import logging
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.status_codes import (
+    HTTP_400_BAD_REQUEST,
+    HTTP_401_UNAUTHORIZED,
+    HTTP_404_NOT_FOUND,
+    HTTP_409_CONFLICT,
+    HTTP_422_UNPROCESSABLE_ENTITY,
+    HTTP_500_INTERNAL_SERVER_ERROR,
+    HTTP_503_SERVICE_UNAVAILABLE,
+)
+from wgs_contracts.errors import ErrorBody, ErrorCode
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An expected failure with its HTTP status, message and code."""
+
+    status_code = HTTP_400_BAD_REQUEST
+    code = ErrorCode.VALIDATION
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class Unauthorized(ApiError):
+    status_code = HTTP_401_UNAUTHORIZED
+    code = ErrorCode.UNAUTHORIZED
+
+
+class NotFound(ApiError):
+    status_code = HTTP_404_NOT_FOUND
+    code = ErrorCode.NOT_FOUND
+
+
+class Conflict(ApiError):
+    status_code = HTTP_409_CONFLICT
+    code = ErrorCode.CONFLICT
+
+
+class Invalid(ApiError):
+    """Well-formed JSON whose content is wrong: 422 naming the field."""
+
+    status_code = HTTP_422_UNPROCESSABLE_ENTITY
+    code = ErrorCode.VALIDATION
+
+
+class Unavailable(ApiError):
+    status_code = HTTP_503_SERVICE_UNAVAILABLE
+    code = ErrorCode.UNAVAILABLE
+
+
+class NoCapacity(ApiError):
+    status_code = HTTP_503_SERVICE_UNAVAILABLE
+    code = ErrorCode.NO_CAPACITY
+
+
+class StartFailed(ApiError):
+    status_code = 502
+    code = ErrorCode.START_FAILED
+
+
+def error_response(status: int, body: ErrorBody) -> Response[bytes]:
+    """A JSON error response."""
+    return Response(content=msgspec.json.encode(body), status_code=status, media_type="application/json")
+
+
+def handle_api_error(_: Request, exc: ApiError) -> Response[bytes]:
+    """Render an ApiError."""
+    return error_response(exc.status_code, ErrorBody(error=exc.message, code=exc.code, field=exc.field))
+
+
+def handle_validation(_: Request, exc: ValidationException) -> Response[bytes]:
+    """Litestar's body/query validation: 422 naming the first bad field, 400 for malformed JSON."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    if extra and isinstance(extra[0], dict) and extra[0].get("key"):
+        first = extra[0]
+        field = str(first["key"])
+        message = f"{field}: {first.get('message', 'invalid value')}"
+        return error_response(
+            HTTP_422_UNPROCESSABLE_ENTITY,
+            ErrorBody(error=message, code=ErrorCode.VALIDATION, field=field),
+        )
+    return error_response(HTTP_400_BAD_REQUEST, ErrorBody(error=str(exc.detail), code=ErrorCode.VALIDATION))
+
+
+def handle_http(_: Request, exc: HTTPException) -> Response[bytes]:
+    """Other HTTP errors raised by Litestar itself (404 route, 405 method...)."""
+    code = ErrorCode.NOT_FOUND if isinstance(exc, NotFoundException) else ErrorCode.VALIDATION
+    if exc.status_code == HTTP_401_UNAUTHORIZED:
+        code = ErrorCode.UNAUTHORIZED
+    return error_response(exc.status_code, ErrorBody(error=str(exc.detail), code=code))
+
+
+def handle_unexpected(request: Request, exc: Exception) -> Response[bytes]:
+    """Anything else: logged with its traceback, answered as a generic 500."""
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        ErrorBody(error="Internal server error", code=ErrorCode.UNAVAILABLE),
+    )
+
+
+EXCEPTION_HANDLERS = {
+    ApiError: handle_api_error,
+    ValidationException: handle_validation,
+    HTTPException: handle_http,
+    Exception: handle_unexpected,
+}
+
+__all__ = [
+    "EXCEPTION_HANDLERS",
+    "ApiError",
+    "Conflict",
+    "Invalid",
+    "NoCapacity",
+    "NotFound",
+    "StartFailed",
+    "Unauthorized",
+    "Unavailable",
+]
