@@ -100,6 +100,7 @@ class StopInstance(Base, frozen=True, tag="instance.stop"):
     """Stop (and with `remove`, delete) the instance's container if it runs at `generation` or older."""
 
     instance_id: int
+    tenant_id: int
     generation: int
     remove: bool = True
 
@@ -113,13 +114,13 @@ NodeCommand = StartInstance | StopInstance
 class InstanceStatusChanged(Base, frozen=True, tag="instance.status"):
     """An instance changed state; published on `wgs.evt.instance.{id}.status`."""
 
-    event_id: str = msgspec.field(default_factory=new_event_id)
     instance_id: int
     tenant_id: int
     generation: int
     node: str | None
     status: InstanceStatus
     reason: str | None = None
+    event_id: str = msgspec.field(default_factory=new_event_id)
     at: datetime = msgspec.field(default_factory=utcnow)
 
 

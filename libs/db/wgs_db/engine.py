@@ -2,7 +2,19 @@
 
 from piccolo.engine.postgres import PostgresEngine
 
-DB = PostgresEngine(config={})
+
+class DeferredPostgresEngine(PostgresEngine):
+    """A Piccolo engine configured at startup rather than at import.
+
+    Piccolo's engine connects once at construction to check the server version;
+    at import time there is no DSN yet, so that check is skipped here.
+    """
+
+    async def check_version(self) -> None:
+        """Skip the construction-time version check."""
+
+
+DB = DeferredPostgresEngine(config={})
 
 
 async def open_database(dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:

@@ -23,7 +23,7 @@ MIGRATION_LOCK_KEY = 0x5767_0001
 def migration_files() -> list[tuple[str, str]]:
     """(name, sql) of every migration shipped in the package, in order."""
     folder = resources.files("wgs_db") / "migrations"
-    files = sorted(f for f in folder.iterdir() if f.name.endswith(".sql"))
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
     return [(f.name, f.read_text()) for f in files]
 
 
@@ -76,3 +76,7 @@ def main() -> None:
     configure_logging("migrate")
     nats_url = None if args.skip_streams else env_str("NATS_URL", "nats://127.0.0.1:4222")
     asyncio.run(run(env_str("DATABASE_URL"), nats_url))
+
+
+if __name__ == "__main__":
+    main()

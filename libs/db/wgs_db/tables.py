@@ -8,7 +8,6 @@ explicitly (Piccolo's defaults are nullable + cascade).
 from piccolo.columns import (
     BigInt,
     Boolean,
-    DoublePrecision,
     ForeignKey,
     Integer,
     OnDelete,
@@ -37,7 +36,7 @@ class ApiKey(Table, db=DB, tablename="api_keys"):
     """A tenant's API key, stored as a SHA-256 hash; `prefix` identifies it in listings."""
 
     id = Serial(primary_key=True)
-    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade)
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade, db_column_name="tenant_id")
     prefix = Varchar(length=16)
     key_hash = Varchar(length=64, unique=True)
     created_at = Timestamptz()
@@ -65,8 +64,8 @@ class Instance(Table, db=DB, tablename="instances"):
     """One WhatsApp number: desired state, placement (node + generation) and reported status."""
 
     id = Serial(primary_key=True)
-    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.restrict)
-    node = ForeignKey(Node, null=True, on_delete=OnDelete.restrict)
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.restrict, db_column_name="tenant_id")
+    node = ForeignKey(Node, null=True, on_delete=OnDelete.restrict, db_column_name="node_id")
     name = Varchar(length=256, null=True)
     phone_number = Varchar(length=20)
     provider = Varchar(length=16)
@@ -85,13 +84,4 @@ class Instance(Table, db=DB, tablename="instances"):
     updated_at = Timestamptz()
 
 
-class NodeLoad(Table, db=DB, tablename="node_load"):
-    """View: reserved CPU/memory and instance count per node (instances not yet removed)."""
-
-    node_id = Integer()
-    nano_cpus = BigInt()
-    memory_bytes = BigInt()
-    instances = Integer()
-
-
-__all__ = ["ApiKey", "DoublePrecision", "Instance", "Node", "NodeLoad", "Tenant"]
+__all__ = ["ApiKey", "Instance", "Node", "Tenant"]

@@ -33,11 +33,18 @@ def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
 
 
+async def raw_body(msg: NatsMessage) -> bytes:
+    """FastStream decoder handing handlers the raw body: they decode it with msgspec themselves,
+    inside `guarded_delivery`, so that a malformed message is dead-lettered, not redelivered forever."""
+    return msg.body
+
+
 def make_broker(url: str, name: str) -> NatsBroker:
-    """A FastStream NATS broker that decodes bodies with msgspec."""
+    """A FastStream NATS broker whose handlers receive raw bytes and msgspec-serialize replies."""
     return NatsBroker(
         url,
         name=name,
+        decoder=raw_body,
         serializer=MsgSpecSerializer(),
         max_reconnect_attempts=-1,
         reconnect_time_wait=1,

@@ -1,6 +1,7 @@
 """API errors and the handlers that render every failure as `{"error", "code", "field"}` JSON."""
 
 import logging
+import re
 
 import msgspec
 from litestar import Request, Response
@@ -17,6 +18,7 @@ from litestar.status_codes import (
 from wgs_contracts.errors import ErrorBody, ErrorCode
 
 log = logging.getLogger(__name__)
+MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
 
 
 class ApiError(Exception):
@@ -83,8 +85,10 @@ def handle_validation(_: Request, exc: ValidationException) -> Response[bytes]:
     extra = exc.extra if isinstance(exc.extra, list) else []
     if extra and isinstance(extra[0], dict) and extra[0].get("key"):
         first = extra[0]
-        field = str(first["key"])
-        message = f"{field}: {first.get('message', 'invalid value')}"
+        detail = str(first.get("message", "invalid value"))
+        missing = MISSING_FIELD.search(detail)
+        field = missing.group(1) if missing else str(first["key"])
+        message = f"{field}: {detail}"
         return error_response(
             HTTP_422_UNPROCESSABLE_ENTITY,
             ErrorBody(error=message, code=ErrorCode.VALIDATION, field=field),

@@ -1,1 +1,1 @@
-"""wgs_node_agent."""
+"""Node agent: runs the instances placed on this node in containers and reports on them."""

@@ -1,9 +1,7 @@
 """Wiring of one scheduler process: broker, leader election, consumers, pending retries."""
 
 import asyncio
-import contextlib
 import logging
-import signal
 
 from faststream.nats import NatsMessage
 from wgs_contracts import streams, subjects
@@ -14,6 +12,7 @@ from wgs_contracts.messages import (
     SchedulerLeaderElected,
 )
 from wgs_db.engine import close_database, open_database
+from wgs_kit.lifecycle import cancel_all, wait_for_shutdown
 from wgs_kit.messaging import (
     decode,
     durable_subscriber,
@@ -91,16 +90,10 @@ async def run(settings: Settings) -> None:
     )
     await broker.start()
     await commands.stop()  # consumes only while leader
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     election_task = asyncio.create_task(election.run())
     log.info("scheduler %s up", settings.holder)
-    await stop.wait()
-    election_task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await election_task
+    await wait_for_shutdown()
+    await cancel_all([election_task])
     await election.close()
     await broker.stop()
     await close_database()

@@ -86,7 +86,9 @@ class Scheduler:
         node = await store.node_name(row["node_id"])
         if node is None:
             return
-        stop = StopInstance(instance_id=instance_id, generation=row["generation"], remove=True)
+        stop = StopInstance(
+            instance_id=instance_id, tenant_id=row["tenant_id"], generation=row["generation"], remove=True
+        )
         await publish_durable(
             self.broker,
             subjects.node_commands(node),

@@ -5,7 +5,8 @@ from typing import Any
 
 import msgspec
 from wgs_contracts.messages import InstanceSpec, NodeHeartbeat, Provider, StartInstance
-from wgs_db.tables import Instance, Node, NodeLoad
+from wgs_db.queries import node_loads
+from wgs_db.tables import Instance, Node
 
 from wgs_scheduler.placement import NodeState
 
@@ -13,7 +14,7 @@ from wgs_scheduler.placement import NodeState
 async def node_states(node_timeout_seconds: float) -> list[NodeState]:
     """Every node with liveness (heartbeat age) and what is reserved on it."""
     rows = await Node.select().output(load_json=True)
-    loads = {r["node_id"]: r for r in await NodeLoad.select()}
+    loads = await node_loads()
     oldest_alive = datetime.now(UTC) - timedelta(seconds=node_timeout_seconds)
     states = []
     for row in rows:

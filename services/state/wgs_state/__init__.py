@@ -1,1 +1,1 @@
-"""wgs_state."""
+"""State service: session-state snapshots (idle in this release)."""

@@ -1,1 +1,1 @@
-"""wgs_webhooks."""
+"""Webhooks service: signed, retried delivery of events to tenants (idle in this release)."""

@@ -20,12 +20,12 @@ class TenantController(Controller):
         return await services.create_tenant(data)
 
     @get("/", operation_id="ListTenants")
-    async def list(self) -> list[schemas.Tenant]:
+    async def list_all(self) -> list[schemas.Tenant]:
         """List tenants."""
         return await services.list_tenants()
 
     @get("/{tenant_id:int}", operation_id="GetTenant")
-    async def get(self, tenant_id: int) -> schemas.Tenant:
+    async def get_one(self, tenant_id: int) -> schemas.Tenant:
         """Get one tenant."""
         return await services.get_tenant(tenant_id)
 

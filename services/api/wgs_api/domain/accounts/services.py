@@ -141,4 +141,4 @@ async def tenant_for_key(key: str) -> int | None:
     last_used = row["last_used_at"]
     if last_used is None or last_used < datetime.now(UTC) - KEY_USE_RESOLUTION:
         await ApiKey.raw("UPDATE api_keys SET last_used_at = now() WHERE id = {}", row["id"])
-    return int(row["tenant"])
+    return int(row["tenant_id"])

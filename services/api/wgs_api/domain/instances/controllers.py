@@ -3,6 +3,7 @@
 from litestar import Controller, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
@@ -49,16 +50,26 @@ class InstanceController(Controller):
         return Response(view, status_code=HTTP_200_OK if settled else HTTP_202_ACCEPTED)
 
     @get("/", operation_id="ListInstances")
-    async def list(self, tenant_id: int) -> list[schemas.Instance]:
+    async def list_all(self, tenant_id: int) -> list[schemas.Instance]:
         """List your instances."""
         return await services.list_own(tenant_id)
 
     @get("/{instance_id:int}", operation_id="GetInstance")
-    async def get(self, tenant_id: int, instance_id: int) -> schemas.Instance:
+    async def get_one(self, tenant_id: int, instance_id: int) -> schemas.Instance:
         """Get one of your instances."""
         return services.instance_view(await services.fetch_own(tenant_id, instance_id))
 
-    @delete("/{instance_id:int}", operation_id="DeleteInstance", status_code=HTTP_204_NO_CONTENT)
+    @delete(
+        "/{instance_id:int}",
+        operation_id="DeleteInstance",
+        status_code=HTTP_200_OK,
+        responses={
+            HTTP_204_NO_CONTENT: ResponseSpec(None, description="The container and the instance are gone."),
+            HTTP_202_ACCEPTED: ResponseSpec(
+                schemas.InstanceDeleting, description="Deletion accepted; the container is still going."
+            ),
+        },
+    )
     async def delete(
         self, tenant_id: int, instance_id: int, state: State
     ) -> Response[schemas.InstanceDeleting | None]:

@@ -11,7 +11,7 @@ from wgs_db.tables import Instance, Node, Tenant
 
 from wgs_api.config import Settings
 from wgs_api.domain.instances import schemas
-from wgs_api.domain.instances.status import next_status
+from wgs_api.domain.instances.status import apply_status, next_status
 from wgs_api.domain.instances.validation import (
     ValidInstance,
     check_fits_largest_node,
@@ -28,8 +28,8 @@ def instance_view(row: dict[str, Any]) -> schemas.Instance:
     """The tenant's view of an instance row."""
     return schemas.Instance(
         id=row["id"],
-        tenant_id=row["tenant"],
-        node_id=row["node"],
+        tenant_id=row["tenant_id"],
+        node_id=row["node_id"],
         name=row["name"],
         phone_number=row["phone_number"],
         provider=row["provider"],
@@ -146,6 +146,7 @@ async def create_instance(
                 if await discard_unplaced(instance_id):
                     raise NoCapacity(event.reason or "No node can run this instance.")
                 continue
+            await apply_status(event)  # the durable consumer may not have recorded it yet
             if event.status is InstanceStatus.FAILED:
                 raise StartFailed(f"Instance failed to start: {event.reason}")
             break

@@ -20,12 +20,12 @@ class NodeController(Controller):
         return await services.create_node(data)
 
     @get("/", operation_id="ListNodes")
-    async def list(self) -> list[schemas.Node]:
+    async def list_all(self) -> list[schemas.Node]:
         """List nodes with liveness, capacity and allocations."""
         return await services.list_nodes()
 
     @get("/{node_id:int}", operation_id="GetNode")
-    async def get(self, node_id: int) -> schemas.Node:
+    async def get_one(self, node_id: int) -> schemas.Node:
         """Get one node."""
         return await services.get_node(node_id)
 
@@ -35,6 +35,6 @@ class NodeController(Controller):
         return await services.update_node(node_id, data)
 
     @delete("/{node_id:int}", operation_id="DeleteNode", status_code=HTTP_204_NO_CONTENT)
-    async def delete(self, node_id: int) -> None:
+    async def remove(self, node_id: int) -> None:
         """Delete a node; 409 while it has instances."""
         await services.delete_node(node_id)

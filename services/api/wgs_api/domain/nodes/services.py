@@ -7,7 +7,8 @@ from typing import Any
 import asyncpg
 import msgspec
 from wgs_contracts.resources import NANO
-from wgs_db.tables import Node, NodeLoad
+from wgs_db.queries import node_loads
+from wgs_db.tables import Node
 
 from wgs_api.config import get_settings
 from wgs_api.domain.nodes import schemas
@@ -63,11 +64,6 @@ def unset_to_none(value: str | msgspec.UnsetType) -> str | None:
     return None if isinstance(value, msgspec.UnsetType) else value
 
 
-async def loads() -> dict[int, dict[str, Any]]:
-    """Reserved resources per node id."""
-    return {r["node_id"]: r for r in await NodeLoad.select()}
-
-
 async def fetch_node(node_id: int) -> dict[str, Any]:
     """A node row, or 404."""
     row = await Node.select().where(Node.id == node_id).output(load_json=True).first()
@@ -80,7 +76,7 @@ async def create_node(data: schemas.NodeCreate) -> schemas.Node:
     """Register a node; its agent must use the same name."""
     validate_fields(data.name, data.docker_host, data.public_host)
     try:
-        row = (
+        inserted = (
             await Node.insert(
                 Node(
                     name=data.name,
@@ -88,26 +84,24 @@ async def create_node(data: schemas.NodeCreate) -> schemas.Node:
                     public_host=data.public_host,
                     schedulable=data.schedulable,
                 )
-            )
-            .returning(*Node.all_columns())
-            .output(load_json=True)
+            ).returning(Node.id)
         )[0]
     except asyncpg.UniqueViolationError:
         raise Conflict(f"A node named {data.name!r} already exists.", field="name") from None
-    return node_view(row, None)
+    return node_view(await fetch_node(inserted["id"]), None)
 
 
 async def list_nodes() -> list[schemas.Node]:
     """Every node with its liveness and allocations."""
     rows = await Node.select().order_by(Node.id).output(load_json=True)
-    by_node = await loads()
+    by_node = await node_loads()
     return [node_view(r, by_node.get(r["id"])) for r in rows]
 
 
 async def get_node(node_id: int) -> schemas.Node:
     """One node, or 404."""
     row = await fetch_node(node_id)
-    return node_view(row, (await loads()).get(node_id))
+    return node_view(row, (await node_loads()).get(node_id))
 
 
 async def update_node(node_id: int, data: schemas.NodeUpdate) -> schemas.Node:

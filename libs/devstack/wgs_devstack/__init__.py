@@ -1,0 +1,1 @@
+"""wgs_devstack."""

@@ -1,0 +1,188 @@
+"""The node agent's behaviour: run what the control plane placed here, and nothing else.
+
+Commands (start/stop) and a periodic reconcile against the scheduler's list of
+assignments both lead to the same idempotent actions, serialized per
+instance. Generations fence stale commands: an instance is never run at a
+generation older than the newest one this node has seen.
+"""
+
+import asyncio
+import logging
+import shutil
+from collections import defaultdict
+
+from faststream.nats import NatsBroker
+from wgs_contracts import streams, subjects
+from wgs_contracts.messages import (
+    AssignmentsReply,
+    AssignmentsRequest,
+    InstanceSpec,
+    InstanceStatus,
+    InstanceStatusChanged,
+    NodeCommand,
+    NodeHeartbeat,
+    StartInstance,
+    StopInstance,
+)
+from wgs_kit.messaging import decode, encode, publish_core, publish_durable, trace_headers
+
+from wgs_node_agent.config import Settings
+from wgs_node_agent.fencing import GenerationLedger
+from wgs_node_agent.runtime.base import InstancePaths, ManagedContainer, Runtime, StartError
+
+log = logging.getLogger(__name__)
+
+
+class NodeAgent:
+    """Drives one node's runtime from commands and reconciliation, and reports status."""
+
+    def __init__(self, settings: Settings, runtime: Runtime, broker: NatsBroker) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.broker = broker
+        self.ledger = GenerationLedger(settings.data_dir / "generations.json")
+        self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._touched_at: dict[int, float] = {}
+
+    def _touch(self, instance_id: int) -> None:
+        self._touched_at[instance_id] = asyncio.get_running_loop().time()
+
+    async def handle(self, command: NodeCommand) -> None:
+        """Apply one command from the control plane."""
+        if isinstance(command, StartInstance):
+            await self.start(command.spec, command.generation)
+        elif isinstance(command, StopInstance):
+            await self.stop(command, remove=command.remove)
+
+    async def start(self, spec: InstanceSpec, generation: int) -> None:
+        """Run the instance at `generation` unless a newer generation has been seen."""
+        async with self._locks[spec.instance_id]:
+            self._touch(spec.instance_id)
+            if self.ledger.is_stale(spec.instance_id, generation):
+                log.info("ignoring start of instance %d gen %d: stale", spec.instance_id, generation)
+                return
+            self.ledger.record(spec.instance_id, generation)
+            await self.report(spec.instance_id, spec.tenant_id, generation, InstanceStatus.STARTING)
+            paths = InstancePaths.under(self.settings.data_dir, spec.instance_id)
+            try:
+                await self.runtime.start(spec, generation, paths)
+            except StartError as exc:
+                log.warning("instance %d cannot start: %s", spec.instance_id, exc)
+                await self.report(
+                    spec.instance_id, spec.tenant_id, generation, InstanceStatus.FAILED, str(exc)
+                )
+                return
+            await self.report(spec.instance_id, spec.tenant_id, generation, InstanceStatus.RUNNING)
+
+    async def stop(self, command: StopInstance, *, remove: bool) -> None:
+        """Remove the instance's containers at the command's generation or older; newer ones stay."""
+        instance_id, generation = command.instance_id, command.generation
+        async with self._locks[instance_id]:
+            self._touch(instance_id)
+            if self.ledger.is_stale(instance_id, generation):
+                log.info("ignoring stop of instance %d gen %d: stale", instance_id, generation)
+                return
+            self.ledger.record(instance_id, generation)
+            for container in await self.runtime.list_managed():
+                if container.instance_id == instance_id and container.generation <= generation:
+                    await self._remove(container)
+            if remove:
+                shutil.rmtree(self.settings.data_dir / "instances" / str(instance_id), ignore_errors=True)
+            await self.report(
+                instance_id,
+                command.tenant_id,
+                generation,
+                InstanceStatus.REMOVED if remove else InstanceStatus.STOPPED,
+            )
+
+    async def _remove(self, container: ManagedContainer) -> None:
+        await self.runtime.remove(container, self.settings.stop_timeout_seconds)
+
+    async def reconcile(self, reply: AssignmentsReply, asked_at: float) -> None:
+        """Make the runtime match the assignments; instances touched since `asked_at` are left alone."""
+        wanted = {a.spec.instance_id: a for a in reply.assignments}
+        actual = await self.runtime.list_managed()
+        for container in actual:
+            if self._touched_at.get(container.instance_id, 0.0) > asked_at:
+                continue
+            assignment = wanted.get(container.instance_id)
+            if assignment is None or container.generation < assignment.generation:
+                async with self._locks[container.instance_id]:
+                    log.info(
+                        "reconcile: removing container of instance %d gen %d (not assigned here)",
+                        container.instance_id,
+                        container.generation,
+                    )
+                    await self._remove(container)
+                    await self.report(
+                        container.instance_id,
+                        container.tenant_id,
+                        container.generation,
+                        InstanceStatus.REMOVED,
+                        "not assigned to this node",
+                    )
+        running = {(c.instance_id, c.generation) for c in actual if c.running}
+        for instance_id, assignment in wanted.items():
+            if self._touched_at.get(instance_id, 0.0) > asked_at:
+                continue
+            if (instance_id, assignment.generation) not in running:
+                await self.start(assignment.spec, assignment.generation)
+
+    async def fetch_assignments(self) -> tuple[AssignmentsReply, float]:
+        """Ask the scheduler what this node should run; also returns when it was asked."""
+        asked_at = asyncio.get_running_loop().time()
+        response = await self.broker.request(
+            encode(AssignmentsRequest(node=self.settings.node_name)),
+            subjects.node_assignments(self.settings.node_name),
+            headers=trace_headers(),
+            timeout=5.0,
+        )
+        return decode(response.body, AssignmentsReply), asked_at
+
+    async def reconcile_once(self) -> bool:
+        """One reconcile pass; False when the scheduler did not answer (nothing is changed then)."""
+        try:
+            reply, asked_at = await self.fetch_assignments()
+        except Exception as exc:
+            log.warning("cannot fetch assignments (%r): keeping containers as they are", exc)
+            return False
+        await self.reconcile(reply, asked_at)
+        return True
+
+    async def heartbeat(self) -> None:
+        """Publish this node's liveness and capacity."""
+        containers = await self.runtime.list_managed()
+        beat = NodeHeartbeat(
+            node=self.settings.node_name,
+            runtime=self.runtime.name,
+            nano_cpus=self.settings.nano_cpus,
+            memory_bytes=self.settings.memory_bytes,
+            providers=tuple(sorted(await self.runtime.providers())),
+            running_instances=tuple(sorted(c.instance_id for c in containers if c.running)),
+        )
+        await publish_core(self.broker, subjects.node_heartbeat(self.settings.node_name), beat)
+
+    async def report(
+        self,
+        instance_id: int,
+        tenant_id: int,
+        generation: int,
+        status: InstanceStatus,
+        reason: str | None = None,
+    ) -> None:
+        """Publish a status event of an instance on this node (durably, deduplicated by event id)."""
+        event = InstanceStatusChanged(
+            instance_id=instance_id,
+            tenant_id=tenant_id,
+            generation=generation,
+            node=self.settings.node_name,
+            status=status,
+            reason=reason,
+        )
+        await publish_durable(
+            self.broker,
+            subjects.instance_status(instance_id),
+            event,
+            msg_id=event.event_id,
+            stream=streams.EVENTS,
+        )

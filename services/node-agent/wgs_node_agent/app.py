@@ -1,0 +1,71 @@
+"""Wiring of one node agent process: runtime, command consumer, heartbeats, reconcile loop."""
+
+import asyncio
+import logging
+
+from faststream.nats import NatsMessage
+from wgs_contracts import streams, subjects
+from wgs_contracts.messages import NodeCommand
+from wgs_kit.lifecycle import cancel_all, wait_for_shutdown
+from wgs_kit.messaging import decode, durable_subscriber, guarded_delivery, make_broker
+
+from wgs_node_agent.agent import NodeAgent
+from wgs_node_agent.config import Settings
+from wgs_node_agent.runtime.select import open_runtime
+
+log = logging.getLogger(__name__)
+COMMAND_MAX_DELIVER = 8
+
+
+async def heartbeat_forever(agent: NodeAgent, seconds: float) -> None:
+    """Publish a heartbeat every `seconds`, surviving failures."""
+    while True:
+        try:
+            await agent.heartbeat()
+        except Exception:
+            log.exception("heartbeat failed")
+        await asyncio.sleep(seconds)
+
+
+async def reconcile_forever(agent: NodeAgent, seconds: float) -> None:
+    """Reconcile at once, retrying every second until the scheduler answers, then every `seconds`."""
+    while True:
+        try:
+            done = await agent.reconcile_once()
+        except Exception:
+            log.exception("reconcile failed")
+            done = False
+        await asyncio.sleep(seconds if done else 1.0)
+
+
+async def run(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT; containers keep running when the agent stops."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    runtime = await open_runtime(settings)
+    broker = make_broker(settings.nats_url, f"wgs-node-agent-{settings.node_name}")
+    agent = NodeAgent(settings, runtime, broker)
+    consumer = f"node-{settings.node_name}"
+
+    @durable_subscriber(
+        broker,
+        stream=streams.NODE_COMMANDS,
+        subject=subjects.node_commands(settings.node_name),
+        durable=consumer,
+        max_deliver=COMMAND_MAX_DELIVER,
+        ack_wait_seconds=60.0,
+    )
+    async def on_command(body: bytes, msg: NatsMessage) -> None:
+        async with guarded_delivery(broker, msg, consumer=consumer, max_deliver=COMMAND_MAX_DELIVER):
+            await agent.handle(decode(body, NodeCommand))  # type: ignore[arg-type]
+
+    await broker.start()
+    log.info("node agent %s up with the %s runtime", settings.node_name, runtime.name)
+    tasks = [
+        asyncio.create_task(heartbeat_forever(agent, settings.heartbeat_seconds)),
+        asyncio.create_task(reconcile_forever(agent, settings.reconcile_seconds)),
+    ]
+    await wait_for_shutdown()
+    await cancel_all(tasks)
+    await broker.stop()
+    if runtime.name == "process":
+        await runtime.close()

@@ -1,0 +1,1 @@
+"""Container runtimes: Docker for real nodes, local processes for development without Docker."""

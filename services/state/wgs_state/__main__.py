@@ -1,0 +1,18 @@
+"""`wgs-state`: run the state service."""
+
+import asyncio
+
+from wgs_kit.logs import configure_logging
+
+from wgs_state.app import run
+from wgs_state.config import Settings
+
+
+def main() -> None:
+    """Console entry point."""
+    configure_logging("state")
+    asyncio.run(run(Settings.from_env()))
+
+
+if __name__ == "__main__":
+    main()

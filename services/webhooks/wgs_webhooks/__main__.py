@@ -1,0 +1,18 @@
+"""`wgs-webhooks`: run the webhooks service."""
+
+import asyncio
+
+from wgs_kit.logs import configure_logging
+
+from wgs_webhooks.app import run
+from wgs_webhooks.config import Settings
+
+
+def main() -> None:
+    """Console entry point."""
+    configure_logging("webhooks")
+    asyncio.run(run(Settings.from_env()))
+
+
+if __name__ == "__main__":
+    main()

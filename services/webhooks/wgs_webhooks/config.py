@@ -1,0 +1,5 @@
+"""Webhooks service settings."""
+
+from wgs_kit.service_settings import DatabaseAndNats as Settings
+
+__all__ = ["Settings"]
