@@ -7,19 +7,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
 import httpx
 import pytest
-
-from tests.support.services import ApiService, Service
 from wgs_devstack.docker_engine import DockerEngine
 from wgs_devstack.images import build_all, copy_image
 from wgs_devstack.nats import EmbeddedNats
 from wgs_devstack.postgres import EmbeddedPostgres
 from wgs_devstack.processes import free_port
+
+from tests.support.services import ApiService, Service
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_IMAGE = "wgs-provider-sandbox:latest"
@@ -27,7 +27,7 @@ ENGINE_NAMES = ("n1",)
 
 
 @pytest.fixture(scope="session")
-def work_dir() -> AsyncIterator[Path]:
+def work_dir() -> Iterator[Path]:
     """A short-pathed folder for everything the session starts (unix socket paths are short)."""
     path = Path(tempfile.mkdtemp(prefix="wgs-t-", dir="/tmp"))
     yield path
@@ -137,7 +137,7 @@ def _remember_log_dir(work_dir: Path) -> None:
 
 
 @pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     """On failure, attach the tail of every service log to the report."""
     report = yield
     if report.failed:

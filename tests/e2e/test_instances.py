@@ -3,12 +3,11 @@
 import aiodocker
 import httpx
 import pytest
+from wgs_contracts import labels
+from wgs_devstack.docker_engine import DockerEngine
 
 from tests.support.api import create_tenant, unique_phone
 from tests.support.services import Service
-from wgs_contracts import labels
-from wgs_devstack.docker_engine import DockerEngine
-from wgs_kit.waiting import wait_until
 
 pytestmark = pytest.mark.docker
 

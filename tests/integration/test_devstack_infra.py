@@ -12,7 +12,7 @@ import httpx
 import nats
 import pytest
 from wgs_devstack import images
-from wgs_devstack.docker_engine import DockerEngine, has_docker_engine
+from wgs_devstack.docker_engine import DockerEngine, has_docker_engine, mounts_under
 from wgs_devstack.nats import EmbeddedNats
 from wgs_devstack.postgres import EmbeddedPostgres
 from wgs_devstack.processes import ProcessError, pid_alive
@@ -98,6 +98,7 @@ async def test_docker_engine_restart_after_kill9(tmp_path: Path) -> None:
         assert await has_docker_engine(engine.host)
     finally:
         await engine.stop()
+    assert mounts_under(tmp_path) == []
 
 
 @pytest.mark.docker

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 
 import httpx
-
 from wgs_devstack.processes import ManagedProcess
 
 ADMIN_SECRET = "test-admin-secret"

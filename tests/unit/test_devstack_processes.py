@@ -127,3 +127,17 @@ async def test_run_command_success_and_failure(tmp_path: Path) -> None:
 async def _logged(proc: ManagedProcess, text: str) -> bool:
     await asyncio.sleep(0)
     return text in proc.log_tail().splitlines()
+
+
+async def test_cancelled_run_command_kills_the_command(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    task = asyncio.create_task(run_command([sys.executable, "-c", code], log_path=tmp_path / "c.log"))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (pid_file.is_file() and pid_file.read_text()):
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not pid_alive(int(pid_file.read_text()))

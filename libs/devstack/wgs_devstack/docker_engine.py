@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from wgs_devstack.processes import ManagedProcess, ProcessError
+from wgs_devstack.processes import ManagedProcess, ProcessError, run_command
 
 # sun_path is 108 bytes; stay well below it.
 _MAX_SOCKET_PATH = 100
@@ -124,9 +124,14 @@ class DockerEngine:
     async def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM dockerd by PID (it stops its containers), SIGKILL after ``timeout``.
 
-        The exec root and the engine's (empty) cgroups are removed afterwards.
+        Leftover mounts under the data root, the exec root and the engine's (empty)
+        cgroups are removed afterwards.
         """
         await self._proc.stop(timeout)
+        # dockerd bind-mounts its data root on itself, and after a kill9 and restart it
+        # no longer knows to undo that: detach whatever is still mounted there.
+        for point in sorted(mounts_under(self.root / "data"), key=len, reverse=True):
+            await run_command(["umount", "-l", point], log_path=self._proc.log_path)
         if self.exec_root.exists() and not mounts_under(self.exec_root):
             shutil.rmtree(self.exec_root, ignore_errors=True)
         for cgroup in Path("/sys/fs/cgroup").glob(f"*/wgs-{self.name}"):

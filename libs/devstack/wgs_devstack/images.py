@@ -283,10 +283,15 @@ async def copy_image(src_host: str, dst_host: str, tag: str) -> None:
     env = _docker_env()
     with log.open("ab") as fh:
         save = await asyncio.create_subprocess_exec(
-            *_docker(src_host, "save", tag), stdout=write_fd, stderr=fh, env=env
+            *_docker(src_host, "save", tag), stdout=write_fd, stderr=fh, env=env, start_new_session=True
         )
         load = await asyncio.create_subprocess_exec(
-            *_docker(dst_host, "load", "-q"), stdin=read_fd, stdout=fh, stderr=fh, env=env
+            *_docker(dst_host, "load", "-q"),
+            stdin=read_fd,
+            stdout=fh,
+            stderr=fh,
+            env=env,
+            start_new_session=True,
         )
         os.close(write_fd)
         os.close(read_fd)

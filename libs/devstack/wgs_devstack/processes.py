@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pwd
 import signal
@@ -121,9 +122,10 @@ async def run_command(
 
 
 async def kill_and_reap(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL an asyncio subprocess if it still runs, and wait for it."""
+    """SIGKILL a command started by ``run_command`` and its process group, and reap it."""
     if proc.returncode is None:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the group id is its PID
         await proc.wait()
 
 

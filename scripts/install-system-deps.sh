@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Installs the system packages the stack and its tests need, when missing:
+# Docker engine (docker.io), debootstrap (offline base image), PostgreSQL server, uv.
+set -euo pipefail
+
+missing=()
+command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing system packages: ${missing[*]} (run as root or install them)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install -q uv

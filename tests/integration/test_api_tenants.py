@@ -1,0 +1,77 @@
+"""Tenants and API keys: created by operators, shown once, stored hashed, rotated and revoked."""
+
+import hashlib
+
+import httpx
+
+from tests.support.api import ADMIN, create_tenant
+
+
+async def test_tenant_key_authenticates_and_is_stored_hashed(client: httpx.AsyncClient, db) -> None:
+    tenant = await create_tenant(client)
+    assert tenant.api_key.startswith("wgs_")
+    assert (await client.get("/api/instances", headers=tenant.headers)).json() == []
+    stored = await db.fetch("SELECT key_hash, prefix FROM api_keys WHERE tenant_id = $1", tenant.id)
+    assert [r["key_hash"] for r in stored] == [hashlib.sha256(tenant.api_key.encode()).hexdigest()]
+    assert tenant.api_key not in {r["prefix"] for r in stored}
+    listed = await client.get(f"/admin/tenants/{tenant.id}/keys", headers=ADMIN)
+    assert tenant.api_key not in listed.text
+    assert [t["name"] for t in (await client.get("/admin/tenants", headers=ADMIN)).json()].count(
+        tenant.name
+    ) == 1
+
+
+async def test_missing_or_wrong_key_is_401(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/api/instances")).status_code == 401
+    wrong = await client.get("/api/instances", headers={"Authorization": "Bearer wgs_nope"})
+    assert wrong.status_code == 401
+    assert wrong.json()["error"] == "Unauthorized"
+    basic = await client.get("/api/instances", headers={"Authorization": "Basic abc"})
+    assert basic.status_code == 401
+
+
+async def test_rotation_revokes_old_keys_and_revocation_is_immediate(client: httpx.AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    rotated = await client.post(
+        f"/admin/tenants/{tenant.id}/keys", json={"revokeOthers": True}, headers=ADMIN
+    )
+    assert rotated.status_code == 201
+    new_key = rotated.json()["key"]
+    assert (await client.get("/api/instances", headers=tenant.headers)).status_code == 401
+    new_headers = {"Authorization": f"Bearer {new_key}"}
+    assert (await client.get("/api/instances", headers=new_headers)).status_code == 200
+
+    revoked = await client.delete(f"/admin/tenants/{tenant.id}/keys/{rotated.json()['id']}", headers=ADMIN)
+    assert revoked.status_code == 204
+    assert (await client.get("/api/instances", headers=new_headers)).status_code == 401
+    keys = (await client.get(f"/admin/tenants/{tenant.id}/keys", headers=ADMIN)).json()
+    assert all(k["revokedAt"] is not None for k in keys)
+
+
+async def test_bad_tenant_requests(client: httpx.AsyncClient, db) -> None:
+    tenant = await create_tenant(client)
+    before = await db.fetchval("SELECT count(*) FROM tenants")
+    duplicate = await client.post("/admin/tenants", json={"name": tenant.name}, headers=ADMIN)
+    assert duplicate.status_code == 409
+    bad = await client.post("/admin/tenants", json={"name": ""}, headers=ADMIN)
+    assert bad.status_code == 422
+    assert bad.json()["field"] == "name"
+    malformed = await client.post(
+        "/admin/tenants", content=b"{not json", headers={**ADMIN, "content-type": "application/json"}
+    )
+    assert malformed.status_code == 400
+    assert "error" in malformed.json()
+    assert (await client.post("/admin/tenants", json={"name": "x"})).status_code == 401
+    assert await db.fetchval("SELECT count(*) FROM tenants") == before
+    assert (await client.get("/admin/tenants/999999", headers=ADMIN)).status_code == 404
+    assert (await client.delete(f"/admin/tenants/{tenant.id}/keys/999999", headers=ADMIN)).status_code == 404
+
+
+async def test_openapi_document_and_docs_page(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/")).json() == {"status": "ok"}
+    document = (await client.get("/docs/openapi.json")).json()
+    for path in ("/api/instances", "/api/instances/{instance_id}", "/admin/nodes", "/admin/tenants"):
+        assert path in document["paths"]
+    page = await client.get("/docs")
+    assert page.status_code == 200
+    assert "html" in page.headers["content-type"]

@@ -1,0 +1,141 @@
+"""Scheduler on real NATS and PostgreSQL: placement, spreading, no-room answers, leader election."""
+
+import httpx
+import msgspec
+import nats
+from wgs_contracts import subjects
+from wgs_contracts.messages import NodeCommand, StartInstance
+from wgs_kit.waiting import wait_until
+from wgs_scheduler.leader import APPLICATION_PREFIX, LEADER_LOCK_KEY
+
+from tests.integration.fake_nodes import fake_nodes
+from tests.support.api import create_tenant, unique_phone
+from tests.support.services import Service
+
+GB = 2**30
+CPU = 1_000_000_000
+
+
+async def placed_node(db, instance_id: int) -> int | None:
+    return await db.fetchval("SELECT node_id FROM instances WHERE id = $1", instance_id)
+
+
+async def test_instance_is_placed_and_its_node_gets_the_start_command(
+    client: httpx.AsyncClient, db, scheduler: Service, migrated: dict[str, str]
+) -> None:
+    tenant = await create_tenant(client)
+    async with fake_nodes(client, db, migrated["NATS_URL"], {"fake-a": (CPU, GB, ("waba",))}) as ids:
+        nc = await nats.connect(migrated["NATS_URL"])
+        commands = await nc.subscribe(subjects.node_commands("fake-a"))
+        try:
+            body = {"phone": unique_phone(), "provider": "waba", "resources": {"cpu": 0.5, "memory": "256m"}}
+            response = await client.post("/api/instances?wait=0", json=body, headers=tenant.headers)
+            assert response.status_code == 202, response.text
+            instance = response.json()
+            assert instance["status"] == "pending"
+            message = await commands.next_msg(timeout=15)
+            command = msgspec.json.decode(message.data, type=NodeCommand)
+            assert isinstance(command, StartInstance)
+            assert command.spec.instance_id == instance["id"]
+            assert command.spec.nano_cpus == CPU // 2
+            assert command.spec.memory_bytes == 256 * 2**20
+            assert command.generation == 1
+            assert message.headers["Nats-Msg-Id"] == f"instance.start:{instance['id']}:1"
+            assert await placed_node(db, instance["id"]) == ids["fake-a"]
+            view = (await client.get(f"/api/instances/{instance['id']}", headers=tenant.headers)).json()
+            assert view["status"] == "scheduled"
+            assert view["nodeId"] == ids["fake-a"]
+        finally:
+            await nc.close()
+
+
+async def test_instances_spread_over_nodes_and_no_room_is_503_with_nothing_left(
+    client: httpx.AsyncClient, db, scheduler: Service, migrated: dict[str, str]
+) -> None:
+    tenant = await create_tenant(client)
+    nodes = {"fake-b": (CPU, GB, ("waba",)), "fake-c": (CPU, GB, ("waba",))}
+    async with fake_nodes(client, db, migrated["NATS_URL"], nodes) as ids:
+        placed = []
+        for _ in range(2):
+            body = {"phone": unique_phone(), "provider": "waba", "resources": {"cpu": 0.6, "memory": "256m"}}
+            response = await client.post("/api/instances?wait=0", json=body, headers=tenant.headers)
+            instance_id = response.json()["id"]
+
+            async def on_a_node(instance_id: int = instance_id) -> int | None:
+                return await placed_node(db, instance_id)
+
+            placed.append(await wait_until(on_a_node, timeout=15, what="placement"))
+        assert sorted(placed) == sorted(ids.values())
+
+        phone = unique_phone()
+        body = {"phone": phone, "provider": "waba", "resources": {"cpu": 0.6, "memory": "256m"}}
+        full = await client.post("/api/instances", json=body, headers=tenant.headers)
+        assert full.status_code == 503, full.text
+        assert full.json()["code"] == "no_capacity"
+        assert "room" in full.json()["error"]
+        assert await db.fetchval("SELECT count(*) FROM instances WHERE phone_number = $1", phone) == 0
+
+
+async def test_provider_without_image_on_any_node_is_503(
+    client: httpx.AsyncClient, db, scheduler: Service, migrated: dict[str, str]
+) -> None:
+    tenant = await create_tenant(client)
+    phone = unique_phone()
+    async with fake_nodes(client, db, migrated["NATS_URL"], {"fake-e": (CPU, GB, ("waba",))}):
+        response = await client.post(
+            "/api/instances",
+            json={"phone": phone, "provider": "whatsmeow", "resources": {"cpu": 0.1, "memory": "64m"}},
+            headers=tenant.headers,
+        )
+    assert response.status_code == 503, response.text
+    assert response.json()["code"] == "no_capacity"
+    assert "whatsmeow" in response.json()["error"]
+    assert await db.fetchval("SELECT count(*) FROM instances WHERE phone_number = $1", phone) == 0
+
+
+async def lock_holder(db) -> str | None:
+    """The application name of the connection holding the scheduler leader lock."""
+    name = await db.fetchval(
+        "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 0 AND l.objid = $1",
+        LEADER_LOCK_KEY,
+    )
+    return name.removeprefix(APPLICATION_PREFIX) if name else None
+
+
+async def test_one_leader_at_a_time_and_a_standby_takes_over_after_kill_9(
+    client: httpx.AsyncClient, db, scheduler: Service, migrated: dict[str, str], work_dir
+) -> None:
+    first = await wait_until(lambda: lock_holder(db), timeout=15, what="a leader")
+    standby = Service(
+        "scheduler-2", "wgs_scheduler", {**migrated, "WGS_SCHEDULER_ID": "standby"}, work_dir / "logs"
+    )
+    standby.start()
+    try:
+        await wait_until(
+            lambda: db.fetchval(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = $1", APPLICATION_PREFIX + "standby"
+            ),
+            timeout=15,
+            what="standby connected",
+        )
+        assert await lock_holder(db) == first  # the standby waits
+        await scheduler.kill9()
+
+        async def standby_leads() -> bool:
+            return await lock_holder(db) == "standby"
+
+        await wait_until(standby_leads, timeout=15, what="standby takes the lock")
+        tenant = await create_tenant(client)
+        async with fake_nodes(client, db, migrated["NATS_URL"], {"fake-d": (CPU, GB, ("waba",))}) as ids:
+            body = {"phone": unique_phone(), "provider": "waba", "resources": {"cpu": 0.5, "memory": "128m"}}
+            created = await client.post("/api/instances?wait=0", json=body, headers=tenant.headers)
+
+            async def placed() -> int | None:
+                return await placed_node(db, created.json()["id"])
+
+            assert await wait_until(placed, timeout=15, what="placement by the new leader") == ids["fake-d"]
+    finally:
+        scheduler.start()
+        await standby.stop()
+    await wait_until(lambda: lock_holder(db), timeout=15, what="the restarted scheduler leads")
