@@ -15,9 +15,7 @@ pytestmark = pytest.mark.docker
 async def containers_of(engine: DockerEngine, instance_id: int) -> list[dict]:
     """The engine's containers labelled with the instance id."""
     async with aiodocker.Docker(url=engine.host) as docker:
-        found = await docker.containers.list(
-            all=True, filters={"label": [f"{labels.INSTANCE_ID}={instance_id}"]}
-        )
+        found = await docker.containers.list(all=True, filters={"label": [f"{labels.INSTANCE_ID}={instance_id}"]})
         return [await c.show() for c in found]
 
 

@@ -2,7 +2,7 @@
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import httpx
 import nats
@@ -17,7 +17,7 @@ HEARTBEAT_INTERVAL = 0.3  # seconds between simulated heartbeats (a cadence, not
 
 @contextlib.asynccontextmanager
 async def fake_nodes(
-    client: httpx.AsyncClient, db, nats_url: str, specs: dict[str, tuple[int, int, tuple[str, ...]]]
+    client: httpx.AsyncClient, db, nats_url: str, specs: Mapping[str, tuple[int, int, tuple[str, ...]]]
 ) -> AsyncIterator[dict[str, int]]:
     """Register nodes {name: (nano_cpus, memory_bytes, providers)} and heartbeat for them.
 

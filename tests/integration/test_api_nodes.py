@@ -33,9 +33,7 @@ async def test_create_list_get_update_delete_node(client: httpx.AsyncClient) -> 
     fetched = await client.get(f"/admin/nodes/{node['id']}", headers=ADMIN)
     assert fetched.json()["name"] == "test-node-2"
 
-    updated = await client.put(
-        f"/admin/nodes/{node['id']}", json={"name": "test-node-2-updated"}, headers=ADMIN
-    )
+    updated = await client.put(f"/admin/nodes/{node['id']}", json={"name": "test-node-2-updated"}, headers=ADMIN)
     assert updated.status_code == 200, updated.text
     assert updated.json()["name"] == "test-node-2-updated"
     assert updated.json()["publicHost"] == "n2.local"

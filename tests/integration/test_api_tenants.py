@@ -16,9 +16,7 @@ async def test_tenant_key_authenticates_and_is_stored_hashed(client: httpx.Async
     assert tenant.api_key not in {r["prefix"] for r in stored}
     listed = await client.get(f"/admin/tenants/{tenant.id}/keys", headers=ADMIN)
     assert tenant.api_key not in listed.text
-    assert [t["name"] for t in (await client.get("/admin/tenants", headers=ADMIN)).json()].count(
-        tenant.name
-    ) == 1
+    assert [t["name"] for t in (await client.get("/admin/tenants", headers=ADMIN)).json()].count(tenant.name) == 1
 
 
 async def test_missing_or_wrong_key_is_401(client: httpx.AsyncClient) -> None:
@@ -32,9 +30,7 @@ async def test_missing_or_wrong_key_is_401(client: httpx.AsyncClient) -> None:
 
 async def test_rotation_revokes_old_keys_and_revocation_is_immediate(client: httpx.AsyncClient) -> None:
     tenant = await create_tenant(client)
-    rotated = await client.post(
-        f"/admin/tenants/{tenant.id}/keys", json={"revokeOthers": True}, headers=ADMIN
-    )
+    rotated = await client.post(f"/admin/tenants/{tenant.id}/keys", json={"revokeOthers": True}, headers=ADMIN)
     assert rotated.status_code == 201
     new_key = rotated.json()["key"]
     assert (await client.get("/api/instances", headers=tenant.headers)).status_code == 401

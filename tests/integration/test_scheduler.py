@@ -107,9 +107,7 @@ async def test_one_leader_at_a_time_and_a_standby_takes_over_after_kill_9(
     client: httpx.AsyncClient, db, scheduler: Service, migrated: dict[str, str], work_dir
 ) -> None:
     first = await wait_until(lambda: lock_holder(db), timeout=15, what="a leader")
-    standby = Service(
-        "scheduler-2", "wgs_scheduler", {**migrated, "WGS_SCHEDULER_ID": "standby"}, work_dir / "logs"
-    )
+    standby = Service("scheduler-2", "wgs_scheduler", {**migrated, "WGS_SCHEDULER_ID": "standby"}, work_dir / "logs")
     standby.start()
     try:
         await wait_until(

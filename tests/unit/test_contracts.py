@@ -379,6 +379,13 @@ def test_provider_image():
 
 
 def test_label_keys_are_distinct_and_namespaced():
-    keys = [labels.MANAGED, labels.INSTANCE_ID, labels.TENANT_ID, labels.GENERATION, labels.PROVIDER, labels.NODE]
+    keys = [
+        labels.MANAGED,
+        labels.INSTANCE_ID,
+        labels.TENANT_ID,
+        labels.GENERATION,
+        labels.PROVIDER,
+        labels.NODE,
+    ]
     assert len(set(keys)) == len(keys)
     assert all(k.startswith("io.wgs.") for k in keys)

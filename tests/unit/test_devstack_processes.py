@@ -82,12 +82,7 @@ async def test_wait_ready_raises_when_child_exits(tmp_path: Path) -> None:
 
 
 async def test_stop_escalates_to_sigkill(tmp_path: Path) -> None:
-    code = (
-        "import signal, time\n"
-        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "print('up', flush=True)\n"
-        "time.sleep(60)"
-    )
+    code = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('up', flush=True)\ntime.sleep(60)"
     proc = _python(tmp_path, "stubborn", code)
     proc.start()
     await proc.wait_ready(lambda: _logged(proc, "up"), timeout=10)

@@ -23,6 +23,14 @@ def parse_memory(text: str) -> int:
     return int(value)
 
 
+def normalize_memory(text: str) -> str:
+    """The canonical spelling of a memory quantity: `"1 G"` and `"1gb"` become `"1g"`."""
+    parse_memory(text)
+    match = MEMORY_PATTERN.match(text)
+    assert match is not None
+    return f"{match.group(1)}{match.group(2).lower()}"
+
+
 def parse_cpu(value: str | float | int) -> int:
     """Nano-CPUs in a CPU quantity like `0.5` or `2`; raise unless it is a positive number."""
     if isinstance(value, bool):

@@ -13,7 +13,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -120,7 +120,11 @@ async def _register_node(api: str, secret: str, docker_host: str, node_name: str
         response.raise_for_status()
 
 
-async def _stop_all(children: list[tuple[str, Any]]) -> None:
+class _Stoppable(Protocol):
+    async def stop(self) -> object: ...
+
+
+async def _stop_all(children: list[tuple[str, _Stoppable]]) -> None:
     """Stop children (ManagedProcess, EmbeddedPostgres or EmbeddedNats) in reverse order."""
     for name, child in reversed(children):
         _say(f"stopping {name}")
@@ -156,7 +160,7 @@ async def _up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
 
-    children: list[tuple[str, Any]] = []
+    children: list[tuple[str, _Stoppable]] = []
     try:
         return await _run_stack(args, data_dir, logs, pidfile, children)
     except asyncio.CancelledError:
@@ -172,7 +176,7 @@ async def _run_stack(
     data_dir: Path,
     logs: Path,
     pidfile: _PidFile,
-    children: list[tuple[str, Any]],
+    children: list[tuple[str, _Stoppable]],
 ) -> int:
     env = dict(os.environ)
     if not env.get("NATS_URL"):

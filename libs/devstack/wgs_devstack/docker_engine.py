@@ -21,9 +21,7 @@ def docker_client(host: str) -> httpx.AsyncClient:
         transport = httpx.AsyncHTTPTransport(uds=host.removeprefix("unix://"))
         return httpx.AsyncClient(transport=transport, base_url="http://docker", timeout=2.0, trust_env=False)
     if host.startswith("tcp://"):
-        return httpx.AsyncClient(
-            base_url="http://" + host.removeprefix("tcp://"), timeout=2.0, trust_env=False
-        )
+        return httpx.AsyncClient(base_url="http://" + host.removeprefix("tcp://"), timeout=2.0, trust_env=False)
     raise ValueError(f"unsupported Docker host {host!r}")
 
 

@@ -164,9 +164,7 @@ def _source_files(project_root: Path) -> list[Path]:
     """Every file of the packages the project wheel contains."""
     files: list[Path] = []
     for package in _wheel_packages(project_root):
-        files += sorted(
-            p for p in (project_root / package).rglob("*") if p.is_file() and "__pycache__" not in p.parts
-        )
+        files += sorted(p for p in (project_root / package).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     return files
 
 
@@ -255,9 +253,7 @@ def image_tag(name: str) -> str:
     raise ValueError(f"unknown image {name!r}; known: {', '.join(PROVIDERS + SERVICES)}")
 
 
-async def build_all(
-    docker_host: str, project_root: Path, which: Iterable[str] = ("sandbox",)
-) -> dict[str, str]:
+async def build_all(docker_host: str, project_root: Path, which: Iterable[str] = ("sandbox",)) -> dict[str, str]:
     """Build the named provider/service images and return ``{name: tag}``.
 
     Ensures the base image first, and the wheelhouse only when a service is requested.
@@ -302,6 +298,4 @@ async def copy_image(src_host: str, dst_host: str, tag: str) -> None:
             await kill_and_reap(load)
             raise
     if save_code or load_code:
-        raise ProcessError(
-            f"copying {tag} failed (save {save_code}, load {load_code}); log {log}:\n{tail(log)}"
-        )
+        raise ProcessError(f"copying {tag} failed (save {save_code}, load {load_code}); log {log}:\n{tail(log)}")

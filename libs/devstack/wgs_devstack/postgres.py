@@ -123,9 +123,7 @@ class EmbeddedPostgres:
         await run_command(argv, log_path=self.log_path, user=self._user, timeout=300)
 
     async def _connect(self, database: str) -> asyncpg.Connection:
-        return await asyncpg.connect(
-            host="127.0.0.1", port=self.port, user=DB_USER, database=database, timeout=2
-        )
+        return await asyncpg.connect(host="127.0.0.1", port=self.port, user=DB_USER, database=database, timeout=2)
 
     async def start(self, timeout: float = 60.0) -> None:
         """Initialise the cluster if needed, start it, and create database ``wgs``."""

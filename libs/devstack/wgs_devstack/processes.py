@@ -111,9 +111,7 @@ async def run_command(
             code = await asyncio.wait_for(proc.wait(), timeout)
         except TimeoutError:
             await kill_and_reap(proc)
-            raise ProcessError(
-                f"{argv[0]} timed out after {timeout:.0f}s; log {log_path}:\n{tail(log_path)}"
-            ) from None
+            raise ProcessError(f"{argv[0]} timed out after {timeout:.0f}s; log {log_path}:\n{tail(log_path)}") from None
         except BaseException:  # cancelled: do not leave the command running
             await kill_and_reap(proc)
             raise

@@ -18,6 +18,7 @@ from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 from wgs_contracts import headers, subjects
+from wgs_contracts.messages import SCHEMA_VERSION
 from wgs_contracts.streams import ALL_STREAMS, DEAD_LETTERS, StreamSpec
 
 from wgs_kit.logs import new_trace_id, trace_id_var
@@ -67,9 +68,7 @@ async def publish_durable(
     broker: NatsBroker, subject: str, message: msgspec.Struct, *, msg_id: str, stream: StreamSpec
 ) -> None:
     """Publish to JetStream and wait for the stream's ack; `msg_id` makes a repeat harmless."""
-    await broker.publish(
-        encode(message), subject, headers=trace_headers(msg_id), stream=stream.name, timeout=5.0
-    )
+    await broker.publish(encode(message), subject, headers=trace_headers(msg_id), stream=stream.name, timeout=5.0)
 
 
 async def publish_core(broker: NatsBroker, subject: str, message: msgspec.Struct) -> None:
@@ -132,7 +131,7 @@ def durable_subscriber(
 
 def redelivery_delay(attempt: int) -> float:
     """Backoff before redelivering a message that failed `attempt` times: 0.5 s doubling to 30 s."""
-    return float(min(30.0, 0.5 * 2 ** max(0, attempt - 1)))
+    return min(30.0, 0.5 * 2.0 ** min(max(0, attempt - 1), 16))
 
 
 @asynccontextmanager
@@ -172,6 +171,14 @@ async def guarded_delivery(
         trace_id_var.reset(token)
 
 
+class UnsupportedSchemaVersion(ValueError):
+    """A message written by a newer contract than this process knows."""
+
+
 def decode(data: bytes, message_type: type[M]) -> M:
-    """Decode a contract message (or union of messages) from JSON bytes."""
-    return msgspec.json.decode(data, type=message_type)
+    """Decode a contract message (or union of messages); refuse newer schema versions."""
+    message = msgspec.json.decode(data, type=message_type)
+    version = getattr(message, "schema_version", SCHEMA_VERSION)
+    if version > SCHEMA_VERSION:
+        raise UnsupportedSchemaVersion(f"schema_version {version} > supported {SCHEMA_VERSION}")
+    return message

@@ -53,11 +53,7 @@ class Response:
 
     def encode(self) -> bytes:
         """Status line, headers and body as bytes."""
-        payload = (
-            self.body
-            if isinstance(self.body, bytes)
-            else json.dumps(self.body, separators=(",", ":")).encode()
-        )
+        payload = self.body if isinstance(self.body, bytes) else json.dumps(self.body, separators=(",", ":")).encode()
         head = [
             f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Status')}",
             f"Content-Type: {self.content_type}",
@@ -88,9 +84,7 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     return Request(method.upper(), url.path, parse_qs(url.query), headers, body)
 
 
-async def serve_connection(
-    handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-) -> None:
+async def serve_connection(handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Answer requests on one connection until the client closes it."""
     try:
         while (request := await read_request(reader)) is not None:

@@ -40,9 +40,7 @@ class ApiMessaging:
             max_deliver=STATUS_MAX_DELIVER,
         )
         async def record_status(body: bytes, msg: NatsMessage) -> None:
-            async with guarded_delivery(
-                broker, msg, consumer=STATUS_CONSUMER, max_deliver=STATUS_MAX_DELIVER
-            ):
+            async with guarded_delivery(broker, msg, consumer=STATUS_CONSUMER, max_deliver=STATUS_MAX_DELIVER):
                 await apply_status(decode(body, InstanceStatusChanged))
 
         @broker.subscriber(subjects.ALL_INSTANCE_STATUS)

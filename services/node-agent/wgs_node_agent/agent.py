@@ -68,9 +68,7 @@ class NodeAgent:
                 await self.runtime.start(spec, generation, paths)
             except StartError as exc:
                 log.warning("instance %d cannot start: %s", spec.instance_id, exc)
-                await self.report(
-                    spec.instance_id, spec.tenant_id, generation, InstanceStatus.FAILED, str(exc)
-                )
+                await self.report(spec.instance_id, spec.tenant_id, generation, InstanceStatus.FAILED, str(exc))
                 return
             await self.report(spec.instance_id, spec.tenant_id, generation, InstanceStatus.RUNNING)
 

@@ -66,9 +66,7 @@ def choose_node(request: Request, nodes: list[NodeState]) -> NodeState | NoFit:
     offering = [n for n in alive if request.provider in n.providers]
     if not offering:
         return NoFit(f"No available node offers provider {request.provider!r}.")
-    fitting = [
-        n for n in offering if n.free()[0] >= request.nano_cpus and n.free()[1] >= request.memory_bytes
-    ]
+    fitting = [n for n in offering if n.free()[0] >= request.nano_cpus and n.free()[1] >= request.memory_bytes]
     if not fitting:
         best_cpu = max(n.free()[0] for n in offering)
         best_memory = max(n.free()[1] for n in offering)

@@ -54,9 +54,7 @@ class Scheduler:
 
     async def try_place(self, row: dict[str, Any]) -> NoFit | None:
         """Choose a node and bind the instance to it; NoFit when none fits."""
-        request = Request(
-            provider=row["provider"], nano_cpus=row["nano_cpus"], memory_bytes=row["memory_bytes"]
-        )
+        request = Request(provider=row["provider"], nano_cpus=row["nano_cpus"], memory_bytes=row["memory_bytes"])
         choice = choose_node(request, await store.node_states(self.settings.node_timeout_seconds))
         if isinstance(choice, NoFit):
             return choice

@@ -33,9 +33,7 @@ def container_name(instance_id: int) -> str:
     return f"wgs-instance-{instance_id}"
 
 
-def managed_from_labels(
-    container_id: str, container_labels: dict[str, str], running: bool
-) -> ManagedContainer:
+def managed_from_labels(container_id: str, container_labels: dict[str, str], running: bool) -> ManagedContainer:
     """Rebuild what the agent knows of a container from its labels."""
     return ManagedContainer(
         container_id=ContainerId(container_id),
@@ -117,9 +115,7 @@ class DockerRuntime:
         """Every labelled container on the engine."""
         found = await self.docker.containers.list(all=True, filters={"label": [f"{labels.MANAGED}=true"]})
         return [
-            managed_from_labels(
-                c.id, c._container.get("Labels") or {}, c._container.get("State") == "running"
-            )
+            managed_from_labels(c.id, c._container.get("Labels") or {}, c._container.get("State") == "running")
             for c in found
         ]
 
@@ -137,9 +133,7 @@ class DockerRuntime:
         existing = await self._find(spec.instance_id)
         if existing is not None:
             existing_labels = existing._container["Config"]["Labels"]
-            current = managed_from_labels(
-                existing.id, existing_labels, existing._container["State"]["Running"]
-            )
+            current = managed_from_labels(existing.id, existing_labels, existing._container["State"]["Running"])
             if current.generation == generation:
                 if not current.running:
                     await existing.start()
@@ -157,9 +151,7 @@ class DockerRuntime:
                 return await self.start(spec, generation, paths)
             raise
         await container.start()
-        log.info(
-            "started container %s of instance %d gen %d", container.id[:12], spec.instance_id, generation
-        )
+        log.info("started container %s of instance %d gen %d", container.id[:12], spec.instance_id, generation)
         return ManagedContainer(
             container_id=ContainerId(container.id),
             instance_id=spec.instance_id,

@@ -96,9 +96,7 @@ class ProcessRuntime:
                 }
             )
         )
-        log.warning(
-            "instance %d runs as local process %d (process runtime: dev only)", spec.instance_id, child.pid
-        )
+        log.warning("instance %d runs as local process %d (process runtime: dev only)", spec.instance_id, child.pid)
         return ManagedContainer(
             container_id=ContainerId(f"pid-{child.pid}"),
             instance_id=spec.instance_id,

@@ -13,9 +13,7 @@ log = logging.getLogger(__name__)
 async def open_runtime(settings: Settings) -> Runtime:
     """Docker when asked for or when `auto` finds an engine; otherwise the dev process runtime."""
     if settings.runtime in {"docker", "auto"}:
-        docker = DockerRuntime(
-            settings.docker_host, node=settings.node_name, network_mode=settings.network_mode
-        )
+        docker = DockerRuntime(settings.docker_host, node=settings.node_name, network_mode=settings.network_mode)
         if settings.runtime == "docker" or await docker.ping():
             return docker
         await docker.close()

@@ -30,9 +30,7 @@ class TenantController(Controller):
         return await services.get_tenant(tenant_id)
 
     @post("/{tenant_id:int}/keys", operation_id="CreateApiKey", status_code=HTTP_201_CREATED)
-    async def create_key(
-        self, tenant_id: int, data: schemas.ApiKeyCreate | None = None
-    ) -> schemas.ApiKeyCreated:
+    async def create_key(self, tenant_id: int, data: schemas.ApiKeyCreate | None = None) -> schemas.ApiKeyCreated:
         """Issue a new API key (shown once); `revokeOthers: true` rotates: every other key dies."""
         return await services.create_key(tenant_id, data or schemas.ApiKeyCreate())
 

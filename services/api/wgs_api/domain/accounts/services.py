@@ -120,8 +120,7 @@ async def list_keys(tenant_id: int) -> list[schemas.ApiKeyInfo]:
 async def revoke_key(tenant_id: int, key_id: int) -> None:
     """Revoke one key; 404 when the tenant has no such key."""
     rows = await ApiKey.raw(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now())"
-        " WHERE id = {} AND tenant_id = {} RETURNING id",
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = {} AND tenant_id = {} RETURNING id",
         key_id,
         tenant_id,
     )

@@ -70,9 +70,7 @@ class InstanceController(Controller):
             ),
         },
     )
-    async def delete(
-        self, tenant_id: int, instance_id: int, state: State
-    ) -> Response[schemas.InstanceDeleting | None]:
+    async def delete(self, tenant_id: int, instance_id: int, state: State) -> Response[schemas.InstanceDeleting | None]:
         """Delete an instance: `204` once its container is gone, `202` if it is still going."""
         gone = await services.delete_instance(
             tenant_id, instance_id, settings=get_settings(), messaging=state.messaging

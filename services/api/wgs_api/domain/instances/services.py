@@ -61,8 +61,7 @@ async def list_own(tenant_id: int) -> list[schemas.Instance]:
 async def largest_node() -> tuple[int | None, int | None]:
     """CPU and memory of the largest nodes that ever reported capacity."""
     rows = await Node.raw(
-        "SELECT max(nano_cpus) AS cpu, max(memory_bytes) AS memory FROM nodes"
-        " WHERE last_heartbeat_at IS NOT NULL"
+        "SELECT max(nano_cpus) AS cpu, max(memory_bytes) AS memory FROM nodes WHERE last_heartbeat_at IS NOT NULL"
     )
     return (rows[0]["cpu"], rows[0]["memory"]) if rows else (None, None)
 
@@ -77,6 +76,8 @@ async def insert_instance(tenant_id: int, valid: ValidInstance, pids_limit: int)
                 .first()
                 .lock_rows("NO KEY UPDATE")
             )
+            if await Instance.exists().where((Instance.tenant == tenant_id) & (Instance.phone_number == valid.phone)):
+                raise asyncpg.UniqueViolationError("duplicate phone")
             count = await Instance.count().where(Instance.tenant == tenant_id)
             if tenant is None or count >= tenant["max_instances"]:
                 limit = tenant["max_instances"] if tenant else 0
@@ -102,9 +103,7 @@ async def insert_instance(tenant_id: int, valid: ValidInstance, pids_limit: int)
 
 async def discard_unplaced(instance_id: int) -> bool:
     """Delete an instance that no node took; False when it got placed meanwhile."""
-    rows = await Instance.raw(
-        "DELETE FROM instances WHERE id = {} AND node_id IS NULL RETURNING id", instance_id
-    )
+    rows = await Instance.raw("DELETE FROM instances WHERE id = {} AND node_id IS NULL RETURNING id", instance_id)
     return bool(rows)
 
 
@@ -156,19 +155,14 @@ async def create_instance(
     return instance_view(current), current["status"] == InstanceStatus.RUNNING.value
 
 
-async def delete_instance(
-    tenant_id: int, instance_id: int, *, settings: Settings, messaging: ApiMessaging
-) -> bool:
+async def delete_instance(tenant_id: int, instance_id: int, *, settings: Settings, messaging: ApiMessaging) -> bool:
     """Delete an instance; True once its container is gone (and the row with it)."""
     await fetch_own(tenant_id, instance_id)
-    unplaced = await Instance.raw(
-        "DELETE FROM instances WHERE id = {} AND node_id IS NULL RETURNING id", instance_id
-    )
+    unplaced = await Instance.raw("DELETE FROM instances WHERE id = {} AND node_id IS NULL RETURNING id", instance_id)
     if unplaced:
         return True
     await Instance.raw(
-        "UPDATE instances SET desired_state = 'deleted', status = 'deleting', updated_at = now()"
-        " WHERE id = {}",
+        "UPDATE instances SET desired_state = 'deleted', status = 'deleting', updated_at = now() WHERE id = {}",
         instance_id,
     )
     deadline = asyncio.get_running_loop().time() + settings.delete_wait_seconds

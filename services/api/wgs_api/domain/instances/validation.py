@@ -4,7 +4,7 @@ import re
 from dataclasses import dataclass
 
 from wgs_contracts.messages import Provider
-from wgs_contracts.resources import InvalidQuantity, format_cpu, parse_cpu, parse_memory
+from wgs_contracts.resources import InvalidQuantity, format_cpu, normalize_memory, parse_cpu, parse_memory
 
 from wgs_api.domain.instances.schemas import InstanceCreate
 from wgs_api.errors import Invalid
@@ -65,15 +65,13 @@ def validate_create(
         name=data.name,
         webhook=data.webhook,
         cpu_limit=format_cpu(nano_cpus),
-        memory_limit=memory.strip().lower(),
+        memory_limit=normalize_memory(memory),
         nano_cpus=nano_cpus,
         memory_bytes=memory_bytes,
     )
 
 
-def check_fits_largest_node(
-    valid: ValidInstance, largest_nano_cpus: int | None, largest_memory: int | None
-) -> None:
+def check_fits_largest_node(valid: ValidInstance, largest_nano_cpus: int | None, largest_memory: int | None) -> None:
     """422 when the request exceeds what even the largest node offers (it could never run)."""
     if largest_nano_cpus and valid.nano_cpus > largest_nano_cpus:
         raise Invalid(

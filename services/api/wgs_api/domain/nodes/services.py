@@ -116,9 +116,7 @@ async def update_node(node_id: int, data: schemas.NodeUpdate) -> schemas.Node:
         )
         if value is not msgspec.UNSET
     }
-    validate_fields(
-        unset_to_none(data.name), unset_to_none(data.docker_host), unset_to_none(data.public_host)
-    )
+    validate_fields(unset_to_none(data.name), unset_to_none(data.docker_host), unset_to_none(data.public_host))
     await fetch_node(node_id)
     if changes:
         try:

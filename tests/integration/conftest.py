@@ -1,0 +1,27 @@
+"""Integration fixtures: an API with a node whose capacity is known (2 CPUs, 4g)."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from tests.support.api import ADMIN
+
+CAPACITY_NODE = "capacity-node"
+
+
+@pytest.fixture
+async def node_capacity_known(client: httpx.AsyncClient, db) -> AsyncIterator[None]:
+    """A registered, cordoned node that reported 2 CPUs and 4g, so the API knows the node maximum."""
+    response = await client.post(
+        "/admin/nodes",
+        json={"name": CAPACITY_NODE, "dockerHost": "none", "publicHost": "none", "schedulable": False},
+        headers=ADMIN,
+    )
+    node_id = response.json()["id"]
+    await db.execute(
+        "UPDATE nodes SET nano_cpus = 2000000000, memory_bytes = 4294967296, last_heartbeat_at = now() WHERE id = $1",
+        node_id,
+    )
+    yield
+    await client.delete(f"/admin/nodes/{node_id}", headers=ADMIN)

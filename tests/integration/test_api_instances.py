@@ -1,0 +1,92 @@
+"""Instance requests the API refuses before anything reaches a node: each is a clear 4xx, nothing written."""
+
+import httpx
+import pytest
+
+from tests.support.api import create_tenant, unique_phone
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"phone": "12ab", "provider": "sandbox"}, "phone"),
+        ({"phone": "mig-test-123", "provider": "sandbox"}, "phone"),
+        ({"provider": "sandbox"}, "phone"),
+        ({"phone": "491701234567", "provider": "telegram"}, "provider"),
+        ({"phone": "491701234567", "provider": "sandbox", "resources": {"cpu": "0"}}, "resources.cpu"),
+        ({"phone": "491701234567", "provider": "sandbox", "resources": {"cpu": "fast"}}, "resources.cpu"),
+        (
+            {"phone": "491701234567", "provider": "sandbox", "resources": {"memory": "lots"}},
+            "resources.memory",
+        ),
+        (
+            {"phone": "491701234567", "provider": "sandbox", "resources": {"memory": "512x"}},
+            "resources.memory",
+        ),
+        (
+            {"phone": "491701234567", "provider": "sandbox", "resources": {"memory": "4096g"}},
+            "resources.memory",
+        ),
+        ({"phone": "491701234567", "provider": "sandbox", "resources": {"cpu": 512}}, "resources.cpu"),
+        ({"phone": "491701234567", "provider": "sandbox", "webhook": "ftp://x"}, "webhook"),
+        ({"phone": 491701234567, "provider": "sandbox"}, "phone"),
+    ],
+)
+async def test_invalid_create_is_422_naming_the_field(
+    client: httpx.AsyncClient, db, body: dict, field: str, node_capacity_known: None
+) -> None:
+    tenant = await create_tenant(client)
+    response = await client.post("/api/instances", json=body, headers=tenant.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert response.json()["code"] == "validation_error"
+    assert await db.fetchval("SELECT count(*) FROM instances WHERE tenant_id = $1", tenant.id) == 0
+
+
+async def test_duplicate_phone_is_409_and_quota_is_enforced(client: httpx.AsyncClient, db) -> None:
+    tenant = await create_tenant(client, maxInstances=1)
+    phone = unique_phone()
+    first = await client.post(
+        "/api/instances?wait=0", json={"phone": phone, "provider": "sandbox"}, headers=tenant.headers
+    )
+    assert first.status_code == 202, first.text
+    again = await client.post(
+        "/api/instances?wait=0", json={"phone": phone, "provider": "sandbox"}, headers=tenant.headers
+    )
+    assert again.status_code == 409
+    assert again.json()["field"] == "phone"
+    other = await client.post(
+        "/api/instances?wait=0", json={"phone": unique_phone(), "provider": "sandbox"}, headers=tenant.headers
+    )
+    assert other.status_code == 409
+    assert "limit" in other.json()["error"]
+    assert await db.fetchval("SELECT count(*) FROM instances WHERE tenant_id = $1", tenant.id) == 1
+    await db.execute("DELETE FROM instances WHERE tenant_id = $1", tenant.id)
+
+
+async def test_other_tenants_instances_are_404_and_auth_is_required(client: httpx.AsyncClient, db) -> None:
+    owner = await create_tenant(client)
+    stranger = await create_tenant(client)
+    created = await client.post(
+        "/api/instances?wait=0", json={"phone": unique_phone(), "provider": "sandbox"}, headers=owner.headers
+    )
+    instance_id = created.json()["id"]
+    try:
+        assert (await client.get(f"/api/instances/{instance_id}", headers=stranger.headers)).status_code == 404
+        assert (await client.delete(f"/api/instances/{instance_id}", headers=stranger.headers)).status_code == 404
+        assert (await client.get("/api/instances", headers=stranger.headers)).json() == []
+        assert (await client.get(f"/api/instances/{instance_id}")).status_code == 401
+        assert (await client.delete(f"/api/instances/{instance_id}")).status_code == 401
+        assert (await client.get("/api/instances/999999", headers=owner.headers)).status_code == 404
+        assert await db.fetchval("SELECT count(*) FROM instances WHERE id = $1", instance_id) == 1
+    finally:
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_bad_wait_parameter_is_rejected(client: httpx.AsyncClient, db) -> None:
+    tenant = await create_tenant(client)
+    body = {"phone": unique_phone(), "provider": "sandbox"}
+    response = await client.post("/api/instances?wait=soon", json=body, headers=tenant.headers)
+    assert response.status_code in (400, 422)
+    assert "error" in response.json()
+    assert await db.fetchval("SELECT count(*) FROM instances WHERE tenant_id = $1", tenant.id) == 0
