@@ -18,8 +18,7 @@ from wgs_devstack.images import build_all, copy_image
 from wgs_devstack.nats import EmbeddedNats
 from wgs_devstack.postgres import EmbeddedPostgres
 from wgs_devstack.processes import free_port
-
-from tests.support.services import ApiService, Service
+from wgs_devstack.services import ApiService, Service
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_IMAGE = "wgs-provider-sandbox:latest"

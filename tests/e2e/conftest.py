@@ -6,10 +6,10 @@ from pathlib import Path
 import httpx
 import pytest
 from wgs_devstack.docker_engine import DockerEngine
+from wgs_devstack.services import ApiService, Service
 from wgs_kit.waiting import wait_until
 
 from tests.support.api import ADMIN
-from tests.support.services import ApiService, Service
 
 NODE = "e2e-n1"
 

@@ -5,9 +5,9 @@ import httpx
 import pytest
 from wgs_contracts import labels
 from wgs_devstack.docker_engine import DockerEngine
+from wgs_devstack.services import Service
 
 from tests.support.api import create_tenant, unique_phone
-from tests.support.services import Service
 
 pytestmark = pytest.mark.docker
 

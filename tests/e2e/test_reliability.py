@@ -7,12 +7,12 @@ import pytest
 from wgs_contracts import labels, subjects
 from wgs_contracts.messages import CreateInstance, InstanceSpec, Provider, StartInstance
 from wgs_devstack.docker_engine import DockerEngine
+from wgs_devstack.services import Service
 from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
 
 from tests.e2e.test_instances import containers_of
 from tests.support.api import Tenant, create_tenant, unique_phone
-from tests.support.services import Service
 
 pytestmark = pytest.mark.docker
 SMALL = {"cpu": "0.1", "memory": "64m"}

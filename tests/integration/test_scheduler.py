@@ -5,12 +5,12 @@ import msgspec
 import nats
 from wgs_contracts import subjects
 from wgs_contracts.messages import NodeCommand, StartInstance
+from wgs_devstack.services import Service
 from wgs_kit.waiting import wait_until
 from wgs_scheduler.leader import APPLICATION_PREFIX, LEADER_LOCK_KEY
 
 from tests.integration.fake_nodes import fake_nodes
 from tests.support.api import create_tenant, unique_phone
-from tests.support.services import Service
 
 GB = 2**30
 CPU = 1_000_000_000
@@ -40,7 +40,7 @@ async def test_instance_is_placed_and_its_node_gets_the_start_command(
             assert command.spec.nano_cpus == CPU // 2
             assert command.spec.memory_bytes == 256 * 2**20
             assert command.generation == 1
-            assert message.headers["Nats-Msg-Id"] == f"instance.start:{instance['id']}:1"
+            assert (message.headers or {})["Nats-Msg-Id"] == f"instance.start:{instance['id']}:1"
             assert await placed_node(db, instance["id"]) == ids["fake-a"]
             view = (await client.get(f"/api/instances/{instance['id']}", headers=tenant.headers)).json()
             assert view["status"] == "scheduled"

@@ -5,8 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-
-from tests.support.services import ADMIN_SECRET
+from wgs_devstack.services import ADMIN_SECRET
 
 
 @dataclass

@@ -1,10 +1,11 @@
-"""The gateway's services as real processes for tests: start, wait until ready, kill -9, restart."""
+"""The gateway's services as real processes (tests, benchmarks): start, wait until ready, kill -9, restart."""
 
 import os
 import sys
 from pathlib import Path
 
 import httpx
+
 from wgs_devstack.processes import ManagedProcess
 
 ADMIN_SECRET = "test-admin-secret"

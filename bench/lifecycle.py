@@ -1,0 +1,211 @@
+"""Benchmark: create→running latency of sandbox instances through the gateway vs. Docker directly.
+
+Starts everything it needs (NATS, PostgreSQL, one Docker engine, migrations,
+API, scheduler, one node agent), then for N rounds measures:
+
+- baseline: `docker create` + `start` of the sandbox image through aiodocker,
+  with the same limits, labels, user and folders the agent uses;
+- gateway: `POST /api/instances` (waits for `running`) through REST → NATS →
+  scheduler → NATS → node agent → Docker.
+
+Prints JSON and a table: p50/p95/max of both, the control-plane overhead
+(gateway p50 - baseline p50, target <= 150 ms) and the idle RSS of a sandbox
+container (target <= 40 MB). Every loop is bounded; everything started is
+stopped by PID. Usage: `python bench/lifecycle.py [-n 20] [--out FILE]`.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiodocker
+import httpx
+from wgs_contracts.messages import InstanceSpec, Provider
+from wgs_devstack.docker_engine import DockerEngine
+from wgs_devstack.images import build_all
+from wgs_devstack.nats import EmbeddedNats
+from wgs_devstack.postgres import EmbeddedPostgres
+from wgs_devstack.processes import free_port, run_command
+from wgs_devstack.services import ADMIN_SECRET, ApiService, Service
+from wgs_kit.waiting import wait_until
+from wgs_node_agent.runtime.base import InstancePaths
+from wgs_node_agent.runtime.docker import container_config, prepare_folders
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN = {"X-Admin-API-Secret": ADMIN_SECRET}
+NODE = "bench-n1"
+TARGET_OVERHEAD_MS = 150.0
+TARGET_RSS_MB = 40.0
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    """p50/p95/max in milliseconds."""
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+    return {
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p95_ms": round(p95 * 1000, 1),
+        "max_ms": round(ordered[-1] * 1000, 1),
+    }
+
+
+async def baseline(engine: DockerEngine, work: Path, rounds: int) -> list[float]:
+    """Direct aiodocker create+start of the sandbox image, same config as the agent."""
+    samples = []
+    async with aiodocker.Docker(url=engine.host) as docker:
+        for i in range(rounds):
+            spec = InstanceSpec(
+                instance_id=900_000 + i,
+                tenant_id=0,
+                provider=Provider.SANDBOX,
+                nano_cpus=100_000_000,
+                memory_bytes=64 * 2**20,
+                pids_limit=256,
+            )
+            paths = InstancePaths.under(work / "baseline", spec.instance_id)
+            config = container_config(spec, 1, paths, node="baseline", network_mode="none")
+            started = time.perf_counter()
+            prepare_folders(paths)
+            container = await docker.containers.create(config, name=f"bench-baseline-{i}")
+            await container.start()
+            samples.append(time.perf_counter() - started)
+            await container.delete(force=True)
+    return samples
+
+
+async def gateway(client: httpx.AsyncClient, headers: dict[str, str], rounds: int) -> list[float]:
+    """POST /api/instances until `running` (200), then delete it."""
+    samples = []
+    for i in range(rounds):
+        body = {"phone": f"4917000{i:05d}", "provider": "sandbox", "resources": {"cpu": "0.1", "memory": "64m"}}
+        started = time.perf_counter()
+        response = await client.post("/api/instances", json=body, headers=headers)
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200:
+            raise RuntimeError(f"create failed: {response.status_code} {response.text}")
+        samples.append(elapsed)
+        deleted = await client.delete(f"/api/instances/{response.json()['id']}", headers=headers)
+        if deleted.status_code != 204:
+            raise RuntimeError(f"delete failed: {deleted.status_code} {deleted.text}")
+    return samples
+
+
+async def idle_rss_mb(client: httpx.AsyncClient, headers: dict[str, str], engine: DockerEngine) -> float:
+    """VmRSS of a sandbox provider process after it settled (5 s idle)."""
+    body = {"phone": "491700099999", "provider": "sandbox", "resources": {"cpu": "0.1", "memory": "64m"}}
+    created = (await client.post("/api/instances", json=body, headers=headers)).json()
+    try:
+        await asyncio.sleep(5)  # idle period before reading the resident set
+        async with aiodocker.Docker(url=engine.host) as docker:
+            info = await (await docker.containers.get(f"wgs-instance-{created['id']}")).show()
+        status = Path(f"/proc/{info['State']['Pid']}/status").read_text()
+        kb = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+        return round(kb / 1024, 1)
+    finally:
+        await client.delete(f"/api/instances/{created['id']}", headers=headers)
+
+
+async def run(rounds: int, out: Path | None) -> dict[str, object]:
+    """Start the stack, measure, stop everything."""
+    work = Path(tempfile.mkdtemp(prefix="wgs-b-", dir="/tmp"))
+    nats = EmbeddedNats(work / "nats")
+    pg = EmbeddedPostgres(work / "pg", fsync=False)
+    engine = DockerEngine(work / "docker", "bench")
+    services: list[Service] = []
+    try:
+        await asyncio.gather(nats.start(), pg.start(), engine.start())
+        await build_all(engine.host, ROOT, ["sandbox"])
+        env = {"DATABASE_URL": pg.dsn, "NATS_URL": nats.url, "WGS_LOG_LEVEL": "WARNING", "WGS_HEARTBEAT_SECONDS": "1"}
+        await run_command(
+            [sys.executable, "-m", "wgs_db.migrate"], env={**env, "PATH": ""}, log_path=work / "migrate.log"
+        )
+        api = ApiService(env, work / "logs", free_port())
+        await api.ready()
+        services.append(api)
+        scheduler = Service("scheduler", "wgs_scheduler", env, work / "logs")
+        scheduler.start()
+        services.append(scheduler)
+        async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
+            await client.post(
+                "/admin/nodes", json={"name": NODE, "dockerHost": engine.host, "publicHost": "127.0.0.1"}, headers=ADMIN
+            )
+            agent_env = {
+                **env,
+                "WGS_NODE_NAME": NODE,
+                "DOCKER_HOST": engine.host,
+                "WGS_RUNTIME": "docker",
+                "WGS_NODE_DATA_DIR": str(work / "node"),
+            }
+            agent = Service("agent", "wgs_node_agent", agent_env, work / "logs")
+            agent.start()
+            services.append(agent)
+
+            async def node_ready() -> bool:
+                nodes = (await client.get("/admin/nodes", headers=ADMIN)).json()
+                return any(n["name"] == NODE and n["status"] == "ready" for n in nodes)
+
+            await wait_until(node_ready, timeout=60, what="node ready")
+            tenant = (await client.post("/admin/tenants", json={"name": "bench"}, headers=ADMIN)).json()
+            headers = {"Authorization": f"Bearer {tenant['apiKey']}"}
+            await gateway(client, headers, 2)  # warm-up: image cache, connections
+            await baseline(engine, work, 2)
+            base = await baseline(engine, work, rounds)
+            gate = await gateway(client, headers, rounds)
+            rss = await idle_rss_mb(client, headers, engine)
+        result: dict[str, object] = {
+            "rounds": rounds,
+            "baseline_docker_create_start": summary(base),
+            "gateway_create_to_running": summary(gate),
+            "control_plane_overhead_p50_ms": round((statistics.median(gate) - statistics.median(base)) * 1000, 1),
+            "target_overhead_ms": TARGET_OVERHEAD_MS,
+            "sandbox_idle_rss_mb": rss,
+            "target_rss_mb": TARGET_RSS_MB,
+        }
+        if out:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(result, indent=2))
+        return result
+    finally:
+        for service in reversed(services):
+            await service.stop()
+        await engine.stop()
+        await pg.stop()
+        await nats.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def print_table(result: dict[str, object]) -> None:
+    """The human-readable summary."""
+    base = result["baseline_docker_create_start"]
+    gate = result["gateway_create_to_running"]
+    assert isinstance(base, dict)
+    assert isinstance(gate, dict)
+    print(f"{'measure':<34}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
+    print(f"{'baseline docker create+start':<34}{base['p50_ms']:>10}{base['p95_ms']:>10}{base['max_ms']:>10}")
+    print(f"{'gateway create -> running':<34}{gate['p50_ms']:>10}{gate['p95_ms']:>10}{gate['max_ms']:>10}")
+    print(f"control-plane overhead p50: {result['control_plane_overhead_p50_ms']} ms (target <= {TARGET_OVERHEAD_MS})")
+    print(f"sandbox idle RSS: {result['sandbox_idle_rss_mb']} MB (target <= {TARGET_RSS_MB})")
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", "--rounds", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "lifecycle.json")
+    args = parser.parse_args()
+    if not 1 <= args.rounds <= 500:
+        parser.error("--rounds must be between 1 and 500")
+    result = asyncio.run(run(args.rounds, args.out))
+    print(json.dumps(result, indent=2))
+    print_table(result)
+
+
+if __name__ == "__main__":
+    main()
