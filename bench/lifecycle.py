@@ -124,7 +124,7 @@ async def run(rounds: int, out: Path | None) -> dict[str, object]:
         await build_all(engine.host, ROOT, ["sandbox"])
         env = {"DATABASE_URL": pg.dsn, "NATS_URL": nats.url, "WGS_LOG_LEVEL": "WARNING", "WGS_HEARTBEAT_SECONDS": "1"}
         await run_command(
-            [sys.executable, "-m", "wgs_db.migrate"], env={**env, "PATH": ""}, log_path=work / "migrate.log"
+            [sys.executable, "-m", "wgs_db.migrate"], env={**os.environ, **env}, log_path=work / "migrate.log"
         )
         api = ApiService(env, work / "logs", free_port())
         await api.ready()
