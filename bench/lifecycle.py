@@ -19,11 +19,14 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiodocker
 import httpx
@@ -43,6 +46,7 @@ ADMIN = {"X-Admin-API-Secret": ADMIN_SECRET}
 NODE = "bench-n1"
 TARGET_OVERHEAD_MS = 150.0
 TARGET_RSS_MB = 40.0
+T = TypeVar("T")
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -56,58 +60,73 @@ def summary(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def baseline(engine: DockerEngine, work: Path, rounds: int) -> list[float]:
-    """Direct aiodocker create+start of the sandbox image, same config as the agent."""
-    samples = []
+async def baseline_once(docker: aiodocker.Docker, work: Path, i: int) -> float:
+    """One direct aiodocker create+start of the sandbox image with the agent's config; seconds."""
+    spec = InstanceSpec(
+        instance_id=900_000 + i,
+        tenant_id=0,
+        provider=Provider.SANDBOX,
+        nano_cpus=100_000_000,
+        memory_bytes=64 * 2**20,
+        pids_limit=256,
+    )
+    paths = InstancePaths.under(work / "baseline", spec.instance_id)
+    config = container_config(spec, 1, paths, node="baseline", network_mode="none")
+    started = time.perf_counter()
+    prepare_folders(paths)
+    container = await docker.containers.create(config, name=f"bench-baseline-{i}")
+    await container.start()
+    elapsed = time.perf_counter() - started
+    await container.delete(force=True)
+    return elapsed
+
+
+async def gateway_once(client: httpx.AsyncClient, headers: dict[str, str], i: int) -> tuple[float, float]:
+    """POST /api/instances until `running` (200), then DELETE until 204; (create s, delete s)."""
+    body = {"phone": f"4917{i:08d}", "provider": "sandbox", "resources": {"cpu": "0.1", "memory": "64m"}}
+    started = time.perf_counter()
+    response = await client.post("/api/instances", json=body, headers=headers)
+    created = time.perf_counter() - started
+    if response.status_code != 200:
+        raise RuntimeError(f"create failed: {response.status_code} {response.text}")
+    started = time.perf_counter()
+    deleted = await client.delete(f"/api/instances/{response.json()['id']}", headers=headers)
+    if deleted.status_code != 204:
+        raise RuntimeError(f"delete failed: {deleted.status_code} {deleted.text}")
+    return created, time.perf_counter() - started
+
+
+async def measure(
+    engine: DockerEngine, work: Path, client: httpx.AsyncClient, headers: dict[str, str], rounds: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Interleaved rounds (baseline, then gateway) so that drift hits both alike."""
+    base, create, delete = [], [], []
     async with aiodocker.Docker(url=engine.host) as docker:
         for i in range(rounds):
-            spec = InstanceSpec(
-                instance_id=900_000 + i,
-                tenant_id=0,
-                provider=Provider.SANDBOX,
-                nano_cpus=100_000_000,
-                memory_bytes=64 * 2**20,
-                pids_limit=256,
-            )
-            paths = InstancePaths.under(work / "baseline", spec.instance_id)
-            config = container_config(spec, 1, paths, node="baseline", network_mode="none")
-            started = time.perf_counter()
-            prepare_folders(paths)
-            container = await docker.containers.create(config, name=f"bench-baseline-{i}")
-            await container.start()
-            samples.append(time.perf_counter() - started)
-            await container.delete(force=True)
-    return samples
+            base.append(await baseline_once(docker, work, i))
+            created, deleted = await gateway_once(client, headers, i)
+            create.append(created)
+            delete.append(deleted)
+    return base, create, delete
 
 
-async def gateway(client: httpx.AsyncClient, headers: dict[str, str], rounds: int) -> list[float]:
-    """POST /api/instances until `running` (200), then delete it."""
-    samples = []
-    for i in range(rounds):
-        body = {"phone": f"4917000{i:05d}", "provider": "sandbox", "resources": {"cpu": "0.1", "memory": "64m"}}
-        started = time.perf_counter()
-        response = await client.post("/api/instances", json=body, headers=headers)
-        elapsed = time.perf_counter() - started
-        if response.status_code != 200:
-            raise RuntimeError(f"create failed: {response.status_code} {response.text}")
-        samples.append(elapsed)
-        deleted = await client.delete(f"/api/instances/{response.json()['id']}", headers=headers)
-        if deleted.status_code != 204:
-            raise RuntimeError(f"delete failed: {deleted.status_code} {deleted.text}")
-    return samples
+def tree_rss_kb(pid: int) -> int:
+    """VmRSS of a process and all its descendants (the container's init and the provider), in kB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    total = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return total + sum(tree_rss_kb(int(child)) for child in children)
 
 
 async def idle_rss_mb(client: httpx.AsyncClient, headers: dict[str, str], engine: DockerEngine) -> float:
-    """VmRSS of a sandbox provider process after it settled (5 s idle)."""
+    """Resident memory of a sandbox container (init + provider) after it settled (5 s idle)."""
     body = {"phone": "491700099999", "provider": "sandbox", "resources": {"cpu": "0.1", "memory": "64m"}}
     created = (await client.post("/api/instances", json=body, headers=headers)).json()
     try:
         await asyncio.sleep(5)  # idle period before reading the resident set
         async with aiodocker.Docker(url=engine.host) as docker:
             info = await (await docker.containers.get(f"wgs-instance-{created['id']}")).show()
-        status = Path(f"/proc/{info['State']['Pid']}/status").read_text()
-        kb = int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
-        return round(kb / 1024, 1)
+        return round(tree_rss_kb(info["State"]["Pid"]) / 1024, 1)
     finally:
         await client.delete(f"/api/instances/{created['id']}", headers=headers)
 
@@ -154,15 +173,14 @@ async def run(rounds: int, out: Path | None) -> dict[str, object]:
             await wait_until(node_ready, timeout=60, what="node ready")
             tenant = (await client.post("/admin/tenants", json={"name": "bench"}, headers=ADMIN)).json()
             headers = {"Authorization": f"Bearer {tenant['apiKey']}"}
-            await gateway(client, headers, 2)  # warm-up: image cache, connections
-            await baseline(engine, work, 2)
-            base = await baseline(engine, work, rounds)
-            gate = await gateway(client, headers, rounds)
+            await measure(engine, work, client, headers, 2)  # warm-up: page cache, connections
+            base, gate, delete = await measure(engine, work, client, headers, rounds)
             rss = await idle_rss_mb(client, headers, engine)
         result: dict[str, object] = {
             "rounds": rounds,
             "baseline_docker_create_start": summary(base),
             "gateway_create_to_running": summary(gate),
+            "gateway_delete_to_gone": summary(delete),
             "control_plane_overhead_p50_ms": round((statistics.median(gate) - statistics.median(base)) * 1000, 1),
             "target_overhead_ms": TARGET_OVERHEAD_MS,
             "sandbox_idle_rss_mb": rss,
@@ -181,6 +199,13 @@ async def run(rounds: int, out: Path | None) -> dict[str, object]:
         shutil.rmtree(work, ignore_errors=True)
 
 
+async def cancel_on_sigterm(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, cancelling it on SIGTERM so its cleanup (stop by PID) still runs."""
+    task = asyncio.ensure_future(work)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await task
+
+
 def print_table(result: dict[str, object]) -> None:
     """The human-readable summary."""
     base = result["baseline_docker_create_start"]
@@ -190,6 +215,9 @@ def print_table(result: dict[str, object]) -> None:
     print(f"{'measure':<34}{'p50 ms':>10}{'p95 ms':>10}{'max ms':>10}")
     print(f"{'baseline docker create+start':<34}{base['p50_ms']:>10}{base['p95_ms']:>10}{base['max_ms']:>10}")
     print(f"{'gateway create -> running':<34}{gate['p50_ms']:>10}{gate['p95_ms']:>10}{gate['max_ms']:>10}")
+    delete = result["gateway_delete_to_gone"]
+    assert isinstance(delete, dict)
+    print(f"{'gateway delete -> gone (204)':<34}{delete['p50_ms']:>10}{delete['p95_ms']:>10}{delete['max_ms']:>10}")
     print(f"control-plane overhead p50: {result['control_plane_overhead_p50_ms']} ms (target <= {TARGET_OVERHEAD_MS})")
     print(f"sandbox idle RSS: {result['sandbox_idle_rss_mb']} MB (target <= {TARGET_RSS_MB})")
 
@@ -202,7 +230,7 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.rounds <= 500:
         parser.error("--rounds must be between 1 and 500")
-    result = asyncio.run(run(args.rounds, args.out))
+    result = asyncio.run(cancel_on_sigterm(run(args.rounds, args.out)))
     print(json.dumps(result, indent=2))
     print_table(result)
 

@@ -56,6 +56,8 @@ async def node_agent(
         work_dir / "logs",
     )
     agent.start()
-    await node_ready(api, NODE)
-    yield agent
-    await agent.stop()
+    try:
+        await node_ready(api, NODE)
+        yield agent
+    finally:
+        await agent.stop()

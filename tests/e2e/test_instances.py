@@ -49,6 +49,7 @@ async def test_create_runs_container_with_limits_then_delete_removes_it(
     assert host["MemorySwap"] == 128 * 2**20
     assert host["PidsLimit"] == 256
     assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    assert host["Init"] is True
     assert container["Config"]["User"] == "10001:10001"
     assert container["Config"]["Labels"][labels.GENERATION] == str(instance["generation"])
     assert container["Config"]["Labels"][labels.TENANT_ID] == str(tenant.id)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiodocker
@@ -49,8 +51,17 @@ async def test_nats_restart_keeps_port_and_streams(tmp_path: Path) -> None:
     assert not server.running
 
 
-async def test_postgres_select_and_restart(tmp_path: Path) -> None:
-    pg = EmbeddedPostgres(tmp_path / "pg", fsync=False)
+@pytest.fixture
+def pg_base() -> Iterator[Path]:
+    """A directory outside pytest's tmp root: another pytest session resets that root
+    to mode 0700, which would lock the ``postgres`` OS user out of its data dir."""
+    path = Path(tempfile.mkdtemp(prefix="wgs-pg-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_postgres_select_and_restart(pg_base: Path) -> None:
+    pg = EmbeddedPostgres(pg_base / "pg", fsync=False)
     await pg.start()
     try:
         assert pg.dsn == f"postgresql://wgs@127.0.0.1:{pg.port}/wgs"

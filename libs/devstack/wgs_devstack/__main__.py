@@ -242,7 +242,7 @@ async def _run_stack(
     _say(
         f"\nwgs dev stack is up\n"
         f"  API:          {api}\n"
-        f"  API docs:     {api}/schema\n"
+        f"  API docs:     {api}/docs\n"
         f"  Admin secret: {secret_expr}\n"
         f"  Logs:         {logs}/\n"
         f"Create the first tenant (its API key is shown once):\n"

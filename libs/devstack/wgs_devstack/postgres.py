@@ -51,8 +51,11 @@ def _grant_search(path: Path) -> None:
 class EmbeddedPostgres:
     """A private PostgreSQL cluster: ``data_dir`` is PGDATA, initialised once.
 
-    Runs as the ``postgres`` OS user when we are root (PostgreSQL refuses root).
-    The unix socket lives in ``<data_dir>-run`` beside it to keep the path short.
+    Runs as the ``postgres`` OS user when we are root (PostgreSQL refuses root);
+    ``start`` then grants o+x on the data dir's ancestors, which must stay
+    traversable (pytest resets its tmp root to 0700 whenever a session starts, so
+    use a ``tempfile.mkdtemp`` directory there). The unix socket lives in
+    ``<data_dir>-run`` beside the data dir to keep the path short.
     """
 
     def __init__(self, data_dir: Path, port: int | None = None, *, fsync: bool = True) -> None:

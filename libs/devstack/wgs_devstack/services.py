@@ -71,4 +71,8 @@ class ApiService(Service):
             async with httpx.AsyncClient() as client:
                 return (await client.get(self.url + "/", timeout=2)).status_code == 200
 
-        await self.process.wait_ready(answers, timeout=30)
+        try:
+            await self.process.wait_ready(answers, timeout=30)
+        except Exception:
+            await self.stop()
+            raise

@@ -33,3 +33,5 @@ def configure_logging(service: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("WGS_LOG_LEVEL", "INFO").upper())
+    # FastStream's own supervisor chatter ("callback ... is being executed") stays out of INFO logs.
+    logging.getLogger("faststream").setLevel(logging.WARNING)

@@ -43,7 +43,7 @@ class ApiMessaging:
             async with guarded_delivery(broker, msg, consumer=STATUS_CONSUMER, max_deliver=STATUS_MAX_DELIVER):
                 await apply_status(decode(body, InstanceStatusChanged))
 
-        @broker.subscriber(subjects.ALL_INSTANCE_STATUS)
+        @broker.subscriber(subjects.ALL_INSTANCE_STATUS, no_reply=True)
         async def watch_status(body: bytes) -> None:
             board.dispatch(decode(body, InstanceStatusChanged))
 

@@ -71,6 +71,9 @@ def container_config(
             "MemorySwap": spec.memory_bytes,
             "PidsLimit": spec.pids_limit,
             "RestartPolicy": {"Name": "unless-stopped"},
+            # An init as PID 1 forwards SIGTERM, so a provider stopped while still starting up
+            # exits at once instead of ignoring the signal until the stop timeout kills it.
+            "Init": True,
             "NetworkMode": network_mode,
             "ReadonlyRootfs": True,
             "CapDrop": ["ALL"],
