@@ -5,6 +5,7 @@ concurrent or repeated starts can never create two containers: the engine
 refuses the second name and the agent adopts the existing container.
 """
 
+import asyncio
 import logging
 import os
 from typing import Any
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 IMAGE_PREFIX = "wgs-provider-"
 CONTAINER_SOCKET_DIR = "/run/wgs"
 CONTAINER_STATE_DIR = "/data"
+STOP_POLL_SECONDS = 0.05
+STOP_RESEND_SECONDS = 0.25
 
 
 def container_name(instance_id: int) -> str:
@@ -168,12 +171,34 @@ class DockerRuntime:
         """Stop gracefully, then delete; a container already gone is fine."""
         try:
             handle = await self.docker.containers.get(container.container_id)
-            await handle.stop(t=stop_timeout)
+            await self._stop(handle, stop_timeout)
             await handle.delete(force=True)
         except aiodocker.DockerError as exc:
             if exc.status not in (404, 409):
                 raise
         log.info("removed container %s of instance %d", container.container_id[:12], container.instance_id)
+
+    async def _stop(self, handle: DockerContainer, timeout: float) -> None:
+        """SIGTERM, repeated every STOP_RESEND_SECONDS until the container exits; SIGKILL after `timeout`.
+
+        A single SIGTERM (what `docker stop` sends) is lost when it arrives while the
+        container's init is still starting; repeating it makes the stop graceful anyway.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            try:
+                await handle.kill(signal="SIGTERM")
+            except aiodocker.DockerError as exc:
+                if exc.status == 409:  # not running
+                    return
+                raise
+            resend_at = min(deadline, loop.time() + STOP_RESEND_SECONDS)
+            while loop.time() < resend_at:
+                if not (await handle.show())["State"]["Running"]:
+                    return
+                await asyncio.sleep(STOP_POLL_SECONDS)
+        await handle.kill(signal="SIGKILL")
 
     async def providers(self) -> set[str]:
         """Providers whose images are present on this engine."""
