@@ -1,11 +1,19 @@
 """The seed's instance scenarios on real services and a real Docker engine."""
 
+import os
+import signal
+from pathlib import Path
+
 import aiodocker
 import httpx
+import msgspec
+import nats
 import pytest
-from wgs_contracts import labels
+from wgs_contracts import labels, subjects
+from wgs_contracts.messages import InstanceStatus, InstanceStatusChanged
 from wgs_devstack.docker_engine import DockerEngine
 from wgs_devstack.services import Service
+from wgs_kit.waiting import wait_until
 
 from tests.support.api import create_tenant, unique_phone
 
@@ -65,3 +73,61 @@ async def test_create_runs_container_with_limits_then_delete_removes_it(
     assert await db.fetchval("SELECT count(*) FROM instances WHERE id = $1", instance["id"]) == 0
     gone = await client.get(f"/api/instances/{instance['id']}", headers=tenant.headers)
     assert gone.status_code == 404
+
+
+async def test_provider_answers_health_over_its_unix_socket(
+    client: httpx.AsyncClient, node_agent: Service, work_dir: Path
+) -> None:
+    tenant = await create_tenant(client)
+    body = {"phone": unique_phone(), "provider": "sandbox", "resources": {"cpu": "0.1", "memory": "64m"}}
+    instance = (await client.post("/api/instances", json=body, headers=tenant.headers)).json()
+    socket = work_dir / "node-n1" / "instances" / str(instance["id"]) / "run" / "provider.sock"
+    transport = httpx.AsyncHTTPTransport(uds=str(socket))
+    async with httpx.AsyncClient(transport=transport, base_url="http://provider") as provider:
+
+        async def healthy() -> dict | None:
+            try:
+                response = await provider.get("/health")
+            except httpx.TransportError:
+                return None
+            return response.json() if response.status_code == 200 else None
+
+        health = await wait_until(healthy, timeout=20, what="provider health over its socket")
+    assert health["state"] in {"starting", "qr", "connected"}
+    assert set(health) >= {"state", "reason", "phone_id"}
+    assert (await client.delete(f"/api/instances/{instance['id']}", headers=tenant.headers)).status_code == 204
+
+
+async def test_crashed_provider_is_reported_failed_then_running_after_docker_restarts_it(
+    client: httpx.AsyncClient, node_agent: Service, engines: list[DockerEngine], migrated: dict[str, str]
+) -> None:
+    tenant = await create_tenant(client)
+    body = {"phone": unique_phone(), "provider": "sandbox", "resources": {"cpu": "0.1", "memory": "64m"}}
+    instance = (await client.post("/api/instances", json=body, headers=tenant.headers)).json()
+    [before] = await containers_of(engines[0], instance["id"])
+    nc = await nats.connect(migrated["NATS_URL"])
+    events = await nc.subscribe(subjects.instance_status(instance["id"]))
+    try:
+        os.kill(before["State"]["Pid"], signal.SIGKILL)  # the container's init: the whole container dies
+        seen: list[InstanceStatusChanged] = []
+        while not seen or seen[-1].status is not InstanceStatus.RUNNING:
+            message = await events.next_msg(timeout=30)
+            seen.append(msgspec.json.decode(message.data, type=InstanceStatusChanged))
+    finally:
+        await nc.close()
+    failed = next(e for e in seen if e.status is InstanceStatus.FAILED)
+    assert "137" in (failed.reason or "")
+    assert seen[-1].reason == "restarted"
+    [after] = await containers_of(engines[0], instance["id"])
+    assert after["Id"] == before["Id"]
+    assert after["State"]["Running"]
+    view = await wait_until(
+        lambda: _status_is(client, tenant.headers, instance["id"], "running"), timeout=20, what="row running"
+    )
+    assert view["statusReason"] == "restarted"
+    assert (await client.delete(f"/api/instances/{instance['id']}", headers=tenant.headers)).status_code == 204
+
+
+async def _status_is(client: httpx.AsyncClient, headers: dict[str, str], instance_id: int, status: str) -> dict | None:
+    view = (await client.get(f"/api/instances/{instance_id}", headers=headers)).json()
+    return view if view["status"] == status else None

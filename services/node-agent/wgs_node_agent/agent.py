@@ -9,7 +9,7 @@ generation older than the newest one this node has seen.
 import asyncio
 import logging
 import shutil
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 
 from faststream.nats import NatsBroker
 from wgs_contracts import streams, subjects
@@ -28,9 +28,10 @@ from wgs_kit.messaging import decode, encode, publish_core, publish_durable, tra
 
 from wgs_node_agent.config import Settings
 from wgs_node_agent.fencing import GenerationLedger
-from wgs_node_agent.runtime.base import InstancePaths, ManagedContainer, Runtime, StartError
+from wgs_node_agent.runtime.base import ContainerEvent, InstancePaths, ManagedContainer, Runtime, StartError
 
 log = logging.getLogger(__name__)
+SEEN_EVENTS_LIMIT = 1024
 
 
 class NodeAgent:
@@ -43,6 +44,9 @@ class NodeAgent:
         self.ledger = GenerationLedger(settings.data_dir / "generations.json")
         self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._touched_at: dict[int, float] = {}
+        self._removing: set[str] = set()
+        self._reported_deaths: set[str] = set()
+        self._seen_events: OrderedDict[tuple[str, str, int], None] = OrderedDict()
 
     def _touch(self, instance_id: int) -> None:
         self._touched_at[instance_id] = asyncio.get_running_loop().time()
@@ -94,7 +98,40 @@ class NodeAgent:
             )
 
     async def _remove(self, container: ManagedContainer) -> None:
-        await self.runtime.remove(container, self.settings.stop_timeout_seconds)
+        self._removing.add(container.container_id)
+        try:
+            await self.runtime.remove(container, self.settings.stop_timeout_seconds)
+        finally:
+            self._removing.discard(container.container_id)
+
+    async def on_container_event(self, event: ContainerEvent) -> None:
+        """Report a container that died on its own (`failed`, or `stopped` on exit 0) and its restart.
+
+        Deaths the agent caused while removing a container are not reported; the
+        engine may repeat an event, so events are deduplicated by (id, action, time).
+        """
+        key = (event.container.container_id, event.action, event.at_ns)
+        if key in self._seen_events:
+            return
+        self._seen_events[key] = None
+        while len(self._seen_events) > SEEN_EVENTS_LIMIT:
+            self._seen_events.popitem(last=False)
+        container = event.container
+        if container.container_id in self._removing or self.ledger.is_stale(
+            container.instance_id, container.generation
+        ):
+            return
+        if event.action == "die":
+            self._reported_deaths.add(container.container_id)
+            code = event.exit_code
+            status = InstanceStatus.STOPPED if code == 0 else InstanceStatus.FAILED
+            reason = f"provider exited with code {code}" + (" (killed: out of memory?)" if code == 137 else "")
+            await self.report(container.instance_id, container.tenant_id, container.generation, status, reason)
+        elif event.action == "start" and container.container_id in self._reported_deaths:
+            self._reported_deaths.discard(container.container_id)
+            await self.report(
+                container.instance_id, container.tenant_id, container.generation, InstanceStatus.RUNNING, "restarted"
+            )
 
     async def reconcile(self, reply: AssignmentsReply, asked_at: float) -> None:
         """Make the runtime match the assignments; instances touched since `asked_at` are left alone."""

@@ -27,6 +27,17 @@ async def heartbeat_forever(agent: NodeAgent, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
 
+async def watch_containers_forever(agent: NodeAgent) -> None:
+    """Follow the runtime's container events, resubscribing after a broken stream."""
+    while True:
+        try:
+            async for event in agent.runtime.events():
+                await agent.on_container_event(event)
+        except Exception:
+            log.exception("container event stream failed")
+        await asyncio.sleep(1.0)
+
+
 async def reconcile_forever(agent: NodeAgent, seconds: float) -> None:
     """Reconcile at once, retrying every second until the scheduler answers, then every `seconds`."""
     while True:
@@ -63,6 +74,7 @@ async def run(settings: Settings) -> None:
     tasks = [
         asyncio.create_task(heartbeat_forever(agent, settings.heartbeat_seconds)),
         asyncio.create_task(reconcile_forever(agent, settings.reconcile_seconds)),
+        asyncio.create_task(watch_containers_forever(agent)),
     ]
     await wait_for_shutdown()
     await cancel_all(tasks)

@@ -1,5 +1,6 @@
 """What the agent needs from a runtime, independent of Docker or processes."""
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NewType, Protocol
@@ -46,6 +47,16 @@ class ManagedContainer:
     running: bool
 
 
+@dataclass(frozen=True, kw_only=True)
+class ContainerEvent:
+    """A managed container died or (re)started, as the engine reported it."""
+
+    container: ManagedContainer
+    action: str  # "die" or "start"
+    exit_code: int | None
+    at_ns: int
+
+
 class Runtime(Protocol):
     """Starts, lists and removes provider containers."""
 
@@ -61,6 +72,10 @@ class Runtime(Protocol):
 
     async def remove(self, container: ManagedContainer, stop_timeout: int) -> None:
         """Stop (gracefully, up to `stop_timeout` s) and delete a container; gone already is fine."""
+        ...
+
+    def events(self) -> AsyncIterator[ContainerEvent]:
+        """Deaths and starts of managed containers as they happen (ends when the stream breaks)."""
         ...
 
     async def providers(self) -> set[str]:

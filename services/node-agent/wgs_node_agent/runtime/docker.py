@@ -6,8 +6,10 @@ refuses the second name and the agent adopts the existing container.
 """
 
 import asyncio
+import json
 import logging
 import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiodocker
@@ -17,6 +19,7 @@ from wgs_contracts.messages import InstanceSpec
 
 from wgs_node_agent.runtime.base import (
     PROVIDER_UID,
+    ContainerEvent,
     ContainerId,
     InstancePaths,
     ManagedContainer,
@@ -199,6 +202,27 @@ class DockerRuntime:
                     return
                 await asyncio.sleep(STOP_POLL_SECONDS)
         await handle.kill(signal="SIGKILL")
+
+    async def events(self) -> AsyncIterator[ContainerEvent]:
+        """`die` and `start` events of managed containers from the engine's event stream."""
+        subscriber = self.docker.events.subscribe(
+            filters=json.dumps({"type": ["container"], "label": [f"{labels.MANAGED}=true"], "event": ["die", "start"]})
+        )
+        try:
+            while (event := await subscriber.get()) is not None:
+                attributes = event.get("Actor", {}).get("Attributes", {})
+                if labels.INSTANCE_ID not in attributes:
+                    continue
+                action = event.get("Action", "")
+                exit_code = attributes.get("exitCode")
+                yield ContainerEvent(
+                    container=managed_from_labels(event["Actor"]["ID"], attributes, action == "start"),
+                    action=action,
+                    exit_code=int(exit_code) if exit_code is not None else None,
+                    at_ns=int(event.get("timeNano", 0)),
+                )
+        finally:
+            await self.docker.events.stop()
 
     async def providers(self) -> set[str]:
         """Providers whose images are present on this engine."""

@@ -11,11 +11,12 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from wgs_contracts.messages import InstanceSpec, Provider
 
-from wgs_node_agent.runtime.base import ContainerId, InstancePaths, ManagedContainer, StartError
+from wgs_node_agent.runtime.base import ContainerEvent, ContainerId, InstancePaths, ManagedContainer, StartError
 
 log = logging.getLogger(__name__)
 RECORD = "process.json"
@@ -125,6 +126,12 @@ class ProcessRuntime:
         child = self.children.get(pid)
         if child is not None and child.poll() is not None:
             del self.children[pid]
+
+    async def events(self) -> AsyncIterator[ContainerEvent]:
+        """No event stream for local processes: deaths show up at the next reconcile."""
+        await asyncio.Event().wait()
+        return
+        yield  # pragma: no cover - makes this an async generator
 
     async def providers(self) -> set[str]:
         """Only the sandbox."""

@@ -1,0 +1,255 @@
+"""Durable consumers of `wgs_kit.messaging` on the real NATS server: a failed handler is redelivered
+with backoff and succeeds once, a handler that keeps failing (or a body that cannot be decoded) is
+parked on the dead-letter stream after `max_deliver` attempts, and `Nats-Msg-Id` deduplicates publishes.
+
+Each test gets its own JetStream stream (`TEST_GUARD_<token>`), deleted at the end, and purges only
+its own dead-letter subject."""
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import msgspec
+import nats
+import pytest
+from faststream.nats import NatsMessage
+from nats.aio.client import Client as NatsClient
+from nats.js.api import ConsumerInfo, RawStreamMsg
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+from wgs_contracts import headers, subjects
+from wgs_contracts.messages import CreateInstance
+from wgs_contracts.streams import DEAD_LETTERS, StreamSpec
+from wgs_kit.logs import trace_id_var
+from wgs_kit.messaging import (
+    decode,
+    durable_subscriber,
+    guarded_delivery,
+    make_broker,
+    publish_durable,
+    stream_config,
+)
+from wgs_kit.waiting import wait_until
+
+MAX_DELIVER = 3
+DEADLINE = 15.0
+MESSAGE = CreateInstance(instance_id=7, tenant_id=3)
+
+Work = Callable[[bytes, NatsMessage], Awaitable[None]]
+
+
+@dataclass
+class GuardStream:
+    """A test-only stream, its JetStream context and what the test left on the dead-letter stream."""
+
+    spec: StreamSpec
+    token: str
+    url: str
+    nc: NatsClient
+    js: JetStreamContext
+    dead_letter_subjects: list[str] = field(default_factory=list)
+
+    def subject(self, leaf: str) -> str:
+        return f"test.guard.{self.token}.{leaf}"
+
+    def consumer(self, leaf: str) -> str:
+        name = f"test-guard-{self.token}-{leaf}"
+        self.dead_letter_subjects.append(subjects.dead_letter(name))
+        return name
+
+    async def consumer_info(self, durable: str) -> ConsumerInfo:
+        return await self.js.consumer_info(self.spec.name, durable)
+
+    async def messages(self) -> int:
+        info = await self.js.stream_info(self.spec.name)
+        return info.state.messages
+
+    async def dead_letter(self, consumer: str) -> RawStreamMsg | None:
+        try:
+            return await self.js.get_last_msg(DEAD_LETTERS.name, subjects.dead_letter(consumer))
+        except NotFoundError:
+            return None
+
+
+@dataclass
+class Attempts:
+    """What a handler saw: the delivery count of each attempt, the trace ids, the successes."""
+
+    delivered: list[int] = field(default_factory=list)
+    traces: list[str] = field(default_factory=list)
+    successes: int = 0
+
+
+@pytest.fixture
+async def guard(migrated: dict[str, str]) -> AsyncIterator[GuardStream]:
+    token = uuid.uuid4().hex[:12]
+    spec = StreamSpec(
+        name=f"TEST_GUARD_{token}",
+        subjects=(f"test.guard.{token}.>",),
+        description="test-only stream of test_durable_delivery",
+        max_age_seconds=3600.0,
+    )
+    nc = await nats.connect(migrated["NATS_URL"])
+    js = nc.jetstream()
+    await js.add_stream(stream_config(spec))
+    stream = GuardStream(spec=spec, token=token, url=migrated["NATS_URL"], nc=nc, js=js)
+    try:
+        yield stream
+    finally:
+        await js.delete_stream(spec.name)
+        for subject in stream.dead_letter_subjects:
+            await js.purge_stream(DEAD_LETTERS.name, subject=subject)
+        await nc.close()
+
+
+@asynccontextmanager
+async def consuming(stream: GuardStream, subject: str, durable: str, work: Work) -> AsyncIterator[None]:
+    """A started broker with one durable consumer whose handler runs `work` inside `guarded_delivery`,
+    the way the services write their handlers."""
+    broker = make_broker(stream.url, f"test-{durable}")
+
+    @durable_subscriber(broker, stream=stream.spec, subject=subject, durable=durable, max_deliver=MAX_DELIVER)
+    async def handle(body: bytes, msg: NatsMessage) -> None:
+        async with guarded_delivery(broker, msg, consumer=durable, max_deliver=MAX_DELIVER):
+            await work(body, msg)
+
+    await broker.start()
+    try:
+        yield
+    finally:
+        await broker.stop()
+
+
+async def publish(stream: GuardStream, subject: str, *, msg_id: str, trace: str) -> None:
+    """`publish_durable` of a contract message under a known trace id."""
+    broker = make_broker(stream.url, "test-publisher")
+    await broker.start()
+    token = trace_id_var.set(trace)
+    try:
+        await publish_durable(broker, subject, MESSAGE, msg_id=msg_id, stream=stream.spec)
+    finally:
+        trace_id_var.reset(token)
+        await broker.stop()
+
+
+async def settled(stream: GuardStream, durable: str) -> ConsumerInfo:
+    """Consumer info once nothing is pending or awaiting an ack (so no delivery can follow)."""
+
+    async def probe() -> ConsumerInfo | None:
+        info = await stream.consumer_info(durable)
+        return info if info.num_pending == 0 and info.num_ack_pending == 0 else None
+
+    return await wait_until(probe, DEADLINE, what=f"consumer {durable} settled")
+
+
+async def test_failed_first_attempt_is_redelivered_and_succeeds_once(guard: GuardStream) -> None:
+    subject, durable = guard.subject("retry"), guard.consumer("retry")
+    seen = Attempts()
+
+    async def fail_once(body: bytes, msg: NatsMessage) -> None:
+        seen.delivered.append(msg.raw_message.metadata.num_delivered)
+        seen.traces.append(trace_id_var.get())
+        if len(seen.delivered) == 1:
+            raise RuntimeError("transient failure")
+        assert decode(body, CreateInstance) == MESSAGE
+        seen.successes += 1
+
+    async with consuming(guard, subject, durable, fail_once):
+        await publish(guard, subject, msg_id=f"retry-{guard.token}", trace=f"trace-{guard.token}")
+
+        async def succeeded() -> bool:
+            return seen.successes > 0
+
+        await wait_until(succeeded, DEADLINE, what="a successful attempt")
+
+        info = await settled(guard, durable)
+        assert info.delivered is not None
+        assert info.delivered.stream_seq == 1
+        assert info.delivered.consumer_seq == 2  # one message, delivered twice
+        assert info.ack_floor is not None
+        assert info.ack_floor.stream_seq == 1  # acked after the success
+    assert seen.successes == 1
+    assert seen.delivered == [1, 2]
+    assert seen.traces == [f"trace-{guard.token}"] * 2  # the guard logs under the message's trace id
+    assert await guard.dead_letter(durable) is None
+
+
+async def test_handler_that_always_fails_is_dead_lettered_after_max_deliver(guard: GuardStream) -> None:
+    subject, durable = guard.subject("poison"), guard.consumer("poison")
+    trace = f"trace-{guard.token}"
+    seen = Attempts()
+
+    async def always_fail(body: bytes, msg: NatsMessage) -> None:
+        seen.delivered.append(msg.raw_message.metadata.num_delivered)
+        raise RuntimeError(f"provider exploded {guard.token}")
+
+    async with consuming(guard, subject, durable, always_fail):
+        await publish(guard, subject, msg_id=f"poison-{guard.token}", trace=trace)
+        dead = await wait_until(lambda: guard.dead_letter(durable), DEADLINE, what="a dead letter")
+
+        assert dead.data == msgspec.json.encode(MESSAGE)
+        dead_headers = dead.headers or {}
+        assert f"provider exploded {guard.token}" in dead_headers[headers.DEAD_LETTER_REASON]
+        assert "RuntimeError" in dead_headers[headers.DEAD_LETTER_REASON]
+        assert dead_headers[headers.DEAD_LETTER_SUBJECT] == subject
+        assert dead_headers[headers.TRACE_ID] == trace
+        assert headers.MSG_ID not in dead_headers  # a second dead letter of the same id is not deduplicated
+
+        info = await settled(guard, durable)
+        assert info.delivered is not None
+        assert info.delivered.consumer_seq == MAX_DELIVER
+        assert info.ack_floor is not None
+        assert info.ack_floor.stream_seq == 1  # parked, then acked: never redelivered again
+    assert seen.delivered == [1, 2, 3]
+    dead_letters = await guard.js.stream_info(DEAD_LETTERS.name, subjects_filter=subjects.dead_letter(durable))
+    assert dead_letters.state.subjects == {subjects.dead_letter(durable): 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        pytest.param(b"this is not json", "DecodeError", id="not-json"),
+        pytest.param(
+            b'{"type":"instance.create","schema_version":999,"instance_id":1,"tenant_id":1}',
+            "UnsupportedSchemaVersion",
+            id="newer-schema",
+        ),
+    ],
+)
+async def test_undecodable_body_is_dead_lettered(guard: GuardStream, body: bytes, error: str) -> None:
+    subject, durable = guard.subject("malformed"), guard.consumer("malformed")
+    seen = Attempts()
+
+    async def decode_it(raw: bytes, msg: NatsMessage) -> None:
+        seen.delivered.append(msg.raw_message.metadata.num_delivered)
+        decode(raw, CreateInstance)
+        seen.successes += 1
+
+    async with consuming(guard, subject, durable, decode_it):
+        await guard.js.publish(subject, body, stream=guard.spec.name, headers={headers.TRACE_ID: guard.token})
+        dead = await wait_until(lambda: guard.dead_letter(durable), DEADLINE, what="a dead letter")
+        assert dead.data == body
+        dead_headers = dead.headers or {}
+        assert error in dead_headers[headers.DEAD_LETTER_REASON]
+        assert dead_headers[headers.DEAD_LETTER_SUBJECT] == subject
+        assert dead_headers[headers.TRACE_ID] == guard.token
+        await settled(guard, durable)
+    assert seen.successes == 0
+    assert seen.delivered == [1, 2, 3]
+
+
+async def test_publish_durable_deduplicates_by_msg_id(guard: GuardStream) -> None:
+    subject = guard.subject("dedup")
+    assert await guard.messages() == 0
+
+    await publish(guard, subject, msg_id=f"same-{guard.token}", trace="t1")
+    await publish(guard, subject, msg_id=f"same-{guard.token}", trace="t2")
+    assert await guard.messages() == 1
+
+    await publish(guard, subject, msg_id=f"other-{guard.token}", trace="t3")
+    assert await guard.messages() == 2
+
+    first = await guard.js.get_msg(guard.spec.name, seq=1)
+    assert (first.headers or {})[headers.MSG_ID] == f"same-{guard.token}"
+    assert (first.headers or {})[headers.TRACE_ID] == "t1"  # the repeat did not replace it
