@@ -64,6 +64,7 @@ class InstanceSpec(msgspec.Struct, kw_only=True, frozen=True):
     nano_cpus: int
     memory_bytes: int
     pids_limit: int
+    phone_number: str = ""
 
 
 # --- commands to the control plane (stream WGS_COMMANDS) -------------------------------------

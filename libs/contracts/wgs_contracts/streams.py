@@ -38,6 +38,12 @@ EVENTS: Final = StreamSpec(
     description="Public instance events (status, later messages).",
     max_age_seconds=7 * DAY,
 )
+OUTBOUND: Final = StreamSpec(
+    name="WGS_OUTBOUND",
+    subjects=(subjects.ALL_OUTBOUND,),
+    description="Sends accepted while their instance was restarting or moving; drained when it is back.",
+    max_age_seconds=7 * DAY,
+)
 DEAD_LETTERS: Final = StreamSpec(
     name="WGS_DEAD_LETTERS",
     subjects=(subjects.ALL_DEAD_LETTERS,),
@@ -45,4 +51,4 @@ DEAD_LETTERS: Final = StreamSpec(
     max_age_seconds=30 * DAY,
 )
 
-ALL_STREAMS: Final = (COMMANDS, NODE_COMMANDS, EVENTS, DEAD_LETTERS)
+ALL_STREAMS: Final = (COMMANDS, NODE_COMMANDS, EVENTS, OUTBOUND, DEAD_LETTERS)

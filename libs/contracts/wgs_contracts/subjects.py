@@ -18,11 +18,15 @@ ALL_INSTANCE_EVENTS: Final = "wgs.evt.instance.>"
 ALL_NODE_HEARTBEATS: Final = "wgs.evt.node.*.heartbeat"
 SCHEDULER_LEADER: Final = "wgs.evt.scheduler.leader"
 
+# Sends queued while an instance cannot take them (JetStream stream OUTBOUND).
+ALL_OUTBOUND: Final = "wgs.out.*"
+
 # Dead letters (JetStream stream DEAD_LETTERS).
 ALL_DEAD_LETTERS: Final = "wgs.dlq.>"
 
 # Request-reply.
 ALL_NODE_ASSIGNMENTS: Final = "wgs.rpc.node.*.assignments"
+ALL_SANDBOX_PHONES: Final = "wgs.rpc.sandbox.*"
 
 
 def node_commands(node: str) -> str:
@@ -33,6 +37,26 @@ def node_commands(node: str) -> str:
 def instance_status(instance_id: int) -> str:
     """Subject of one instance's status events."""
     return f"wgs.evt.instance.{instance_id}.status"
+
+
+def instance_event(instance_id: int, kind: str) -> str:
+    """Subject of one kind of an instance's events (`status`, `message`, `message_status`, ...)."""
+    return f"wgs.evt.instance.{instance_id}.{kind}"
+
+
+def outbound(instance_id: int) -> str:
+    """Subject of an instance's queue of sends waiting for it."""
+    return f"wgs.out.{instance_id}"
+
+
+def provider_calls(node: str) -> str:
+    """Request subject relaying HTTP calls to the providers on one node."""
+    return f"wgs.rpc.node.{node}.provider"
+
+
+def sandbox_phone(phone: str) -> str:
+    """Request subject of the sandbox instance holding a phone number (the simulated network)."""
+    return f"wgs.rpc.sandbox.{phone}"
 
 
 def node_heartbeat(node: str) -> str:

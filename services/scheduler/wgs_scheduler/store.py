@@ -94,6 +94,7 @@ def start_command(row: dict[str, Any]) -> StartInstance:
             nano_cpus=row["nano_cpus"],
             memory_bytes=row["memory_bytes"],
             pids_limit=row["pids_limit"],
+            phone_number=row["phone_number"],
         ),
         generation=row["generation"],
     )
