@@ -15,6 +15,7 @@ class ErrorCode(StrEnum):
     NO_CAPACITY = "no_capacity"
     START_FAILED = "start_failed"
     TIMEOUT = "timeout"
+    RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"
 
 

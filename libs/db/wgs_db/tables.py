@@ -6,8 +6,11 @@ explicitly (Piccolo's defaults are nullable + cascade).
 """
 
 from piccolo.columns import (
+    Array,
     BigInt,
+    BigSerial,
     Boolean,
+    DoublePrecision,
     ForeignKey,
     Integer,
     OnDelete,
@@ -29,6 +32,8 @@ class Tenant(Table, db=DB, tablename="tenants"):
     name = Varchar(length=128, unique=True)
     email = Varchar(length=256, null=True)
     max_instances = Integer(default=100)
+    send_rate_per_second = DoublePrecision(default=20.0)
+    send_burst = Integer(default=40)
     created_at = Timestamptz()
 
 
@@ -80,8 +85,68 @@ class Instance(Table, db=DB, tablename="instances"):
     nano_cpus = BigInt()
     memory_bytes = BigInt()
     pids_limit = Integer(default=256)
+    connection_state = Varchar(length=16, null=True, default=None)
+    phone_id = Varchar(length=64, null=True, default=None)
     created_at = Timestamptz()
     updated_at = Timestamptz()
 
 
-__all__ = ["ApiKey", "Instance", "Node", "Tenant"]
+class WebhookEndpoint(Table, db=DB, tablename="webhook_endpoints"):
+    """Where a tenant receives events: of one instance, or (`instance` NULL) of all its instances."""
+
+    id = Serial(primary_key=True)
+    tenant = ForeignKey(Tenant, null=False, on_delete=OnDelete.cascade, db_column_name="tenant_id")
+    instance = ForeignKey(Instance, null=True, on_delete=OnDelete.cascade, db_column_name="instance_id")
+    url = Text()
+    secret = Text()  # defaults to webhook_secret() in the database
+    events = Array(base_column=Text())
+    enabled = Boolean(default=True)
+    description = Text(null=True, default=None)
+    legacy = Boolean(default=False)
+    created_at = Timestamptz()
+
+    @classmethod
+    async def adopt_instance_webhook(cls, instance_id: int) -> None:
+        """Give an instance's legacy `webhook_url` its endpoint row (filter `*`, generated secret) once."""
+        await cls.raw(
+            "INSERT INTO webhook_endpoints (tenant_id, instance_id, url, legacy, description, created_at)"
+            " SELECT tenant_id, id, webhook_url, true, 'the webhook field of the instance', created_at"
+            " FROM instances WHERE id = {} AND webhook_url IS NOT NULL"
+            " ON CONFLICT (instance_id) WHERE legacy DO NOTHING",
+            instance_id,
+        )
+
+
+class WebhookDelivery(Table, db=DB, tablename="webhook_deliveries"):
+    """One event for one endpoint: its frozen payload and where its delivery stands."""
+
+    id = BigSerial(primary_key=True)
+    endpoint = ForeignKey(WebhookEndpoint, null=False, on_delete=OnDelete.cascade, db_column_name="endpoint_id")
+    event_id = Text()
+    event_type = Varchar(length=32)
+    payload = Text()
+    status = Varchar(length=16, default="pending")
+    attempts = Integer(default=0)
+    retry_base = Integer(default=0)
+    next_attempt_at = Timestamptz()
+    lease_until = Timestamptz(null=True, default=None)
+    last_status_code = Integer(null=True, default=None)
+    last_error = Text(null=True, default=None)
+    last_latency_ms = Integer(null=True, default=None)
+    created_at = Timestamptz()
+    delivered_at = Timestamptz(null=True, default=None)
+
+
+class WebhookAttempt(Table, db=DB, tablename="webhook_attempts"):
+    """One HTTP attempt of a delivery (`latency_ms` NULL while it runs)."""
+
+    id = BigSerial(primary_key=True)
+    delivery = ForeignKey(WebhookDelivery, null=False, on_delete=OnDelete.cascade, db_column_name="delivery_id")
+    attempt = Integer()
+    started_at = Timestamptz()
+    status_code = Integer(null=True, default=None)
+    error = Text(null=True, default=None)
+    latency_ms = Integer(null=True, default=None)
+
+
+__all__ = ["ApiKey", "Instance", "Node", "Tenant", "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint"]

@@ -11,6 +11,7 @@ from wgs_db.engine import close_database, open_database
 from wgs_api.config import Settings, get_settings
 from wgs_api.domain.accounts.controllers import TenantController
 from wgs_api.domain.instances.controllers import InstanceController
+from wgs_api.domain.messaging.controllers import MessagingController
 from wgs_api.domain.nodes.controllers import NodeController
 from wgs_api.domain.system.controllers import root
 from wgs_api.errors import EXCEPTION_HANDLERS
@@ -34,7 +35,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await close_database()
 
     return Litestar(
-        route_handlers=[root, TenantController, NodeController, InstanceController],
+        route_handlers=[root, TenantController, NodeController, InstanceController, MessagingController],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(

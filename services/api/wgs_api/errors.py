@@ -65,6 +65,17 @@ class NoCapacity(ApiError):
     code = ErrorCode.NO_CAPACITY
 
 
+class RateLimited(ApiError):
+    """Too many requests: 429 with `Retry-After`."""
+
+    status_code = 429
+    code = ErrorCode.RATE_LIMITED
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class StartFailed(ApiError):
     status_code = 502
     code = ErrorCode.START_FAILED
@@ -127,6 +138,7 @@ __all__ = [
     "Invalid",
     "NoCapacity",
     "NotFound",
+    "RateLimited",
     "StartFailed",
     "Unauthorized",
     "Unavailable",

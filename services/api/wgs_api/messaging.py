@@ -1,23 +1,29 @@
-"""The API's NATS side: publishing commands and following instance status events."""
+"""The API's NATS side: commands, relayed provider calls, queued sends, following instance events."""
 
 import logging
 
 from faststream.nats import NatsBroker, NatsMessage
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from wgs_contracts import streams, subjects
+from wgs_contracts.instance_events import InstanceEvent, OutboundMessage, ProviderCall, ProviderReply
 from wgs_contracts.messages import ControlCommand, InstanceStatusChanged
 from wgs_kit.messaging import (
     decode,
     durable_subscriber,
+    encode,
     guarded_delivery,
     make_broker,
     publish_durable,
+    trace_headers,
 )
 
-from wgs_api.domain.instances.status import StatusBoard, apply_status
+from wgs_api.domain.instances.status import StatusBoard
+from wgs_api.events import apply_event
 
 log = logging.getLogger(__name__)
-STATUS_CONSUMER = "api-instance-status"
-STATUS_MAX_DELIVER = 8
+EVENTS_CONSUMER = "api-instance-events"
+EVENTS_MAX_DELIVER = 8
 
 
 class ApiMessaging:
@@ -35,13 +41,13 @@ class ApiMessaging:
         @durable_subscriber(
             broker,
             stream=streams.EVENTS,
-            subject=subjects.ALL_INSTANCE_STATUS,
-            durable=STATUS_CONSUMER,
-            max_deliver=STATUS_MAX_DELIVER,
+            subject=subjects.ALL_INSTANCE_EVENTS,
+            durable=EVENTS_CONSUMER,
+            max_deliver=EVENTS_MAX_DELIVER,
         )
-        async def record_status(body: bytes, msg: NatsMessage) -> None:
-            async with guarded_delivery(broker, msg, consumer=STATUS_CONSUMER, max_deliver=STATUS_MAX_DELIVER):
-                await apply_status(decode(body, InstanceStatusChanged))
+        async def record_event(body: bytes, msg: NatsMessage) -> None:
+            async with guarded_delivery(broker, msg, consumer=EVENTS_CONSUMER, max_deliver=EVENTS_MAX_DELIVER):
+                await apply_event(decode(body, InstanceEvent))  # type: ignore[arg-type]
 
         @broker.subscriber(subjects.ALL_INSTANCE_STATUS, no_reply=True)
         async def watch_status(body: bytes) -> None:
@@ -62,3 +68,19 @@ class ApiMessaging:
             "instance.delete": subjects.INSTANCE_DELETE,
         }[type(command).__struct_config__.tag]  # type: ignore[index]
         await publish_durable(self.broker, subject, command, msg_id=msg_id, stream=streams.COMMANDS)
+
+    async def call_provider(self, node: str, call: ProviderCall, *, timeout: float = 10.0) -> ProviderReply | None:
+        """Relay an HTTP call to an instance's provider via its node agent; None when nobody answers."""
+        try:
+            response = await self.broker.request(
+                encode(call), subjects.provider_calls(node), headers=trace_headers(), timeout=timeout
+            )
+        except (NoRespondersError, NatsTimeoutError, TimeoutError):
+            return None
+        return decode(response.body, ProviderReply)
+
+    async def enqueue_send(self, message: OutboundMessage) -> None:
+        """Queue a send durably until its instance takes it (deduplicated by message id)."""
+        await publish_durable(
+            self.broker, subjects.outbound(message.instance_id), message, msg_id=message.id, stream=streams.OUTBOUND
+        )

@@ -13,6 +13,7 @@ from collections import OrderedDict, defaultdict
 
 from faststream.nats import NatsBroker
 from wgs_contracts import streams, subjects
+from wgs_contracts.instance_events import ProviderCall, ProviderReply
 from wgs_contracts.messages import (
     AssignmentsReply,
     AssignmentsRequest,
@@ -29,6 +30,7 @@ from wgs_kit.messaging import decode, encode, publish_core, publish_durable, tra
 from wgs_node_agent.config import Settings
 from wgs_node_agent.fencing import GenerationLedger
 from wgs_node_agent.runtime.base import ContainerEvent, InstancePaths, ManagedContainer, Runtime, StartError
+from wgs_node_agent.session import InstanceSession
 
 log = logging.getLogger(__name__)
 SEEN_EVENTS_LIMIT = 1024
@@ -47,6 +49,7 @@ class NodeAgent:
         self._removing: set[str] = set()
         self._reported_deaths: set[str] = set()
         self._seen_events: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        self.sessions: dict[int, InstanceSession] = {}
 
     def _touch(self, instance_id: int) -> None:
         self._touched_at[instance_id] = asyncio.get_running_loop().time()
@@ -74,7 +77,39 @@ class NodeAgent:
                 log.warning("instance %d cannot start: %s", spec.instance_id, exc)
                 await self.report(spec.instance_id, spec.tenant_id, generation, InstanceStatus.FAILED, str(exc))
                 return
+            await self._open_session(spec, generation)
             await self.report(spec.instance_id, spec.tenant_id, generation, InstanceStatus.RUNNING)
+
+    async def _open_session(self, spec: InstanceSpec, generation: int) -> None:
+        """Start the instance's session (pump, drain, phone) unless one runs at this generation."""
+        current = self.sessions.get(spec.instance_id)
+        if current is not None and current.generation == generation:
+            return
+        await self._close_session(spec.instance_id)
+        session = InstanceSession(
+            spec, generation, InstancePaths.under(self.settings.data_dir, spec.instance_id), self.broker
+        )
+        await session.start()
+        self.sessions[spec.instance_id] = session
+
+    async def _close_session(self, instance_id: int, *, forget_outbound: bool = False) -> None:
+        session = self.sessions.pop(instance_id, None)
+        if session is not None:
+            await session.stop()
+            if forget_outbound:
+                await session.forget_outbound()
+
+    async def close_sessions(self) -> None:
+        """Stop every session (the agent is shutting down; containers keep running)."""
+        for instance_id in list(self.sessions):
+            await self._close_session(instance_id)
+
+    async def relay(self, call: ProviderCall) -> ProviderReply:
+        """Forward an HTTP call to a provider on this node; 404 when the instance is not here."""
+        session = self.sessions.get(call.instance_id)
+        if session is None:
+            return ProviderReply(status=404, body=b'{"error": "instance is not running on this node"}')
+        return await session.relay(call.method, call.path, call.body)
 
     async def stop(self, command: StopInstance, *, remove: bool) -> None:
         """Remove the instance's containers at the command's generation or older; newer ones stay."""
@@ -85,6 +120,7 @@ class NodeAgent:
                 log.info("ignoring stop of instance %d gen %d: stale", instance_id, generation)
                 return
             self.ledger.record(instance_id, generation)
+            await self._close_session(instance_id, forget_outbound=remove)
             for container in await self.runtime.list_managed():
                 if container.instance_id == instance_id and container.generation <= generation:
                     await self._remove(container)
@@ -148,6 +184,7 @@ class NodeAgent:
                         container.instance_id,
                         container.generation,
                     )
+                    await self._close_session(container.instance_id)
                     await self._remove(container)
                     await self.report(
                         container.instance_id,
@@ -162,6 +199,8 @@ class NodeAgent:
                 continue
             if (instance_id, assignment.generation) not in running:
                 await self.start(assignment.spec, assignment.generation)
+            else:
+                await self._open_session(assignment.spec, assignment.generation)
 
     async def fetch_assignments(self) -> tuple[AssignmentsReply, float]:
         """Ask the scheduler what this node should run; also returns when it was asked."""

@@ -5,9 +5,10 @@ import logging
 
 from faststream.nats import NatsMessage
 from wgs_contracts import streams, subjects
+from wgs_contracts.instance_events import ProviderCall
 from wgs_contracts.messages import NodeCommand
 from wgs_kit.lifecycle import cancel_all, wait_for_shutdown
-from wgs_kit.messaging import decode, durable_subscriber, guarded_delivery, make_broker
+from wgs_kit.messaging import decode, durable_subscriber, encode, guarded_delivery, make_broker
 
 from wgs_node_agent.agent import NodeAgent
 from wgs_node_agent.config import Settings
@@ -69,6 +70,10 @@ async def run(settings: Settings) -> None:
         async with guarded_delivery(broker, msg, consumer=consumer, max_deliver=COMMAND_MAX_DELIVER):
             await agent.handle(decode(body, NodeCommand))  # type: ignore[arg-type]
 
+    @broker.subscriber(subjects.provider_calls(settings.node_name))
+    async def on_provider_call(body: bytes) -> bytes:
+        return encode(await agent.relay(decode(body, ProviderCall)))
+
     await broker.start()
     log.info("node agent %s up with the %s runtime", settings.node_name, runtime.name)
     tasks = [
@@ -78,6 +83,7 @@ async def run(settings: Settings) -> None:
     ]
     await wait_for_shutdown()
     await cancel_all(tasks)
+    await agent.close_sessions()
     await broker.stop()
     if runtime.name == "process":
         await runtime.close()

@@ -62,6 +62,7 @@ def container_config(
             f"WGS_INSTANCE_ID={spec.instance_id}",
             f"WGS_SOCKET={CONTAINER_SOCKET_DIR}/{paths.socket.name}",
             f"WGS_DATA_DIR={CONTAINER_STATE_DIR}",
+            f"WGS_PHONE={spec.phone_number}",
         ],
         "Labels": {
             labels.MANAGED: "true",

@@ -79,6 +79,7 @@ class ProcessRuntime:
                 "WGS_INSTANCE_ID": str(spec.instance_id),
                 "WGS_SOCKET": str(paths.socket),
                 "WGS_DATA_DIR": str(paths.state_dir),
+                "WGS_PHONE": spec.phone_number,
             },
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -1,6 +1,6 @@
 """Admin endpoints for tenants and their API keys."""
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, delete, get, patch, post
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from wgs_api.domain.accounts import schemas, services
@@ -28,6 +28,11 @@ class TenantController(Controller):
     async def get_one(self, tenant_id: int) -> schemas.Tenant:
         """Get one tenant."""
         return await services.get_tenant(tenant_id)
+
+    @patch("/{tenant_id:int}", operation_id="UpdateTenant")
+    async def update(self, tenant_id: int, data: schemas.TenantUpdate) -> schemas.Tenant:
+        """Change a tenant's e-mail, instance quota or send rate limit."""
+        return await services.update_tenant(tenant_id, data)
 
     @post("/{tenant_id:int}/keys", operation_id="CreateApiKey", status_code=HTTP_201_CREATED)
     async def create_key(self, tenant_id: int, data: schemas.ApiKeyCreate | None = None) -> schemas.ApiKeyCreated:

@@ -11,6 +11,17 @@ class TenantCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     name: str
     email: str | None = None
     max_instances: int = 100
+    send_rate_per_second: float = 20.0
+    send_burst: int = 40
+
+
+class TenantUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """`PATCH /admin/tenants/{id}`: only the given fields change."""
+
+    email: str | msgspec.UnsetType = msgspec.UNSET
+    max_instances: int | msgspec.UnsetType = msgspec.UNSET
+    send_rate_per_second: float | msgspec.UnsetType = msgspec.UNSET
+    send_burst: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class Tenant(msgspec.Struct, rename="camel"):
@@ -20,6 +31,8 @@ class Tenant(msgspec.Struct, rename="camel"):
     name: str
     email: str | None
     max_instances: int
+    send_rate_per_second: float
+    send_burst: int
     created_at: datetime
 
 

@@ -5,11 +5,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 from wgs_db.engine import DB
 from wgs_db.tables import ApiKey, Tenant
 
 from wgs_api.domain.accounts import keys, schemas
 from wgs_api.errors import Conflict, Invalid, NotFound
+from wgs_api.patching import unset_to_none
 
 KEY_USE_RESOLUTION = timedelta(seconds=60)
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")
@@ -22,6 +24,8 @@ def tenant_view(row: dict[str, Any]) -> schemas.Tenant:
         name=row["name"],
         email=row["email"],
         max_instances=row["max_instances"],
+        send_rate_per_second=row["send_rate_per_second"],
+        send_burst=row["send_burst"],
         created_at=row["created_at"],
     )
 
@@ -43,8 +47,17 @@ def validate_tenant(data: schemas.TenantCreate) -> None:
         raise Invalid("name: 1-128 letters, digits, spaces, dots, dashes", field="name")
     if data.email is not None and ("@" not in data.email or len(data.email) > 256):
         raise Invalid("email: not an e-mail address", field="email")
-    if data.max_instances < 0:
+    check_limits(data.max_instances, data.send_rate_per_second, data.send_burst)
+
+
+def check_limits(max_instances: int | None, rate: float | None, burst: int | None) -> None:
+    """Reject negative quotas and non-positive send rates with a 422 naming the field."""
+    if max_instances is not None and max_instances < 0:
         raise Invalid("maxInstances: must be zero or more", field="maxInstances")
+    if rate is not None and not rate > 0:
+        raise Invalid("sendRatePerSecond: must be positive", field="sendRatePerSecond")
+    if burst is not None and burst < 1:
+        raise Invalid("sendBurst: must be at least 1", field="sendBurst")
 
 
 async def create_tenant(data: schemas.TenantCreate) -> schemas.TenantCreated:
@@ -55,7 +68,13 @@ async def create_tenant(data: schemas.TenantCreate) -> schemas.TenantCreated:
         async with DB.transaction():
             tenant = (
                 await Tenant.insert(
-                    Tenant(name=data.name, email=data.email, max_instances=data.max_instances)
+                    Tenant(
+                        name=data.name,
+                        email=data.email,
+                        max_instances=data.max_instances,
+                        send_rate_per_second=data.send_rate_per_second,
+                        send_burst=data.send_burst,
+                    )
                 ).returning(*Tenant.all_columns())
             )[0]
             api_key = (
@@ -89,6 +108,27 @@ async def get_tenant(tenant_id: int) -> schemas.Tenant:
     if row is None:
         raise NotFound("Tenant not found")
     return tenant_view(row)
+
+
+async def update_tenant(tenant_id: int, data: schemas.TenantUpdate) -> schemas.Tenant:
+    """Change the given fields of a tenant (quota, send rate)."""
+    await get_tenant(tenant_id)
+    changes = {
+        column: value
+        for column, value in (
+            (Tenant.email, data.email),
+            (Tenant.max_instances, data.max_instances),
+            (Tenant.send_rate_per_second, data.send_rate_per_second),
+            (Tenant.send_burst, data.send_burst),
+        )
+        if not isinstance(value, msgspec.UnsetType)
+    }
+    check_limits(
+        unset_to_none(data.max_instances), unset_to_none(data.send_rate_per_second), unset_to_none(data.send_burst)
+    )
+    if changes:
+        await Tenant.update(changes).where(Tenant.id == tenant_id)  # type: ignore[arg-type]
+    return await get_tenant(tenant_id)
 
 
 async def create_key(tenant_id: int, data: schemas.ApiKeyCreate) -> schemas.ApiKeyCreated:

@@ -34,6 +34,8 @@ class Instance(msgspec.Struct, rename="camel"):
     webhook_url: str | None
     status: str
     status_reason: str | None
+    connection_state: str | None
+    phone_id: str | None
     generation: int
     cpu_limit: str
     memory_limit: str

@@ -36,6 +36,8 @@ def instance_view(row: dict[str, Any]) -> schemas.Instance:
         webhook_url=row["webhook_url"],
         status=row["status"],
         status_reason=row["status_reason"],
+        connection_state=row["connection_state"],
+        phone_id=row["phone_id"],
         generation=row["generation"],
         cpu_limit=row["cpu_limit"],
         memory_limit=row["memory_limit"],

@@ -13,6 +13,7 @@ from wgs_db.tables import Node
 from wgs_api.config import get_settings
 from wgs_api.domain.nodes import schemas
 from wgs_api.errors import Conflict, Invalid, NotFound
+from wgs_api.patching import unset_to_none
 
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 NODE_IN_USE = "Cannot delete node because it has instances assigned to it."
@@ -57,11 +58,6 @@ def validate_fields(name: str | None, docker_host: str | None, public_host: str 
     for field, value in (("dockerHost", docker_host), ("publicHost", public_host)):
         if value is not None and not value.strip():
             raise Invalid(f"{field}: must not be empty", field=field)
-
-
-def unset_to_none(value: str | msgspec.UnsetType) -> str | None:
-    """`None` for an absent PATCH-style field."""
-    return None if isinstance(value, msgspec.UnsetType) else value
 
 
 async def fetch_node(node_id: int) -> dict[str, Any]:

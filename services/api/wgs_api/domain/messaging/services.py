@@ -1,0 +1,180 @@
+"""Sending, pairing and QR: relayed to the instance's provider through its node agent."""
+
+import base64
+import io
+import json
+from typing import Any
+from uuid import uuid4
+
+import msgspec
+import segno
+from wgs_contracts.instance_events import DeliveryStatus, OutboundMessage, ProviderCall, ProviderReply
+from wgs_contracts.messages import InstanceStatus, Provider
+from wgs_contracts.provider_api import SendRequest
+from wgs_db.tables import Instance, Node, Tenant
+
+from wgs_api.domain.instances.services import fetch_own
+from wgs_api.domain.messaging import schemas
+from wgs_api.domain.messaging.rate_limit import take_token
+from wgs_api.domain.messaging.validation import validate_send
+from wgs_api.errors import ApiError, Conflict, Invalid, NotFound, RateLimited, Unavailable
+from wgs_api.events import record_message_status
+from wgs_api.messaging import ApiMessaging
+
+NOT_CONNECTED = "Client not connected"
+
+
+class ProviderAnswer(ApiError):
+    """A provider's own error answer, passed through with its status."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.status_code = status
+
+
+async def node_name(row: dict[str, Any]) -> str | None:
+    """The name of the node an instance is placed on."""
+    if row["node_id"] is None:
+        return None
+    node = await Node.select(Node.name).where(Node.id == row["node_id"]).first()
+    return node["name"] if node else None
+
+
+def provider_error(reply: ProviderReply) -> ProviderAnswer:
+    """The provider's error reply as an API error."""
+    try:
+        body = json.loads(reply.body)
+    except ValueError:
+        body = {}
+    message = body.get("error") if isinstance(body, dict) else None
+    return ProviderAnswer(reply.status, message or f"provider answered {reply.status}", body.get("field"))
+
+
+async def call_running(
+    messaging: ApiMessaging, tenant_id: int, instance_id: int, method: str, path: str, body: bytes | None = None
+) -> tuple[dict[str, Any], ProviderReply]:
+    """Relay a call to a running instance's provider; 503 when it cannot be reached now."""
+    row = await fetch_own(tenant_id, instance_id)
+    node = await node_name(row)
+    if node is None or row["status"] != InstanceStatus.RUNNING.value:
+        raise Unavailable(f"Instance is not running (status {row['status']}).")
+    reply = await messaging.call_provider(
+        node, ProviderCall(instance_id=instance_id, method=method, path=path, body=body)
+    )
+    if reply is None or reply.status in (404, 504):
+        raise Unavailable("Instance is not reachable right now; try again shortly.")
+    return row, reply
+
+
+async def qr_code(messaging: ApiMessaging, tenant_id: int, instance_id: int) -> tuple[str, bytes]:
+    """(raw QR content, PNG) of the instance's current pairing QR."""
+    _, reply = await call_running(messaging, tenant_id, instance_id, "GET", "/qr")
+    if reply.status != 200:
+        raise provider_error(reply)
+    raw = str(json.loads(reply.body)["qr"])
+    png = io.BytesIO()
+    segno.make(raw, error="m").save(png, kind="png", scale=6, border=2)
+    return raw, png.getvalue()
+
+
+def qr_json(raw: str, png: bytes) -> schemas.QrJson:
+    """The JSON form of a QR."""
+    return schemas.QrJson(raw=raw, base64=base64.b64encode(png).decode())
+
+
+async def pair_code(messaging: ApiMessaging, tenant_id: int, instance_id: int, phone: str) -> schemas.PairCode:
+    """A pairing code for linking by phone number."""
+    body = msgspec.json.encode({"phone": phone.strip().lstrip("+")})
+    _, reply = await call_running(messaging, tenant_id, instance_id, "POST", "/pair-code", body)
+    if reply.status != 200:
+        raise provider_error(reply)
+    return schemas.PairCode(code=str(json.loads(reply.body)["code"]))
+
+
+async def sandbox_scan(messaging: ApiMessaging, tenant_id: int, instance_id: int, code: str | None) -> dict[str, Any]:
+    """Pair a sandbox instance: "scan" its current QR, or enter a pairing code."""
+    row = await fetch_own(tenant_id, instance_id)
+    if row["provider"] != Provider.SANDBOX.value:
+        raise Conflict("Only sandbox instances can be paired by the gateway itself.")
+    if code is None:
+        raw, _ = await qr_code(messaging, tenant_id, instance_id)
+        body = msgspec.json.encode({"qr": raw})
+    else:
+        body = msgspec.json.encode({"code": code})
+    _, reply = await call_running(messaging, tenant_id, instance_id, "POST", "/sandbox/scan", body)
+    if reply.status != 200:
+        raise provider_error(reply)
+    result: dict[str, Any] = json.loads(reply.body)
+    return result
+
+
+async def send(
+    messaging: ApiMessaging, tenant_id: int, instance_id: int, body: schemas.SendBody
+) -> tuple[schemas.SendResult, bool]:
+    """Send now when the instance runs (sent=True), else queue durably (sent=False)."""
+    row = await fetch_own(tenant_id, instance_id)
+    if row["desired_state"] != "running":
+        raise Conflict("Instance is being deleted.")
+    recipient, content = validate_send(body)
+    await enforce_rate(tenant_id, instance_id)
+    message = OutboundMessage(id=uuid4().hex, instance_id=instance_id, to=recipient, content=content)
+    await Instance.raw(
+        "INSERT INTO messages (id, instance_id, tenant_id, recipient, type) VALUES ({}, {}, {}, {}, {})",
+        message.id,
+        instance_id,
+        tenant_id,
+        recipient,
+        content.type.value,
+    )
+    node = await node_name(row)
+    if node is not None and row["status"] == InstanceStatus.RUNNING.value:
+        request = SendRequest(id=message.id, to=recipient, content=content)
+        call = ProviderCall(instance_id=instance_id, method="POST", path="/messages", body=msgspec.json.encode(request))
+        reply = await messaging.call_provider(node, call)
+        if reply is not None and reply.status == 200:
+            await record_message_status(message.id, DeliveryStatus.SENT.value, None)
+            return schemas.SendResult(status="ok", id=message.id), True
+        if reply is not None and reply.status not in (404, 504):
+            await Instance.raw("DELETE FROM messages WHERE id = {}", message.id)
+            error = provider_error(reply)
+            if reply.status == 503:
+                raise Unavailable(NOT_CONNECTED)
+            if reply.status == 422:
+                raise Invalid(error.message, field=error.field)
+            raise error
+    await messaging.enqueue_send(message)
+    await record_message_status(message.id, DeliveryStatus.QUEUED.value, None)
+    return schemas.SendResult(status="queued", id=message.id), False
+
+
+async def enforce_rate(tenant_id: int, instance_id: int) -> None:
+    """429 with Retry-After when the instance exceeds its tenant's send rate."""
+    tenant = await Tenant.select(Tenant.send_rate_per_second, Tenant.send_burst).where(Tenant.id == tenant_id).first()
+    if tenant is None:
+        raise NotFound("Tenant not found")
+    wait = await take_token(instance_id, tenant["send_rate_per_second"], tenant["send_burst"])
+    if wait is not None:
+        raise RateLimited(f"Send rate limit of {tenant['send_rate_per_second']:g}/s exceeded.", retry_after=wait)
+
+
+async def message_view(tenant_id: int, instance_id: int, message_id: str) -> schemas.MessageView:
+    """A message of the instance with its status history, oldest first."""
+    await fetch_own(tenant_id, instance_id)
+    rows = await Instance.raw(
+        "SELECT id, recipient, type FROM messages WHERE id = {} AND instance_id = {}", message_id, instance_id
+    )
+    if not rows:
+        raise NotFound("Message not found")
+    history = await Instance.raw(
+        "SELECT status, reason, at FROM message_statuses WHERE message_id = {} ORDER BY at, status", message_id
+    )
+    entries = [schemas.StatusEntry(status=h["status"], reason=h["reason"], at=h["at"]) for h in history]
+    order = [s.value for s in DeliveryStatus]
+    latest = max(entries, key=lambda e: (e.status == DeliveryStatus.FAILED.value, order.index(e.status)), default=None)
+    return schemas.MessageView(
+        id=rows[0]["id"],
+        to=rows[0]["recipient"],
+        type=rows[0]["type"],
+        status=latest.status if latest else DeliveryStatus.QUEUED.value,
+        history=entries,
+    )

@@ -1,0 +1,302 @@
+"""What the agent runs beside each started instance.
+
+- the event pump: pulls the provider's outbox (`GET /events`), publishes each
+  event on JetStream with `Nats-Msg-Id = {instance}:{generation}:{seq}`, and only
+  then saves the cursor and acks the outbox, so a crash replays (deduplicated)
+  instead of losing events;
+- the outbound drain: sends queued while the instance was away (stream
+  `WGS_OUTBOUND`, one ordered consumer per instance) are handed to the provider
+  once it takes them;
+- for the sandbox provider, its phone on the simulated network.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+
+import msgspec
+from faststream.nats import NatsBroker
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import NotFoundError
+from wgs_contracts import streams, subjects
+from wgs_contracts.instance_events import (
+    EVENT_KINDS,
+    DeliveryStatus,
+    MessageStatusChanged,
+    OutboundMessage,
+    ProviderReply,
+    SandboxEnvelope,
+)
+from wgs_contracts.messages import InstanceSpec, Provider, utcnow
+from wgs_contracts.provider_api import (
+    DeliverRequest,
+    EventsPage,
+    OutboxEvent,
+    ReceiptRequest,
+    SandboxOutbound,
+    SandboxReceipt,
+    SendRequest,
+)
+from wgs_kit.messaging import decode, encode, publish_durable, redelivery_delay
+
+from wgs_node_agent.outbox import to_contract_event
+from wgs_node_agent.provider_client import ProviderClient, ProviderUnavailable
+from wgs_node_agent.runtime.base import InstancePaths
+
+log = logging.getLogger(__name__)
+LONG_POLL_SECONDS = 20.0
+RETRY_SECONDS = 0.2
+ROUTE_TIMEOUT_SECONDS = 5.0
+
+
+def load_cursor(path: Path) -> int:
+    """The last outbox sequence number published (0 when none)."""
+    try:
+        return int(json.loads(path.read_text())["seq"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return 0
+
+
+def save_cursor(path: Path, seq: int) -> None:
+    """Persist the cursor atomically."""
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w") as out:
+        json.dump({"seq": seq}, out)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+class InstanceSession:
+    """The pump, drain and sandbox phone of one instance at one generation."""
+
+    def __init__(self, spec: InstanceSpec, generation: int, paths: InstancePaths, broker: NatsBroker) -> None:
+        self.spec = spec
+        self.generation = generation
+        self.broker = broker
+        self.client = ProviderClient(paths.socket)
+        self.cursor_file = paths.state_dir.parent / "cursor.json"
+        self._tasks: list[asyncio.Task[None]] = []
+        self._phone: Subscription | None = None
+
+    @property
+    def instance_id(self) -> int:
+        """The instance this session serves."""
+        return self.spec.instance_id
+
+    async def start(self) -> None:
+        """Start pumping, draining and (sandbox) answering for the phone."""
+        self._tasks = [
+            asyncio.create_task(self._pump_forever()),
+            asyncio.create_task(self._drain_forever()),
+        ]
+        if self.spec.provider is Provider.SANDBOX and self.spec.phone_number:
+            self._phone = await self.broker.connection.subscribe(
+                subjects.sandbox_phone(self.spec.phone_number), cb=self._on_sandbox_envelope
+            )
+
+    async def stop(self) -> None:
+        """Stop everything this session runs."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._phone is not None:
+            with contextlib.suppress(Exception):
+                await self._phone.unsubscribe()
+        await self.client.close()
+
+    async def forget_outbound(self) -> None:
+        """Drop the instance's queued sends and their consumer (the instance is deleted)."""
+        js = self.broker.connection.jetstream()
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(streams.OUTBOUND.name, self._drain_name)
+        await js.purge_stream(streams.OUTBOUND.name, subject=subjects.outbound(self.instance_id))
+
+    async def relay(self, method: str, path: str, body: bytes | None) -> ProviderReply:
+        """Forward one HTTP call to the provider."""
+        try:
+            status, content, content_type = await self.client.call(method, path, body)
+        except ProviderUnavailable:
+            return ProviderReply(status=504, body=b'{"error": "provider is not answering"}')
+        return ProviderReply(status=status, body=content, content_type=content_type)
+
+    # --- event pump -------------------------------------------------------------------------
+
+    async def _pump_forever(self) -> None:
+        cursor = load_cursor(self.cursor_file)
+        failures = 0
+        while True:
+            try:
+                cursor = await self._pump_once(cursor)
+                failures = 0
+            except ProviderUnavailable:
+                failures += 1
+                await asyncio.sleep(min(RETRY_SECONDS * failures, 2.0))
+            except Exception:
+                failures += 1
+                log.exception("event pump of instance %d failed", self.instance_id)
+                await asyncio.sleep(redelivery_delay(failures))
+
+    async def _pump_once(self, cursor: int) -> int:
+        status, body, _ = await self.client.call(
+            "GET", f"/events?after={cursor}&wait={LONG_POLL_SECONDS}", timeout=LONG_POLL_SECONDS + 5
+        )
+        if status != 200:
+            raise ProviderUnavailable(f"GET /events answered {status}")
+        page = msgspec.json.decode(body, type=EventsPage)
+        for event in page.events:
+            if event.seq <= cursor:
+                continue
+            await self._dispatch(event)
+            cursor = event.seq
+        if page.events:
+            save_cursor(self.cursor_file, cursor)
+            await self.client.call("POST", "/events/ack", msgspec.json.encode({"seq": cursor}))
+        return cursor
+
+    async def _dispatch(self, event: OutboxEvent) -> None:
+        """Route a `sandbox.*` event, or publish a public one."""
+        if event.type == "sandbox.outbound":
+            await self._route_outbound(msgspec.json.decode(event.data, type=SandboxOutbound))
+            return
+        if event.type == "sandbox.receipt":
+            await self._route_receipt(msgspec.json.decode(event.data, type=SandboxReceipt))
+            return
+        contract_event = to_contract_event(
+            event,
+            instance_id=self.instance_id,
+            tenant_id=self.spec.tenant_id,
+            generation=self.generation,
+        )
+        if contract_event is None:
+            log.warning("instance %d: unknown provider event type %r skipped", self.instance_id, event.type)
+            return
+        kind_token = EVENT_KINDS[type(contract_event).__struct_config__.tag]  # type: ignore[index]
+        await publish_durable(
+            self.broker,
+            subjects.instance_event(self.instance_id, kind_token),
+            contract_event,
+            msg_id=contract_event.event_id,
+            stream=streams.EVENTS,
+        )
+
+    # --- simulated network --------------------------------------------------------------------
+
+    async def _route_outbound(self, outbound: SandboxOutbound) -> None:
+        """Carry a sandbox message to the instance holding the recipient's phone; report back."""
+        envelope = SandboxEnvelope(
+            kind="message",
+            sender=outbound.from_,
+            recipient=outbound.to,
+            body=encode(DeliverRequest(id=outbound.id, from_=outbound.from_, content=outbound.content)),
+        )
+        receipt = ReceiptRequest(id=outbound.id, status=DeliveryStatus.DELIVERED)
+        try:
+            reply = await self._route(envelope)
+        except NoRespondersError:
+            receipt = ReceiptRequest(
+                id=outbound.id,
+                status=DeliveryStatus.FAILED,
+                reason=f"recipient {outbound.to} is not on the sandbox network",
+            )
+        except (NatsTimeoutError, TimeoutError):
+            receipt = ReceiptRequest(id=outbound.id, status=DeliveryStatus.FAILED, reason="recipient did not answer")
+        else:
+            if reply.status != 200:
+                reason = f"recipient {outbound.to} refused the message ({reply.status}: {reply.body.decode()[:200]})"
+                receipt = ReceiptRequest(id=outbound.id, status=DeliveryStatus.FAILED, reason=reason)
+        await self.client.call("POST", "/sandbox/receipt", encode(receipt))
+
+    async def _route_receipt(self, receipt: SandboxReceipt) -> None:
+        """Carry a read/delivery receipt back to the sender's instance (best effort)."""
+        envelope = SandboxEnvelope(
+            kind="receipt",
+            sender=receipt.from_,
+            recipient=receipt.to,
+            body=encode(ReceiptRequest(id=receipt.id, status=receipt.status, reason=receipt.reason)),
+        )
+        try:
+            await self._route(envelope)
+        except (NoRespondersError, NatsTimeoutError, TimeoutError):
+            log.info("receipt for message %s: sender %s unreachable", receipt.id, receipt.to)
+
+    async def _route(self, envelope: SandboxEnvelope) -> ProviderReply:
+        reply = await self.broker.connection.request(
+            subjects.sandbox_phone(envelope.recipient), encode(envelope), timeout=ROUTE_TIMEOUT_SECONDS
+        )
+        return decode(reply.data, ProviderReply)
+
+    async def _on_sandbox_envelope(self, msg: Msg) -> None:
+        envelope = decode(msg.data, SandboxEnvelope)
+        path = "/sandbox/deliver" if envelope.kind == "message" else "/sandbox/receipt"
+        await msg.respond(encode(await self.relay("POST", path, envelope.body)))
+
+    async def _report_refused(self, message_id: str, reason: str) -> None:
+        """A queued send the provider refused: its status becomes `failed` with the provider's reason."""
+        event = MessageStatusChanged(
+            event_id=f"{self.instance_id}:{self.generation}:outbound:{message_id}",
+            instance_id=self.instance_id,
+            tenant_id=self.spec.tenant_id,
+            generation=self.generation,
+            seq=0,
+            at=utcnow(),
+            message_id=message_id,
+            status=DeliveryStatus.FAILED,
+            reason=reason,
+        )
+        await publish_durable(
+            self.broker,
+            subjects.instance_event(self.instance_id, EVENT_KINDS["message.status"]),
+            event,
+            msg_id=event.event_id,
+            stream=streams.EVENTS,
+        )
+
+    # --- outbound drain -----------------------------------------------------------------------
+
+    @property
+    def _drain_name(self) -> str:
+        return f"outbound-{self.instance_id}"
+
+    async def _drain_forever(self) -> None:
+        js = self.broker.connection.jetstream()
+        subscription = await js.pull_subscribe(
+            subjects.outbound(self.instance_id),
+            durable=self._drain_name,
+            stream=streams.OUTBOUND.name,
+            config=ConsumerConfig(
+                durable_name=self._drain_name, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1, ack_wait=60
+            ),
+        )
+        while True:
+            try:
+                messages = await subscription.fetch(1, timeout=LONG_POLL_SECONDS)
+            except (NatsTimeoutError, TimeoutError):
+                continue
+            for message in messages:
+                await self._send_queued(message)
+
+    async def _send_queued(self, message: Msg) -> None:
+        queued = decode(message.data, OutboundMessage)
+        request = SendRequest(id=queued.id, to=queued.to, content=queued.content)
+        attempt = message.metadata.num_delivered
+        try:
+            status, body, _ = await self.client.call("POST", "/messages", encode(request))
+        except ProviderUnavailable:
+            await message.nak(delay=redelivery_delay(attempt))
+            return
+        if 400 <= status < 500:
+            await self._report_refused(queued.id, body.decode(errors="replace")[:300])
+        if status == 200 or 400 <= status < 500:
+            await message.ack()
+            return
+        await message.nak(delay=redelivery_delay(attempt))
