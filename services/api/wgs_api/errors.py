@@ -1,6 +1,7 @@
 """API errors and the handlers that render every failure as `{"error", "code", "field"}` JSON."""
 
 import logging
+import math
 import re
 
 import msgspec
@@ -81,14 +82,17 @@ class StartFailed(ApiError):
     code = ErrorCode.START_FAILED
 
 
-def error_response(status: int, body: ErrorBody) -> Response[bytes]:
+def error_response(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Response[bytes]:
     """A JSON error response."""
-    return Response(content=msgspec.json.encode(body), status_code=status, media_type="application/json")
+    return Response(
+        content=msgspec.json.encode(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def handle_api_error(_: Request, exc: ApiError) -> Response[bytes]:
-    """Render an ApiError."""
-    return error_response(exc.status_code, ErrorBody(error=exc.message, code=exc.code, field=exc.field))
+    """Render an ApiError (with `Retry-After` when rate limited)."""
+    headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if isinstance(exc, RateLimited) else None
+    return error_response(exc.status_code, ErrorBody(error=exc.message, code=exc.code, field=exc.field), headers)
 
 
 def handle_validation(_: Request, exc: ValidationException) -> Response[bytes]:

@@ -1,0 +1,134 @@
+"""Send requests the API answers without a running provider: validation, queueing, rate limits."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from wgs_devstack.processes import free_port
+from wgs_devstack.services import ApiService
+
+from tests.support.api import ADMIN, Tenant, create_tenant, unique_phone
+
+
+async def pending_instance(client: httpx.AsyncClient, tenant: Tenant) -> int:
+    """An instance that no node runs (sandbox with wait=0 and no sandbox node: it stays pending)."""
+    response = await client.post(
+        "/api/instances?wait=0", json={"phone": unique_phone(), "provider": "waba"}, headers=tenant.headers
+    )
+    assert response.status_code == 202, response.text
+    return int(response.json()["id"])
+
+
+@pytest.fixture(scope="module")
+async def second_api(migrated: dict[str, str], work_dir: Path) -> AsyncIterator[ApiService]:
+    """A second API process on the same database and NATS."""
+    service = ApiService(migrated, work_dir / "logs", free_port(), name="api-2")
+    await service.ready()
+    yield service
+    await service.stop()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"to": "12ab", "text": "hi"}, "to"),
+        ({"text": "hi"}, "to"),
+        ({"to": "491701234567"}, "text"),
+        ({"to": "491701234567", "text": ""}, "text"),
+        ({"to": "491701234567", "type": "sticker"}, "type"),
+        ({"to": "491701234567", "type": "image"}, "media"),
+        ({"to": "491701234567", "type": "image", "media": {"base64": "!!notbase64"}}, "media.base64"),
+        ({"to": "491701234567", "type": "image", "media": {"url": "ftp://x/y.png"}}, "media.url"),
+        ({"to": "491701234567", "type": "location", "location": {"latitude": 95, "longitude": 0}}, "location.latitude"),
+        ({"to": "491701234567", "type": "reaction"}, "reaction"),
+    ],
+)
+async def test_invalid_sends_are_422_naming_the_field(client: httpx.AsyncClient, db, body: dict, field: str) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await pending_instance(client, tenant)
+    try:
+        response = await client.post(f"/api/instances/{instance_id}/send", json=body, headers=tenant.headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == field
+        assert await db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 0
+    finally:
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_send_to_an_instance_that_is_not_running_is_queued(client: httpx.AsyncClient, db) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await pending_instance(client, tenant)
+    try:
+        response = await client.post(
+            f"/api/instances/{instance_id}/send", json={"to": "491701234567", "text": "later"}, headers=tenant.headers
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["status"] == "queued"
+        message_id = response.json()["id"]
+        view = await client.get(f"/api/instances/{instance_id}/messages/{message_id}", headers=tenant.headers)
+        assert view.status_code == 200
+        assert view.json()["status"] == "queued"
+        assert [h["status"] for h in view.json()["history"]] == ["queued"]
+        missing = await client.get(f"/api/instances/{instance_id}/messages/nope", headers=tenant.headers)
+        assert missing.status_code == 404
+        stranger = await create_tenant(client)
+        other = await client.get(f"/api/instances/{instance_id}/messages/{message_id}", headers=stranger.headers)
+        assert other.status_code == 404
+    finally:
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_rate_limit_holds_across_two_api_processes(client: httpx.AsyncClient, second_api: ApiService, db) -> None:
+    tenant = await create_tenant(client)
+    updated = await client.patch(
+        f"/admin/tenants/{tenant.id}", json={"sendRatePerSecond": 0.2, "sendBurst": 3}, headers=ADMIN
+    )
+    assert updated.status_code == 200, updated.text
+    assert updated.json()["sendBurst"] == 3
+    instance_id = await pending_instance(client, tenant)
+    try:
+        async with httpx.AsyncClient(base_url=second_api.url, timeout=30) as other:
+            codes = []
+            for index in range(6):
+                api = client if index % 2 == 0 else other
+                response = await api.post(
+                    f"/api/instances/{instance_id}/send",
+                    json={"to": "491701234567", "text": "x"},
+                    headers=tenant.headers,
+                )
+                codes.append(response.status_code)
+                if response.status_code == 429:
+                    assert int(response.headers["Retry-After"]) >= 1
+                    assert response.json()["code"] == "rate_limited"
+        assert codes[:3] == [202, 202, 202]
+        assert codes[3:] == [429, 429, 429]
+        assert await db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 3
+    finally:
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_bad_tenant_limits_are_422(client: httpx.AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    response = await client.patch(f"/admin/tenants/{tenant.id}", json={"sendRatePerSecond": 0}, headers=ADMIN)
+    assert response.status_code == 422
+    assert response.json()["field"] == "sendRatePerSecond"
+    burst = await client.patch(f"/admin/tenants/{tenant.id}", json={"sendBurst": 0}, headers=ADMIN)
+    assert burst.status_code == 422
+
+
+async def test_qr_and_pairing_of_an_instance_that_is_not_running_is_503(client: httpx.AsyncClient, db) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await pending_instance(client, tenant)
+    try:
+        qr = await client.get(f"/api/instances/{instance_id}/qr", headers=tenant.headers)
+        assert qr.status_code == 503
+        assert "not running" in qr.json()["error"]
+        code = await client.post(
+            f"/api/instances/{instance_id}/pair-code", json={"phone": "491701234567"}, headers=tenant.headers
+        )
+        assert code.status_code == 503
+        scan = await client.post(f"/api/instances/{instance_id}/sandbox/scan", headers=tenant.headers)
+        assert scan.status_code == 409  # not a sandbox instance
+    finally:
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
