@@ -1,0 +1,175 @@
+"""Pairing and messaging between sandbox instances through every service, on a real Docker engine."""
+
+import base64
+from collections.abc import AsyncIterator
+
+import httpx
+import msgspec
+import nats
+import pytest
+from wgs_contracts import subjects
+from wgs_contracts.instance_events import MessageReceived
+from wgs_devstack.services import Service
+from wgs_kit.waiting import wait_until
+
+from tests.support.api import Tenant, create_tenant, unique_phone
+
+pytestmark = pytest.mark.docker
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY_PNG = base64.b64encode(PNG_MAGIC + b"\x00" * 16).decode()
+
+
+async def running_sandbox(client: httpx.AsyncClient, tenant: Tenant) -> dict:
+    body = {"phone": unique_phone(), "provider": "sandbox", "resources": {"cpu": "0.1", "memory": "64m"}}
+    response = await client.post("/api/instances", json=body, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def connected(client: httpx.AsyncClient, tenant: Tenant, instance_id: int) -> dict:
+    async def paired() -> dict | None:
+        view = (await client.get(f"/api/instances/{instance_id}", headers=tenant.headers)).json()
+        return view if view["connectionState"] == "connected" else None
+
+    return await wait_until(paired, timeout=30, interval=0.2, what=f"instance {instance_id} connected")
+
+
+async def history(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, message_id: str) -> list[str]:
+    response = await client.get(f"/api/instances/{instance_id}/messages/{message_id}", headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return [entry["status"] for entry in response.json()["history"]]
+
+
+async def reaches(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, message_id: str, status: str) -> dict:
+    async def reached() -> dict | None:
+        response = await client.get(f"/api/instances/{instance_id}/messages/{message_id}", headers=tenant.headers)
+        body = response.json()
+        return body if status in [h["status"] for h in body["history"]] else None
+
+    return await wait_until(reached, timeout=30, interval=0.2, what=f"message {message_id} {status}")
+
+
+@pytest.fixture
+async def pair(client: httpx.AsyncClient, node_agent: Service) -> AsyncIterator[tuple[Tenant, dict, Tenant, dict]]:
+    """Two sandbox instances of two tenants, both running (not yet paired)."""
+    tenant_a, tenant_b = await create_tenant(client), await create_tenant(client)
+    a, b = await running_sandbox(client, tenant_a), await running_sandbox(client, tenant_b)
+    yield tenant_a, a, tenant_b, b
+    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
+        await client.delete(f"/api/instances/{instance['id']}", headers=tenant.headers)
+
+
+async def test_pair_by_qr_and_by_code_then_message_a_to_b(
+    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], migrated: dict[str, str]
+) -> None:
+    tenant_a, a, tenant_b, b = pair
+    unpaired = await client.post(
+        f"/api/instances/{a['id']}/send", json={"to": b["phoneNumber"], "text": "hi"}, headers=tenant_a.headers
+    )
+    assert unpaired.status_code == 503, unpaired.text
+    assert unpaired.json()["error"] == "Client not connected"
+
+    png = await client.get(f"/api/instances/{a['id']}/qr", headers=tenant_a.headers)
+    assert png.status_code == 200, png.text
+    assert png.headers["content-type"] == "image/png"
+    assert png.content.startswith(PNG_MAGIC)
+    as_json = (
+        await client.get(f"/api/instances/{a['id']}/qr", headers={**tenant_a.headers, "Accept": "application/json"})
+    ).json()
+    assert as_json["raw"]
+    assert base64.b64decode(as_json["base64"]).startswith(PNG_MAGIC)
+
+    scanned = await client.post(f"/api/instances/{a['id']}/sandbox/scan", headers=tenant_a.headers)
+    assert scanned.status_code == 200, scanned.text
+    view_a = await connected(client, tenant_a, a["id"])
+    assert view_a["phoneId"] == a["phoneNumber"]
+    after = await client.get(f"/api/instances/{a['id']}/qr", headers=tenant_a.headers)
+    assert after.status_code == 409
+
+    code = await client.post(
+        f"/api/instances/{b['id']}/pair-code", json={"phone": b["phoneNumber"]}, headers=tenant_b.headers
+    )
+    assert code.status_code == 200, code.text
+    entered = await client.post(
+        f"/api/instances/{b['id']}/sandbox/scan", json={"code": code.json()["code"]}, headers=tenant_b.headers
+    )
+    assert entered.status_code == 200, entered.text
+    await connected(client, tenant_b, b["id"])
+
+    nc = await nats.connect(migrated["NATS_URL"])
+    inbox = await nc.subscribe(subjects.instance_event(b["id"], "message"))
+    try:
+        sent = await client.post(
+            f"/api/instances/{a['id']}/send", json={"to": b["phoneNumber"], "text": "hello B"}, headers=tenant_a.headers
+        )
+        assert sent.status_code == 200, sent.text
+        assert sent.json()["status"] == "ok"
+        received = msgspec.json.decode((await inbox.next_msg(timeout=30)).data, type=MessageReceived)
+    finally:
+        await nc.close()
+    assert received.sender == a["phoneNumber"]
+    assert received.recipient == b["phoneNumber"]
+    assert received.content.text == "hello B"
+    assert received.tenant_id == tenant_b.id
+    message = await reaches(client, tenant_a, a["id"], sent.json()["id"], "read")
+    assert {"sent", "delivered", "read"} <= {h["status"] for h in message["history"]}
+    assert message["status"] == "read"
+
+    for body in (
+        {
+            "to": b["phoneNumber"],
+            "type": "image",
+            "media": {"base64": TINY_PNG, "mimeType": "image/png"},
+            "caption": "pic",
+        },
+        {
+            "to": b["phoneNumber"],
+            "type": "location",
+            "location": {"latitude": 52.52, "longitude": 13.4, "name": "Berlin"},
+        },
+        {"to": b["phoneNumber"], "type": "reaction", "reaction": {"messageId": sent.json()["id"], "emoji": "👍"}},
+        {
+            "to": b["phoneNumber"],
+            "type": "document",
+            "media": {"url": "http://127.0.0.1/doc.pdf", "mimeType": "application/pdf"},
+        },
+    ):
+        response = await client.post(f"/api/instances/{a['id']}/send", json=body, headers=tenant_a.headers)
+        assert response.status_code == 200, response.text
+        await reaches(client, tenant_a, a["id"], response.json()["id"], "delivered")
+
+
+async def test_message_to_a_number_outside_the_sandbox_fails_with_a_reason(
+    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict]
+) -> None:
+    tenant_a, a, _, _ = pair
+    await client.post(f"/api/instances/{a['id']}/sandbox/scan", headers=tenant_a.headers)
+    await connected(client, tenant_a, a["id"])
+    sent = await client.post(
+        f"/api/instances/{a['id']}/send", json={"to": "15550001111", "text": "anyone?"}, headers=tenant_a.headers
+    )
+    assert sent.status_code == 200, sent.text
+    message = await reaches(client, tenant_a, a["id"], sent.json()["id"], "failed")
+    failed = next(h for h in message["history"] if h["status"] == "failed")
+    assert "not on the sandbox network" in failed["reason"]
+
+
+async def test_send_while_the_agent_is_down_is_queued_and_delivered_after(
+    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], node_agent: Service
+) -> None:
+    tenant_a, a, tenant_b, b = pair
+    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
+        await client.post(f"/api/instances/{instance['id']}/sandbox/scan", headers=tenant.headers)
+        await connected(client, tenant, instance["id"])
+    await node_agent.kill9()
+    try:
+        queued = await client.post(
+            f"/api/instances/{a['id']}/send", json={"to": b["phoneNumber"], "text": "queued"}, headers=tenant_a.headers
+        )
+        assert queued.status_code == 202, queued.text
+        assert queued.json()["status"] == "queued"
+        assert await history(client, tenant_a, a["id"], queued.json()["id"]) == ["queued"]
+    finally:
+        node_agent.start()
+    message = await reaches(client, tenant_a, a["id"], queued.json()["id"], "delivered")
+    assert message["history"][0]["status"] == "queued"
