@@ -29,4 +29,5 @@ images: install
 	$(UV) run wgs-dev build-images
 
 bench: install
-	$(UV) run python bench/lifecycle.py
+	$(UV) run python -m bench.lifecycle
+	$(UV) run python -m bench.send

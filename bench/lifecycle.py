@@ -11,52 +11,35 @@ API, scheduler, one node agent), then for N rounds measures:
 Prints JSON and a table: p50/p95/max of both, the control-plane overhead
 (gateway p50 - baseline p50, target <= 150 ms) and the idle RSS of a sandbox
 container (target <= 40 MB). Every loop is bounded; everything started is
-stopped by PID. Usage: `python bench/lifecycle.py [-n 20] [--out FILE]`.
+stopped by PID. Usage: `python -m bench.lifecycle [-n 20] [--out FILE]`.
 """
 
 import argparse
 import asyncio
 import json
-import os
-import shutil
-import signal
 import statistics
-import sys
-import tempfile
 import time
-from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
 
 import aiodocker
 import httpx
 from wgs_contracts.messages import InstanceSpec, Provider
 from wgs_devstack.docker_engine import DockerEngine
-from wgs_devstack.images import build_all
-from wgs_devstack.nats import EmbeddedNats
-from wgs_devstack.postgres import EmbeddedPostgres
-from wgs_devstack.processes import free_port, run_command
-from wgs_devstack.services import ADMIN_SECRET, ApiService, Service
-from wgs_kit.waiting import wait_until
 from wgs_node_agent.runtime.base import InstancePaths
 from wgs_node_agent.runtime.docker import container_config, prepare_folders
 
-ROOT = Path(__file__).resolve().parent.parent
-ADMIN = {"X-Admin-API-Secret": ADMIN_SECRET}
-NODE = "bench-n1"
+from bench.stack import ROOT, cancel_on_sigterm, gateway_stack, percentile
+
 TARGET_OVERHEAD_MS = 150.0
 TARGET_RSS_MB = 40.0
-T = TypeVar("T")
 
 
 def summary(samples: list[float]) -> dict[str, float]:
     """p50/p95/max in milliseconds."""
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return {
-        "p50_ms": round(statistics.median(ordered) * 1000, 1),
-        "p95_ms": round(p95 * 1000, 1),
-        "max_ms": round(ordered[-1] * 1000, 1),
+        "p50_ms": round(statistics.median(samples) * 1000, 1),
+        "p95_ms": round(percentile(samples, 0.95) * 1000, 1),
+        "max_ms": round(max(samples) * 1000, 1),
     }
 
 
@@ -133,77 +116,24 @@ async def idle_rss_mb(client: httpx.AsyncClient, headers: dict[str, str], engine
 
 async def run(rounds: int, out: Path | None) -> dict[str, object]:
     """Start the stack, measure, stop everything."""
-    work = Path(tempfile.mkdtemp(prefix="wgs-b-", dir="/tmp"))
-    nats = EmbeddedNats(work / "nats")
-    pg = EmbeddedPostgres(work / "pg", fsync=False)
-    engine = DockerEngine(work / "docker", "bench")
-    services: list[Service] = []
-    try:
-        await asyncio.gather(nats.start(), pg.start(), engine.start())
-        await build_all(engine.host, ROOT, ["sandbox"])
-        env = {"DATABASE_URL": pg.dsn, "NATS_URL": nats.url, "WGS_LOG_LEVEL": "WARNING", "WGS_HEARTBEAT_SECONDS": "1"}
-        await run_command(
-            [sys.executable, "-m", "wgs_db.migrate"], env={**os.environ, **env}, log_path=work / "migrate.log"
-        )
-        api = ApiService(env, work / "logs", free_port())
-        await api.ready()
-        services.append(api)
-        scheduler = Service("scheduler", "wgs_scheduler", env, work / "logs")
-        scheduler.start()
-        services.append(scheduler)
-        async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
-            await client.post(
-                "/admin/nodes", json={"name": NODE, "dockerHost": engine.host, "publicHost": "127.0.0.1"}, headers=ADMIN
-            )
-            agent_env = {
-                **env,
-                "WGS_NODE_NAME": NODE,
-                "DOCKER_HOST": engine.host,
-                "WGS_RUNTIME": "docker",
-                "WGS_NODE_DATA_DIR": str(work / "node"),
-            }
-            agent = Service("agent", "wgs_node_agent", agent_env, work / "logs")
-            agent.start()
-            services.append(agent)
-
-            async def node_ready() -> bool:
-                nodes = (await client.get("/admin/nodes", headers=ADMIN)).json()
-                return any(n["name"] == NODE and n["status"] == "ready" for n in nodes)
-
-            await wait_until(node_ready, timeout=60, what="node ready")
-            tenant = (await client.post("/admin/tenants", json={"name": "bench"}, headers=ADMIN)).json()
-            headers = {"Authorization": f"Bearer {tenant['apiKey']}"}
-            await measure(engine, work, client, headers, 2)  # warm-up: page cache, connections
-            base, gate, delete = await measure(engine, work, client, headers, rounds)
-            rss = await idle_rss_mb(client, headers, engine)
-        result: dict[str, object] = {
-            "rounds": rounds,
-            "baseline_docker_create_start": summary(base),
-            "gateway_create_to_running": summary(gate),
-            "gateway_delete_to_gone": summary(delete),
-            "control_plane_overhead_p50_ms": round((statistics.median(gate) - statistics.median(base)) * 1000, 1),
-            "target_overhead_ms": TARGET_OVERHEAD_MS,
-            "sandbox_idle_rss_mb": rss,
-            "target_rss_mb": TARGET_RSS_MB,
-        }
-        if out:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            out.write_text(json.dumps(result, indent=2))
-        return result
-    finally:
-        for service in reversed(services):
-            await service.stop()
-        await engine.stop()
-        await pg.stop()
-        await nats.stop()
-        shutil.rmtree(work, ignore_errors=True)
-
-
-async def cancel_on_sigterm(work: Coroutine[Any, Any, T]) -> T:
-    """Run `work`, cancelling it on SIGTERM so its cleanup (stop by PID) still runs."""
-    task = asyncio.ensure_future(work)
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-    return await task
+    async with gateway_stack() as stack:
+        await measure(stack.engine, stack.work, stack.client, stack.headers, 2)  # warm-up: page cache, connections
+        base, gate, delete = await measure(stack.engine, stack.work, stack.client, stack.headers, rounds)
+        rss = await idle_rss_mb(stack.client, stack.headers, stack.engine)
+    result: dict[str, object] = {
+        "rounds": rounds,
+        "baseline_docker_create_start": summary(base),
+        "gateway_create_to_running": summary(gate),
+        "gateway_delete_to_gone": summary(delete),
+        "control_plane_overhead_p50_ms": round((statistics.median(gate) - statistics.median(base)) * 1000, 1),
+        "target_overhead_ms": TARGET_OVERHEAD_MS,
+        "sandbox_idle_rss_mb": rss,
+        "target_rss_mb": TARGET_RSS_MB,
+    }
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+    return result
 
 
 def print_table(result: dict[str, object]) -> None:

@@ -1,0 +1,185 @@
+"""Benchmark: sends through the gateway (API → NATS → node agent → sandbox provider → reply).
+
+Starts the whole stack with two paired sandbox instances (A sends to B), and in the
+same run a baseline: a bare Litestar handler doing one NATS request-reply to an echo
+responder (`bench.echo_baseline`). For both it measures
+
+- throughput: N sends with C in flight (closed loop), accepted sends per second;
+- latency at a fixed offered rate (open loop, default 500/s for D seconds): p50/p99.
+
+Targets (issue): ≥ 1,000 accepted sends/s, p99 ≤ 30 ms at 500 sends/s. Every loop is
+bounded in count and time. Usage: `python -m bench.send [--sends 3000] [--rate 500]`.
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from wgs_devstack.processes import ManagedProcess, free_port
+from wgs_kit.waiting import wait_until
+
+from bench.stack import ROOT, Stack, cancel_on_sigterm, gateway_stack, percentile
+
+TARGET_THROUGHPUT = 1000.0
+TARGET_P99_MS = 30.0
+MAX_SECONDS = 120.0
+
+
+async def paired_sandbox(stack: Stack, phone: str) -> int:
+    """A running, paired sandbox instance."""
+    body = {"phone": phone, "provider": "sandbox", "resources": {"cpu": "0.5", "memory": "128m"}}
+    instance = (await stack.client.post("/api/instances", json=body, headers=stack.headers)).json()
+    scanned = await stack.client.post(f"/api/instances/{instance['id']}/sandbox/scan", headers=stack.headers)
+    if scanned.status_code != 200:
+        raise RuntimeError(f"pairing failed: {scanned.status_code} {scanned.text}")
+    return int(instance["id"])
+
+
+async def closed_loop(client: httpx.AsyncClient, url: str, body: dict, headers: dict, sends: int, flight: int) -> dict:
+    """`sends` requests with `flight` in flight; accepted (2xx) per second."""
+    accepted = 0
+    next_index = 0
+    deadline = time.perf_counter() + MAX_SECONDS
+
+    async def worker() -> None:
+        nonlocal accepted, next_index
+        while next_index < sends and time.perf_counter() < deadline:
+            next_index += 1
+            response = await client.post(url, json=body, headers=headers)
+            accepted += response.status_code < 300
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(flight)))
+    elapsed = time.perf_counter() - started
+    return {
+        "sends": next_index,
+        "accepted": accepted,
+        "seconds": round(elapsed, 2),
+        "per_second": round(accepted / elapsed, 1),
+    }
+
+
+async def open_loop(
+    client: httpx.AsyncClient, url: str, body: dict, headers: dict, rate: float, seconds: float
+) -> dict:
+    """Requests started at a fixed rate for `seconds`; latency of each (client side)."""
+    latencies: list[float] = []
+    failures = 0
+
+    async def one() -> None:
+        nonlocal failures
+        started = time.perf_counter()
+        response = await client.post(url, json=body, headers=headers)
+        if response.status_code < 300:
+            latencies.append(time.perf_counter() - started)
+        else:
+            failures += 1
+
+    tasks = []
+    start = time.perf_counter()
+    for index in range(int(rate * seconds)):
+        delay = start + index / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.wait_for(asyncio.gather(*tasks), MAX_SECONDS)
+    return {
+        "offered_per_second": rate,
+        "completed": len(latencies),
+        "failed": failures,
+        "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
+    }
+
+
+async def measure(url: str, body: dict, headers: dict, sends: int, flight: int, rate: float, seconds: float) -> dict:
+    """Throughput then latency against one server."""
+    limits = httpx.Limits(max_connections=flight, max_keepalive_connections=flight)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        await closed_loop(client, url, body, headers, min(200, sends), flight)  # warm-up
+        throughput = await closed_loop(client, url, body, headers, sends, flight)
+        latency = await open_loop(client, url, body, headers, rate, seconds)
+    return {"throughput": throughput, "latency": latency}
+
+
+async def run(sends: int, flight: int, rate: float, seconds: float, out: Path | None) -> dict:
+    """Start the stack and the baseline, measure both, stop everything."""
+    unlimited = {"sendRatePerSecond": 1_000_000, "sendBurst": 1_000_000}
+    async with gateway_stack(tenant=unlimited) as stack:
+        a = await paired_sandbox(stack, "491700000001")
+        await paired_sandbox(stack, "491700000002")
+        port = free_port()
+        baseline = ManagedProcess(
+            "echo-baseline",
+            [sys.executable, "-m", "bench.echo_baseline"],
+            env={**stack.env, "WGS_API_PORT": str(port), "PYTHONPATH": str(ROOT)},
+            log_path=stack.work / "logs" / "echo-baseline.log",
+        )
+        baseline.start()
+        try:
+
+            async def baseline_up() -> bool:
+                async with httpx.AsyncClient() as probe:
+                    return (await probe.post(f"http://127.0.0.1:{port}/send", content=b"x")).status_code == 200
+
+            await wait_until(baseline_up, timeout=30, what="baseline server")
+            body = {"to": "491700000002", "text": "bench"}
+            base = await measure(f"http://127.0.0.1:{port}/send", body, {}, sends, flight, rate, seconds)
+            gate = await measure(
+                f"{stack.api.url}/api/instances/{a}/send", body, stack.headers, sends, flight, rate, seconds
+            )
+        finally:
+            await baseline.stop()
+    result = {
+        "baseline_litestar_nats_echo": base,
+        "gateway_send": gate,
+        "targets": {"accepted_per_second": TARGET_THROUGHPUT, "p99_ms_at_offered_rate": TARGET_P99_MS},
+        "machine": "2 cores; load generator, API, agent, provider, NATS and PostgreSQL all on it",
+    }
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def print_table(result: dict) -> None:
+    """The human-readable summary."""
+    print(f"{'server':<32}{'accepted/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'failed':>8}")
+    for name, key in (
+        ("baseline (Litestar + NATS echo)", "baseline_litestar_nats_echo"),
+        ("gateway send", "gateway_send"),
+    ):
+        row = result[key]
+        latency = row["latency"]
+        print(
+            f"{name:<32}{row['throughput']['per_second']:>12}{latency['p50_ms']!s:>10}"
+            f"{latency['p99_ms']!s:>10}{latency['failed']:>8}"
+        )
+    print(f"targets: >= {TARGET_THROUGHPUT:.0f} accepted/s; p99 <= {TARGET_P99_MS:.0f} ms at the offered rate")
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sends", type=int, default=3000)
+    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "send.json")
+    args = parser.parse_args()
+    if not (
+        1 <= args.sends <= 100_000 and 1 <= args.in_flight <= 512 and 0 < args.rate <= 5000 and 0 < args.seconds <= 60
+    ):
+        parser.error("bounds: sends 1-100000, in-flight 1-512, rate 0-5000, seconds 0-60")
+    result = asyncio.run(cancel_on_sigterm(run(args.sends, args.in_flight, args.rate, args.seconds, args.out)))
+    print(json.dumps(result, indent=2))
+    print_table(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""The whole gateway for benchmarks: NATS, PostgreSQL, one Docker engine, migrations, API,
+scheduler and one node agent, started in a temporary folder and stopped by PID."""
+
+import asyncio
+import os
+import shutil
+import signal
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from wgs_devstack.docker_engine import DockerEngine
+from wgs_devstack.images import build_all
+from wgs_devstack.nats import EmbeddedNats
+from wgs_devstack.postgres import EmbeddedPostgres
+from wgs_devstack.processes import free_port, run_command
+from wgs_devstack.services import ADMIN_SECRET, ApiService, Service
+from wgs_kit.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN = {"X-Admin-API-Secret": ADMIN_SECRET}
+NODE = "bench-n1"
+T = TypeVar("T")
+
+
+@dataclass
+class Stack:
+    """What a benchmark talks to."""
+
+    work: Path
+    env: dict[str, str]
+    nats: EmbeddedNats
+    engine: DockerEngine
+    api: ApiService
+    client: httpx.AsyncClient
+    headers: dict[str, str]
+    services: list[Service]
+
+    def start_service(self, name: str, module: str, extra_env: dict[str, str] | None = None) -> Service:
+        """Start one more service process (stopped with the stack)."""
+        service = Service(name, module, {**self.env, **(extra_env or {})}, self.work / "logs")
+        service.start()
+        self.services.append(service)
+        return service
+
+
+@asynccontextmanager
+async def gateway_stack(tenant: dict[str, Any] | None = None) -> AsyncIterator[Stack]:
+    """Start everything, register the node, create a tenant; stop everything on exit."""
+    work = Path(tempfile.mkdtemp(prefix="wgs-b-", dir="/tmp"))
+    nats = EmbeddedNats(work / "nats")
+    pg = EmbeddedPostgres(work / "pg", fsync=False)
+    engine = DockerEngine(work / "docker", "bench")
+    services: list[Service] = []
+    try:
+        await asyncio.gather(nats.start(), pg.start(), engine.start())
+        await build_all(engine.host, ROOT, ["sandbox"])
+        env = {"DATABASE_URL": pg.dsn, "NATS_URL": nats.url, "WGS_LOG_LEVEL": "WARNING", "WGS_HEARTBEAT_SECONDS": "1"}
+        await run_command(
+            [sys.executable, "-m", "wgs_db.migrate"], env={**os.environ, **env}, log_path=work / "migrate.log"
+        )
+        api = ApiService(env, work / "logs", free_port())
+        await api.ready()
+        services.append(api)
+        async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
+            stack = Stack(work, env, nats, engine, api, client, {}, services)
+            stack.start_service("scheduler", "wgs_scheduler")
+            await client.post(
+                "/admin/nodes", json={"name": NODE, "dockerHost": engine.host, "publicHost": "127.0.0.1"}, headers=ADMIN
+            )
+            stack.start_service(
+                "agent",
+                "wgs_node_agent",
+                {
+                    "WGS_NODE_NAME": NODE,
+                    "DOCKER_HOST": engine.host,
+                    "WGS_RUNTIME": "docker",
+                    "WGS_NODE_DATA_DIR": str(work / "node"),
+                },
+            )
+
+            async def node_ready() -> bool:
+                nodes = (await client.get("/admin/nodes", headers=ADMIN)).json()
+                return any(n["name"] == NODE and n["status"] == "ready" for n in nodes)
+
+            await wait_until(node_ready, timeout=60, what="node ready")
+            created = await client.post("/admin/tenants", json={"name": "bench", **(tenant or {})}, headers=ADMIN)
+            stack.headers = {"Authorization": f"Bearer {created.json()['apiKey']}"}
+            yield stack
+    finally:
+        for service in reversed(services):
+            await service.stop()
+        await engine.stop()
+        await pg.stop()
+        await nats.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The `fraction` quantile of `samples` (nearest rank)."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+async def cancel_on_sigterm(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, cancelling it on SIGTERM so its cleanup (stop by PID) still runs."""
+    task = asyncio.ensure_future(work)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    return await task
