@@ -3,10 +3,12 @@
 import base64
 from collections.abc import AsyncIterator
 
+import aiodocker
 import httpx
 import msgspec
 import nats
 import pytest
+from nats.js.api import DeliverPolicy
 from wgs_contracts import subjects
 from wgs_contracts.instance_events import MessageReceived
 from wgs_devstack.services import Service
@@ -173,3 +175,72 @@ async def test_send_while_the_agent_is_down_is_queued_and_delivered_after(
         node_agent.start()
     message = await reaches(client, tenant_a, a["id"], queued.json()["id"], "delivered")
     assert message["history"][0]["status"] == "queued"
+
+
+async def test_send_while_the_container_is_down_is_queued_and_delivered_after_it_restarts(
+    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], engines: list, node_agent: Service
+) -> None:
+    tenant_a, a, tenant_b, b = pair
+    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
+        await client.post(f"/api/instances/{instance['id']}/sandbox/scan", headers=tenant.headers)
+        await connected(client, tenant, instance["id"])
+    async with aiodocker.Docker(url=engines[0].host) as docker:
+        container = await docker.containers.get(f"wgs-instance-{a['id']}")
+        await container.stop(t=5)  # stopped by hand: the agent's reconcile starts it again
+
+    async def stopped() -> dict | None:
+        view = (await client.get(f"/api/instances/{a['id']}", headers=tenant_a.headers)).json()
+        return view if view["status"] == "stopped" else None
+
+    await wait_until(stopped, timeout=20, what="instance reported stopped")
+    queued = await client.post(
+        f"/api/instances/{a['id']}/send",
+        json={"to": b["phoneNumber"], "text": "after restart"},
+        headers=tenant_a.headers,
+    )
+    assert queued.status_code == 202, queued.text
+    message = await reaches(client, tenant_a, a["id"], queued.json()["id"], "delivered")
+    assert [h["status"] for h in message["history"]][0] == "queued"
+
+
+async def test_events_survive_a_kill_9_of_the_agent_without_loss_or_duplicates(
+    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], node_agent: Service, migrated: dict[str, str]
+) -> None:
+    tenant_a, a, tenant_b, b = pair
+    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
+        await client.post(f"/api/instances/{instance['id']}/sandbox/scan", headers=tenant.headers)
+        await connected(client, tenant, instance["id"])
+    texts = [f"burst {i}" for i in range(20)]
+    for index, text in enumerate(texts):
+        if index == 10:
+            await node_agent.kill9()
+            node_agent.start()
+        response = await client.post(
+            f"/api/instances/{a['id']}/send", json={"to": b["phoneNumber"], "text": text}, headers=tenant_a.headers
+        )
+        assert response.status_code in (200, 202), response.text
+    nc = await nats.connect(migrated["NATS_URL"])
+    try:
+        js = nc.jetstream()
+
+        async def all_received() -> list[MessageReceived] | None:
+            subscription = await js.subscribe(
+                subjects.instance_event(b["id"], "message"), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+            )
+            events: list[MessageReceived] = []
+            try:
+                while True:
+                    try:
+                        message = await subscription.next_msg(timeout=0.5)
+                    except nats.errors.TimeoutError:
+                        break
+                    events.append(msgspec.json.decode(message.data, type=MessageReceived))
+            finally:
+                await subscription.unsubscribe()
+            return events if {e.content.text for e in events} >= set(texts) else None
+
+        events = await wait_until(all_received, timeout=60, interval=0.5, what="all 20 messages at B")
+    finally:
+        await nc.close()
+    assert sorted(e.content.text or "" for e in events) == sorted(texts)  # none lost, none twice
+    assert len({e.event_id for e in events}) == len(events)
