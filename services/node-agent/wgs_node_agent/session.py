@@ -268,6 +268,16 @@ class InstanceSession:
         return f"outbound-{self.instance_id}"
 
     async def _drain_forever(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._drain()
+            except Exception:
+                failures += 1
+                log.exception("outbound drain of instance %d failed", self.instance_id)
+                await asyncio.sleep(redelivery_delay(failures))
+
+    async def _drain(self) -> None:
         js = self.broker.connection.jetstream()
         subscription = await js.pull_subscribe(
             subjects.outbound(self.instance_id),
