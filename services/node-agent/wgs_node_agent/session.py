@@ -287,13 +287,18 @@ class InstanceSession:
                 durable_name=self._drain_name, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1, ack_wait=60
             ),
         )
-        while True:
-            try:
-                messages = await subscription.fetch(1, timeout=LONG_POLL_SECONDS)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            for message in messages:
-                await self._send_queued(message)
+        try:
+            while True:
+                try:
+                    messages = await subscription.fetch(1, timeout=LONG_POLL_SECONDS)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                for message in messages:
+                    await self._send_queued(message)
+        finally:
+            # An abandoned pull subscription would block the broker's drain at shutdown.
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
 
     async def _send_queued(self, message: Msg) -> None:
         queued = decode(message.data, OutboundMessage)
