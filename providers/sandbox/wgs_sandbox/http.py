@@ -16,15 +16,49 @@ log = logging.getLogger(__name__)
 MAX_BODY = 16 * 1024 * 1024
 REASONS = {
     200: "OK",
-    201: "Created",
     400: "Bad Request",
     404: "Not Found",
     405: "Method Not Allowed",
     409: "Conflict",
+    411: "Length Required",
     413: "Payload Too Large",
+    422: "Unprocessable Content",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
+
+
+@dataclass
+class Response:
+    """A JSON response."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        """Status line, headers and body as bytes."""
+        payload = json.dumps(self.body, separators=(",", ":")).encode()
+        head = [
+            f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Status')}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(payload)}",
+        ]
+        head += [f"{k}: {v}" for k, v in self.headers.items()]
+        return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+class HttpError(Exception):
+    """An error answer: `{"error": ..., "field"?: ..., **extra}` with its status."""
+
+    def __init__(self, status: int, error: str, *, field: str | None = None, **extra: Any) -> None:
+        super().__init__(error)
+        self.status = status
+        self.body: dict[str, Any] = {"error": error, **({"field": field} if field else {}), **extra}
+
+    def response(self) -> Response:
+        """The error as a response."""
+        return Response(self.status, self.body)
 
 
 @dataclass
@@ -33,61 +67,66 @@ class Request:
 
     method: str
     path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
+    query: dict[str, list[str]] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
 
-    def json(self) -> Any:
-        """The body decoded as JSON (None when empty)."""
-        return json.loads(self.body) if self.body else None
-
-
-@dataclass
-class Response:
-    """A JSON (or raw) response."""
-
-    status: int = 200
-    body: Any = None
-    content_type: str = "application/json"
-    headers: dict[str, str] = field(default_factory=dict)
-
-    def encode(self) -> bytes:
-        """Status line, headers and body as bytes."""
-        payload = self.body if isinstance(self.body, bytes) else json.dumps(self.body, separators=(",", ":")).encode()
-        head = [
-            f"HTTP/1.1 {self.status} {REASONS.get(self.status, 'Status')}",
-            f"Content-Type: {self.content_type}",
-            f"Content-Length: {len(payload)}",
-        ]
-        head += [f"{k}: {v}" for k, v in self.headers.items()]
-        return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+    def json_object(self) -> dict[str, Any]:
+        """The body as a JSON object (`{}` when empty); 400 when it is not one."""
+        if not self.body.strip():
+            return {}
+        try:
+            value = json.loads(self.body)
+        except ValueError:
+            raise HttpError(400, "body is not valid JSON") from None
+        if not isinstance(value, dict):
+            raise HttpError(400, "body must be a JSON object")
+        return value
 
 
 Handler = Callable[[Request], Awaitable[Response]]
 
 
 async def read_request(reader: asyncio.StreamReader) -> Request | None:
-    """Parse the next request on a connection; None at end of stream."""
+    """Parse the next request on a connection; None at end of stream, HttpError when malformed."""
     line = await reader.readline()
     if not line:
         return None
-    method, target, _ = line.decode("latin-1").split(" ", 2)
+    parts = line.decode("latin-1").split()
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise HttpError(400, "malformed request line")
+    method, target, _ = parts
     headers: dict[str, str] = {}
     while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
         name, _, value = raw.decode("latin-1").partition(":")
         headers[name.strip().lower()] = value.strip()
-    length = int(headers.get("content-length", "0"))
+    if "transfer-encoding" in headers:
+        raise HttpError(411, "send the body with Content-Length")
+    try:
+        length = int(headers.get("content-length", "0"))
+    except ValueError:
+        raise HttpError(400, "bad Content-Length") from None
+    if length < 0:
+        raise HttpError(400, "bad Content-Length")
     if length > MAX_BODY:
-        raise ValueError("body too large")
+        raise HttpError(413, f"body over {MAX_BODY} bytes")
     body = await reader.readexactly(length) if length else b""
     url = urlsplit(target)
     return Request(method.upper(), url.path, parse_qs(url.query), headers, body)
 
 
 async def serve_connection(handler: Handler, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Answer requests on one connection until the client closes it."""
+    """Answer requests on one connection until the client closes it or sends a malformed request."""
     try:
-        while (request := await read_request(reader)) is not None:
+        while True:
+            try:
+                request = await read_request(reader)
+            except HttpError as exc:  # the rest of the stream cannot be trusted: answer, then close
+                writer.write(Response(exc.status, exc.body, {"Connection": "close"}).encode())
+                await writer.drain()
+                break
+            if request is None:
+                break
             try:
                 response = await handler(request)
             except Exception:

@@ -153,6 +153,9 @@ class InstanceSession:
         if status != 200:
             raise ProviderUnavailable(f"GET /events answered {status}")
         page = msgspec.json.decode(body, type=EventsPage)
+        if page.last_seq < cursor:  # the provider lost its state: its sequence starts over
+            log.warning("instance %d: provider sequence restarted (%d < %d)", self.instance_id, page.last_seq, cursor)
+            cursor = 0
         for event in page.events:
             if event.seq <= cursor:
                 continue
