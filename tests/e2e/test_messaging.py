@@ -28,12 +28,24 @@ async def running_sandbox(client: httpx.AsyncClient, tenant: Tenant) -> dict:
     return response.json()
 
 
-async def connected(client: httpx.AsyncClient, tenant: Tenant, instance_id: int) -> dict:
-    async def paired() -> dict | None:
+async def connection_is(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, state: str) -> dict:
+    async def reached() -> dict | None:
         view = (await client.get(f"/api/instances/{instance_id}", headers=tenant.headers)).json()
-        return view if view["connectionState"] == "connected" else None
+        return view if view["connectionState"] == state else None
 
-    return await wait_until(paired, timeout=30, interval=0.2, what=f"instance {instance_id} connected")
+    return await wait_until(reached, timeout=30, interval=0.2, what=f"instance {instance_id} {state}")
+
+
+async def connected(client: httpx.AsyncClient, tenant: Tenant, instance_id: int) -> dict:
+    return await connection_is(client, tenant, instance_id, "connected")
+
+
+async def pair_up(client: httpx.AsyncClient, tenant: Tenant, instance_id: int) -> dict:
+    """Wait for the QR, scan it, wait until connected."""
+    await connection_is(client, tenant, instance_id, "qr")
+    scanned = await client.post(f"/api/instances/{instance_id}/sandbox/scan", headers=tenant.headers)
+    assert scanned.status_code == 200, scanned.text
+    return await connected(client, tenant, instance_id)
 
 
 async def history(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, message_id: str) -> list[str]:
@@ -65,6 +77,7 @@ async def test_pair_by_qr_and_by_code_then_message_a_to_b(
     client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], migrated: dict[str, str]
 ) -> None:
     tenant_a, a, tenant_b, b = pair
+    await connection_is(client, tenant_a, a["id"], "qr")  # the provider is up and shows a QR
     unpaired = await client.post(
         f"/api/instances/{a['id']}/send", json={"to": b["phoneNumber"], "text": "hi"}, headers=tenant_a.headers
     )
@@ -88,6 +101,7 @@ async def test_pair_by_qr_and_by_code_then_message_a_to_b(
     after = await client.get(f"/api/instances/{a['id']}/qr", headers=tenant_a.headers)
     assert after.status_code == 409
 
+    await connection_is(client, tenant_b, b["id"], "qr")
     code = await client.post(
         f"/api/instances/{b['id']}/pair-code", json={"phone": b["phoneNumber"]}, headers=tenant_b.headers
     )
@@ -145,8 +159,7 @@ async def test_message_to_a_number_outside_the_sandbox_fails_with_a_reason(
     client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict]
 ) -> None:
     tenant_a, a, _, _ = pair
-    await client.post(f"/api/instances/{a['id']}/sandbox/scan", headers=tenant_a.headers)
-    await connected(client, tenant_a, a["id"])
+    await pair_up(client, tenant_a, a["id"])
     sent = await client.post(
         f"/api/instances/{a['id']}/send", json={"to": "15550001111", "text": "anyone?"}, headers=tenant_a.headers
     )
@@ -161,8 +174,7 @@ async def test_send_while_the_agent_is_down_is_queued_and_delivered_after(
 ) -> None:
     tenant_a, a, tenant_b, b = pair
     for tenant, instance in ((tenant_a, a), (tenant_b, b)):
-        await client.post(f"/api/instances/{instance['id']}/sandbox/scan", headers=tenant.headers)
-        await connected(client, tenant, instance["id"])
+        await pair_up(client, tenant, instance["id"])
     await node_agent.kill9()
     try:
         queued = await client.post(
@@ -182,8 +194,7 @@ async def test_send_while_the_container_is_down_is_queued_and_delivered_after_it
 ) -> None:
     tenant_a, a, tenant_b, b = pair
     for tenant, instance in ((tenant_a, a), (tenant_b, b)):
-        await client.post(f"/api/instances/{instance['id']}/sandbox/scan", headers=tenant.headers)
-        await connected(client, tenant, instance["id"])
+        await pair_up(client, tenant, instance["id"])
     async with aiodocker.Docker(url=engines[0].host) as docker:
         container = await docker.containers.get(f"wgs-instance-{a['id']}")
         await container.stop(t=5)  # stopped by hand: the agent's reconcile starts it again
@@ -208,8 +219,7 @@ async def test_events_survive_a_kill_9_of_the_agent_without_loss_or_duplicates(
 ) -> None:
     tenant_a, a, tenant_b, b = pair
     for tenant, instance in ((tenant_a, a), (tenant_b, b)):
-        await client.post(f"/api/instances/{instance['id']}/sandbox/scan", headers=tenant.headers)
-        await connected(client, tenant, instance["id"])
+        await pair_up(client, tenant, instance["id"])
     texts = [f"burst {i}" for i in range(20)]
     for index, text in enumerate(texts):
         if index == 10:
