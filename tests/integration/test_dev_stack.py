@@ -163,6 +163,14 @@ async def stop_leftovers(data_dir: Path, entries: list[dict[str, Any]]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+async def answering(socket_path: Path) -> dict[str, Any] | None:
+    """The provider's health, or None while its socket does not answer yet (it is starting)."""
+    try:
+        return await provider_health(socket_path)
+    except httpx.TransportError:
+        return None
+
+
 async def provider_health(socket_path: Path) -> dict[str, Any]:
     transport = httpx.AsyncHTTPTransport(uds=str(socket_path))
     async with httpx.AsyncClient(transport=transport, timeout=5.0, trust_env=False) as provider:
@@ -197,7 +205,7 @@ async def test_up_runs_a_sandbox_on_the_process_runtime_and_stops_every_process(
         pid = stack.provider_pid(instance_id)
         socket_path = stack.instance_dir(instance_id) / "run" / "provider.sock"
         assert pid_alive(pid)
-        health = await provider_health(socket_path)
+        health = await wait_until(lambda: answering(socket_path), timeout=20, what="provider socket answers")
         assert health["state"] in PROVIDER_STATES, health
         assert health["instance_id"] == str(instance_id)
 

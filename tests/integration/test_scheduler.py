@@ -33,7 +33,7 @@ async def test_instance_is_placed_and_its_node_gets_the_start_command(
             assert response.status_code == 202, response.text
             instance = response.json()
             assert instance["status"] == "pending"
-            message = await commands.next_msg(timeout=15)
+            message = await commands.next_msg(timeout=30)
             command = msgspec.json.decode(message.data, type=NodeCommand)
             assert isinstance(command, StartInstance)
             assert command.spec.instance_id == instance["id"]
