@@ -34,6 +34,12 @@ async def paired_sandbox(stack: Stack, phone: str) -> int:
     """A running, paired sandbox instance."""
     body = {"phone": phone, "provider": "sandbox", "resources": {"cpu": "0.5", "memory": "128m"}}
     instance = (await stack.client.post("/api/instances", json=body, headers=stack.headers)).json()
+
+    async def showing_qr() -> bool:
+        view = (await stack.client.get(f"/api/instances/{instance['id']}", headers=stack.headers)).json()
+        return bool(view["connectionState"] == "qr")
+
+    await wait_until(showing_qr, timeout=30, what="provider shows a QR")
     scanned = await stack.client.post(f"/api/instances/{instance['id']}/sandbox/scan", headers=stack.headers)
     if scanned.status_code != 200:
         raise RuntimeError(f"pairing failed: {scanned.status_code} {scanned.text}")
@@ -125,7 +131,10 @@ async def run(sends: int, flight: int, rate: float, seconds: float, out: Path | 
 
             async def baseline_up() -> bool:
                 async with httpx.AsyncClient() as probe:
-                    return (await probe.post(f"http://127.0.0.1:{port}/send", content=b"x")).status_code == 200
+                    try:
+                        return (await probe.post(f"http://127.0.0.1:{port}/send", content=b"x")).status_code == 200
+                    except httpx.TransportError:
+                        return False
 
             await wait_until(baseline_up, timeout=30, what="baseline server")
             body = {"to": "491700000002", "text": "bench"}

@@ -63,6 +63,7 @@ async def migrated(nats_server: EmbeddedNats, postgres: EmbeddedPostgres) -> dic
         "WGS_RECONCILE_SECONDS": "3",
         "WGS_LEADER_POLL_SECONDS": "0.3",
         "WGS_RETRY_PENDING_SECONDS": "1",
+        "WGS_WEBHOOKS_ALLOW_PRIVATE": "1",
     }
     result = await asyncio.to_thread(
         subprocess.run,

@@ -1,5 +1,5 @@
-"""A service process that holds its connections and waits (the state and webhooks services,
-until their issues give them work)."""
+"""A service process that holds its connections and waits (the state service, until its
+issue gives it work)."""
 
 import logging
 

@@ -14,6 +14,7 @@ from wgs_api.domain.instances.controllers import InstanceController
 from wgs_api.domain.messaging.controllers import MessagingController
 from wgs_api.domain.nodes.controllers import NodeController
 from wgs_api.domain.system.controllers import root
+from wgs_api.domain.webhooks.controllers import WebhookController
 from wgs_api.errors import EXCEPTION_HANDLERS
 from wgs_api.messaging import ApiMessaging
 
@@ -35,7 +36,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await close_database()
 
     return Litestar(
-        route_handlers=[root, TenantController, NodeController, InstanceController, MessagingController],
+        route_handlers=[
+            root,
+            TenantController,
+            NodeController,
+            InstanceController,
+            MessagingController,
+            WebhookController,
+        ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(

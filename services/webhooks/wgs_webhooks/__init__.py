@@ -1,1 +1,1 @@
-"""Webhooks service: signed, retried delivery of events to tenants (idle in this release)."""
+"""Webhooks service: signed, retried, ordered delivery of instance events to tenant URLs."""

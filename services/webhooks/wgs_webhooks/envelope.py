@@ -1,15 +1,16 @@
 """The JSON body of every webhook: `{"id", "instance", "timestamp", "type", "data"}` (docs/webhooks.md)."""
 
 from datetime import datetime
+
 import msgspec
 from wgs_contracts.instance_events import (
-    ConnectionChanged,
     InstanceEvent,
     MessageReceived,
     MessageStatusChanged,
     QrChanged,
 )
 from wgs_contracts.messages import InstanceStatusChanged
+
 
 class Data(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
     """The `data` of one event type; absent optional parts are left out."""

@@ -1,0 +1,76 @@
+"""Webhook endpoint and delivery bodies (camelCase JSON)."""
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+
+class EndpointCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """`POST /api/webhooks` (every instance of the tenant) and `POST /api/instances/{id}/webhooks` body."""
+
+    url: str
+    events: list[str] = msgspec.field(default_factory=lambda: ["*"])
+    description: str | None = None
+    enabled: bool = True
+
+
+class EndpointUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """`PATCH /api/webhooks/{id}` body: only the given fields change."""
+
+    url: str | msgspec.UnsetType = msgspec.UNSET
+    events: list[str] | msgspec.UnsetType = msgspec.UNSET
+    description: str | msgspec.UnsetType | None = msgspec.UNSET
+    enabled: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class Endpoint(msgspec.Struct, rename="camel"):
+    """A webhook endpoint; `instanceId` null means every instance of the tenant."""
+
+    id: int
+    instance_id: int | None
+    url: str
+    events: list[str]
+    enabled: bool
+    description: str | None
+    legacy: bool
+    created_at: datetime
+
+
+class EndpointWithSecret(Endpoint, rename="camel"):
+    """An endpoint with its signing secret (`whsec_...`)."""
+
+    secret: str
+
+
+class Delivery(msgspec.Struct, rename="camel"):
+    """One event for one endpoint and where its delivery stands."""
+
+    id: int
+    event_id: str
+    type: str
+    status: str
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    last_latency_ms: int | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+
+
+class Attempt(msgspec.Struct, rename="camel"):
+    """One HTTP attempt (`latencyMs` null while it runs)."""
+
+    attempt: int
+    started_at: datetime
+    status_code: int | None
+    error: str | None
+    latency_ms: int | None
+
+
+class DeliveryDetail(Delivery, rename="camel"):
+    """A delivery with the body it sends and every attempt so far."""
+
+    payload: dict[str, Any]
+    attempt_log: list[Attempt]

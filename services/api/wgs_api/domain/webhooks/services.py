@@ -1,0 +1,243 @@
+"""Tenants' webhook endpoints and their delivery logs in PostgreSQL."""
+
+import json
+from typing import Any, Final
+
+import msgspec
+from wgs_contracts.instance_events import EVENT_KINDS
+from wgs_db.tables import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from wgs_kit.urls import RefusedUrl, allow_private_from_env, check_url
+
+from wgs_api.domain.instances.services import fetch_own
+from wgs_api.domain.webhooks import schemas
+from wgs_api.errors import Conflict, Invalid, NotFound
+
+EVENT_FILTERS: Final = frozenset({"*", *EVENT_KINDS})
+DELIVERY_STATUSES: Final = ("pending", "sending", "delivered", "dead")
+DESCRIPTION_MAX = 512
+
+INSERT_ENDPOINT = """
+INSERT INTO webhook_endpoints (tenant_id, instance_id, url, events, enabled, description)
+VALUES ({}, {}, {}, {}, {}, {})
+RETURNING *
+"""
+
+# Deleting the endpoint adopted from an instance's `webhook` field clears that field (or it would come back).
+DELETE_ENDPOINT = """
+WITH gone AS (
+    DELETE FROM webhook_endpoints WHERE id = {} AND tenant_id = {} RETURNING instance_id, legacy
+), cleared AS (
+    UPDATE instances SET webhook_url = NULL, updated_at = now()
+      FROM gone
+     WHERE gone.legacy AND instances.id = gone.instance_id
+)
+SELECT count(*) AS deleted FROM gone
+"""
+
+REDELIVER = """
+UPDATE webhook_deliveries
+   SET status = 'pending', next_attempt_at = now(), retry_base = attempts, lease_until = NULL, delivered_at = NULL
+ WHERE id = {} AND endpoint_id = {} AND status <> 'sending'
+RETURNING *
+"""
+
+
+def endpoint_view(row: dict[str, Any]) -> schemas.Endpoint:
+    """The tenant's view of an endpoint row, without its secret."""
+    return schemas.Endpoint(
+        id=row["id"],
+        instance_id=row["instance_id"],
+        url=row["url"],
+        events=list(row["events"]),
+        enabled=row["enabled"],
+        description=row["description"],
+        legacy=row["legacy"],
+        created_at=row["created_at"],
+    )
+
+
+def endpoint_with_secret(row: dict[str, Any]) -> schemas.EndpointWithSecret:
+    """The view of an endpoint row with its signing secret."""
+    view = endpoint_view(row)
+    return schemas.EndpointWithSecret(**msgspec.structs.asdict(view), secret=row["secret"])
+
+
+def delivery_view(row: dict[str, Any]) -> schemas.Delivery:
+    """The delivery log's view of a delivery row."""
+    return schemas.Delivery(
+        id=row["id"],
+        event_id=row["event_id"],
+        type=row["event_type"],
+        status=row["status"],
+        attempts=row["attempts"],
+        last_status_code=row["last_status_code"],
+        last_error=row["last_error"],
+        last_latency_ms=row["last_latency_ms"],
+        next_attempt_at=row["next_attempt_at"] if row["status"] == "pending" else None,
+        created_at=row["created_at"],
+        delivered_at=row["delivered_at"],
+    )
+
+
+def validate_events(events: list[str]) -> list[str]:
+    """The event filter without repeats; 422 naming `events` when empty or unknown."""
+    unknown = [e for e in events if e not in EVENT_FILTERS]
+    if not events or unknown:
+        allowed = ", ".join(sorted(EVENT_FILTERS))
+        raise Invalid(f"events: expected a non-empty list of {allowed}", field="events")
+    return list(dict.fromkeys(events))
+
+
+async def validate_url(url: str) -> None:
+    """422 naming `url` unless it is an http(s) URL this gateway may call."""
+    try:
+        await check_url(url, allow_private=allow_private_from_env())
+    except RefusedUrl as exc:
+        raise Invalid(f"url: {exc}", field="url") from None
+
+
+def validate_description(description: str | None) -> None:
+    """422 naming `description` when it is too long."""
+    if description is not None and len(description) > DESCRIPTION_MAX:
+        raise Invalid(f"description: at most {DESCRIPTION_MAX} characters", field="description")
+
+
+async def fetch_own_endpoint(tenant_id: int, endpoint_id: int) -> dict[str, Any]:
+    """The tenant's endpoint row; another tenant's is as missing as a deleted one."""
+    row = (
+        await WebhookEndpoint.select()
+        .where((WebhookEndpoint.id == endpoint_id) & (WebhookEndpoint.tenant == tenant_id))
+        .first()
+    )
+    if row is None:
+        raise NotFound("Webhook endpoint not found")
+    return row
+
+
+async def create_endpoint(
+    tenant_id: int, data: schemas.EndpointCreate, instance_id: int | None = None
+) -> schemas.EndpointWithSecret:
+    """Create an endpoint for one of the tenant's instances, or (no `instance_id`) for all of them."""
+    if instance_id is not None:
+        await fetch_own(tenant_id, instance_id)
+    events = validate_events(data.events)
+    validate_description(data.description)
+    await validate_url(data.url)
+    rows = await WebhookEndpoint.raw(
+        INSERT_ENDPOINT, tenant_id, instance_id, data.url, events, data.enabled, data.description
+    )
+    return endpoint_with_secret(rows[0])
+
+
+async def list_endpoints(tenant_id: int, instance_id: int | None = None) -> list[schemas.Endpoint]:
+    """The tenant-level endpoints, or those of one instance (its `webhook` field adopted first)."""
+    query = WebhookEndpoint.select().where(WebhookEndpoint.tenant == tenant_id)
+    if instance_id is None:
+        query = query.where(WebhookEndpoint.instance.is_null())
+    else:
+        await fetch_own(tenant_id, instance_id)
+        await WebhookEndpoint.adopt_instance_webhook(instance_id)
+        query = query.where(WebhookEndpoint.instance == instance_id)
+    return [endpoint_view(r) for r in await query.order_by(WebhookEndpoint.id)]
+
+
+async def get_endpoint(tenant_id: int, endpoint_id: int) -> schemas.EndpointWithSecret:
+    """One endpoint with its secret."""
+    return endpoint_with_secret(await fetch_own_endpoint(tenant_id, endpoint_id))
+
+
+async def update_endpoint(tenant_id: int, endpoint_id: int, data: schemas.EndpointUpdate) -> schemas.EndpointWithSecret:
+    """Change the given fields; a new URL is checked as on creation."""
+    await fetch_own_endpoint(tenant_id, endpoint_id)
+    changes: dict[Any, Any] = {}
+    if not isinstance(data.events, msgspec.UnsetType):
+        changes[WebhookEndpoint.events] = validate_events(data.events)
+    if not isinstance(data.description, msgspec.UnsetType):
+        validate_description(data.description)
+        changes[WebhookEndpoint.description] = data.description
+    if not isinstance(data.url, msgspec.UnsetType):
+        await validate_url(data.url)
+        changes[WebhookEndpoint.url] = data.url
+    if not isinstance(data.enabled, msgspec.UnsetType):
+        changes[WebhookEndpoint.enabled] = data.enabled
+    if changes:
+        await WebhookEndpoint.update(changes).where(
+            (WebhookEndpoint.id == endpoint_id) & (WebhookEndpoint.tenant == tenant_id)
+        )
+    return await get_endpoint(tenant_id, endpoint_id)
+
+
+async def delete_endpoint(tenant_id: int, endpoint_id: int) -> None:
+    """Delete an endpoint and its delivery log."""
+    rows = await WebhookEndpoint.raw(DELETE_ENDPOINT, endpoint_id, tenant_id)
+    if not rows[0]["deleted"]:
+        raise NotFound("Webhook endpoint not found")
+
+
+async def rotate_secret(tenant_id: int, endpoint_id: int) -> schemas.EndpointWithSecret:
+    """Replace the endpoint's secret; the old one stops signing at once."""
+    rows = await WebhookEndpoint.raw(
+        "UPDATE webhook_endpoints SET secret = webhook_secret() WHERE id = {} AND tenant_id = {} RETURNING *",
+        endpoint_id,
+        tenant_id,
+    )
+    if not rows:
+        raise NotFound("Webhook endpoint not found")
+    return endpoint_with_secret(rows[0])
+
+
+async def list_deliveries(tenant_id: int, endpoint_id: int, status: str | None, limit: int) -> list[schemas.Delivery]:
+    """The endpoint's deliveries, newest first, optionally of one status."""
+    if status is not None and status not in DELIVERY_STATUSES:
+        raise Invalid(f"status: expected one of {', '.join(DELIVERY_STATUSES)}", field="status")
+    await fetch_own_endpoint(tenant_id, endpoint_id)
+    query = WebhookDelivery.select().where(WebhookDelivery.endpoint == endpoint_id)
+    if status is not None:
+        query = query.where(WebhookDelivery.status == status)
+    rows = await query.order_by(WebhookDelivery.id, ascending=False).limit(limit)
+    return [delivery_view(r) for r in rows]
+
+
+async def fetch_delivery(tenant_id: int, endpoint_id: int, delivery_id: int) -> dict[str, Any]:
+    """A delivery of the tenant's endpoint, or 404."""
+    await fetch_own_endpoint(tenant_id, endpoint_id)
+    row = (
+        await WebhookDelivery.select()
+        .where((WebhookDelivery.id == delivery_id) & (WebhookDelivery.endpoint == endpoint_id))
+        .first()
+    )
+    if row is None:
+        raise NotFound("Delivery not found")
+    return row
+
+
+async def get_delivery(tenant_id: int, endpoint_id: int, delivery_id: int) -> schemas.DeliveryDetail:
+    """One delivery with its payload and attempts."""
+    row = await fetch_delivery(tenant_id, endpoint_id, delivery_id)
+    attempts = (
+        await WebhookAttempt.select().where(WebhookAttempt.delivery == delivery_id).order_by(WebhookAttempt.attempt)
+    )
+    view = delivery_view(row)
+    return schemas.DeliveryDetail(
+        **msgspec.structs.asdict(view),
+        payload=json.loads(row["payload"]),
+        attempt_log=[
+            schemas.Attempt(
+                attempt=a["attempt"],
+                started_at=a["started_at"],
+                status_code=a["status_code"],
+                error=a["error"],
+                latency_ms=a["latency_ms"],
+            )
+            for a in attempts
+        ],
+    )
+
+
+async def redeliver(tenant_id: int, endpoint_id: int, delivery_id: int) -> schemas.Delivery:
+    """Send a delivery again now, with a fresh retry schedule; its attempts so far stay in the log."""
+    await fetch_delivery(tenant_id, endpoint_id, delivery_id)
+    rows = await WebhookDelivery.raw(REDELIVER, delivery_id, endpoint_id)
+    if not rows:
+        raise Conflict("The delivery is being sent right now.")
+    return delivery_view(rows[0])

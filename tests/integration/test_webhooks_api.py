@@ -1,0 +1,143 @@
+"""Webhook endpoints through the real API and PostgreSQL: CRUD, secrets, tenant isolation, 422s."""
+
+import base64
+
+import httpx
+import pytest
+
+from tests.support.api import Tenant, create_tenant, unique_phone
+
+RECEIVER = "http://127.0.0.1:9/hook"  # never called here
+
+
+async def create_instance(client: httpx.AsyncClient, tenant: Tenant, **fields) -> int:
+    """A pending instance (no scheduler needed: `?wait=0`)."""
+    body = {"phone": unique_phone(), "provider": "sandbox", **fields}
+    response = await client.post("/api/instances?wait=0", json=body, headers=tenant.headers)
+    assert response.status_code == 202, response.text
+    return response.json()["id"]
+
+
+def assert_secret(secret: str) -> None:
+    assert secret.startswith("whsec_")
+    assert len(base64.b64decode(secret.removeprefix("whsec_"))) >= 24
+
+
+async def test_tenant_endpoint_create_list_get_update_rotate_delete(client: httpx.AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    body = {"url": RECEIVER, "events": ["message", "qr"], "description": "crm"}
+    created = await client.post("/api/webhooks", json=body, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    endpoint = created.json()
+    assert endpoint["instanceId"] is None
+    assert endpoint["url"] == RECEIVER
+    assert endpoint["events"] == ["message", "qr"]
+    assert endpoint["enabled"] is True
+    assert endpoint["legacy"] is False
+    assert endpoint["description"] == "crm"
+    assert_secret(endpoint["secret"])
+    path = f"/api/webhooks/{endpoint['id']}"
+
+    listed = (await client.get("/api/webhooks", headers=tenant.headers)).json()
+    assert [e["id"] for e in listed] == [endpoint["id"]]
+    assert "secret" not in listed[0]
+
+    fetched = (await client.get(path, headers=tenant.headers)).json()
+    assert fetched == endpoint
+
+    patched = await client.patch(
+        path, json={"events": ["*"], "enabled": False, "description": None}, headers=tenant.headers
+    )
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["events"] == ["*"]
+    assert patched.json()["enabled"] is False
+    assert patched.json()["description"] is None
+    assert patched.json()["url"] == RECEIVER
+
+    rotated = await client.post(f"{path}/rotate-secret", headers=tenant.headers)
+    assert rotated.status_code == 200
+    assert_secret(rotated.json()["secret"])
+    assert rotated.json()["secret"] != endpoint["secret"]
+    assert (await client.get(path, headers=tenant.headers)).json()["secret"] == rotated.json()["secret"]
+
+    assert (await client.delete(path, headers=tenant.headers)).status_code == 204
+    assert (await client.get(path, headers=tenant.headers)).status_code == 404
+    assert (await client.get("/api/webhooks", headers=tenant.headers)).json() == []
+
+
+async def test_instance_endpoints_are_listed_per_instance(client: httpx.AsyncClient, db) -> None:
+    tenant = await create_tenant(client)
+    first, second = await create_instance(client, tenant), await create_instance(client, tenant)
+    created = await client.post(f"/api/instances/{first}/webhooks", json={"url": RECEIVER}, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["instanceId"] == first
+    assert created.json()["events"] == ["*"]
+    listed = (await client.get(f"/api/instances/{first}/webhooks", headers=tenant.headers)).json()
+    assert [e["id"] for e in listed] == [created.json()["id"]]
+    assert (await client.get(f"/api/instances/{second}/webhooks", headers=tenant.headers)).json() == []
+    assert (await client.get("/api/webhooks", headers=tenant.headers)).json() == []
+    await db.execute("DELETE FROM instances WHERE tenant_id = $1", tenant.id)
+    assert await db.fetchval("SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1", tenant.id) == 0
+
+
+async def test_other_tenants_endpoints_and_instances_are_404(client: httpx.AsyncClient, db) -> None:
+    owner, stranger = await create_tenant(client), await create_tenant(client)
+    instance_id = await create_instance(client, owner)
+    endpoint = (
+        await client.post(f"/api/instances/{instance_id}/webhooks", json={"url": RECEIVER}, headers=owner.headers)
+    ).json()
+    path = f"/api/webhooks/{endpoint['id']}"
+    other = stranger.headers
+    assert (await client.get(path, headers=other)).status_code == 404
+    assert (await client.patch(path, json={"enabled": False}, headers=other)).status_code == 404
+    assert (await client.delete(path, headers=other)).status_code == 404
+    assert (await client.post(f"{path}/rotate-secret", headers=other)).status_code == 404
+    assert (await client.get(f"{path}/deliveries", headers=other)).status_code == 404
+    assert (await client.get(f"{path}/deliveries/1", headers=other)).status_code == 404
+    assert (await client.post(f"{path}/deliveries/1/redeliver", headers=other)).status_code == 404
+    assert (await client.get(f"/api/instances/{instance_id}/webhooks", headers=other)).status_code == 404
+    response = await client.post(f"/api/instances/{instance_id}/webhooks", json={"url": RECEIVER}, headers=other)
+    assert response.status_code == 404
+    assert (await client.get("/api/webhooks", headers=other)).json() == []
+    assert (await client.get(path)).status_code == 401
+    assert (await client.get(path, headers=owner.headers)).json()["enabled"] is True
+    await db.execute("DELETE FROM instances WHERE tenant_id = $1", owner.id)
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"url": "ftp://example.com/hook"}, "url"),
+        ({"url": "not a url"}, "url"),
+        ({"url": "https://"}, "url"),
+        ({"url": "https://example.com:99999/"}, "url"),
+        ({"url": "https://example.com/" + "x" * 2100}, "url"),
+        ({}, "url"),
+        ({"url": RECEIVER, "events": []}, "events"),
+        ({"url": RECEIVER, "events": ["message", "typing"]}, "events"),
+        ({"url": RECEIVER, "events": "message"}, "events"),
+        ({"url": RECEIVER, "description": "d" * 513}, "description"),
+    ],
+)
+async def test_bad_endpoint_bodies_are_422_naming_the_field_and_write_nothing(
+    client: httpx.AsyncClient, db, body: dict, field: str
+) -> None:
+    tenant = await create_tenant(client)
+    response = await client.post("/api/webhooks", json=body, headers=tenant.headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert await db.fetchval("SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1", tenant.id) == 0
+
+
+async def test_bad_update_is_422_and_changes_nothing(client: httpx.AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    endpoint = (await client.post("/api/webhooks", json={"url": RECEIVER}, headers=tenant.headers)).json()
+    path = f"/api/webhooks/{endpoint['id']}"
+    for body, field in (({"url": "gopher://x", "enabled": False}, "url"), ({"events": ["nope"]}, "events")):
+        response = await client.patch(path, json=body, headers=tenant.headers)
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == field
+    assert (await client.get(path, headers=tenant.headers)).json() == endpoint
+    bad_status = await client.get(f"{path}/deliveries?status=lost", headers=tenant.headers)
+    assert bad_status.status_code == 422
+    assert bad_status.json()["field"] == "status"

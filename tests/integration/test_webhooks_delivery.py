@@ -1,0 +1,526 @@
+"""Webhook delivery end to end: real NATS, PostgreSQL, API and webhooks service, and a local receiver.
+
+Events are published on WGS_EVENTS as the node agents and the API would; instance rows are
+written directly. The receiver (aiohttp on 127.0.0.1) can fail, be slow or be down on purpose.
+"""
+
+import asyncio
+import json
+import runpy
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import nats
+import pytest
+from aiohttp import web
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+from wgs_contracts import subjects
+from wgs_contracts.instance_events import (
+    EVENT_KINDS,
+    ConnectionChanged,
+    ConnectionState,
+    InstanceEvent,
+    MessageContent,
+    MessageReceived,
+    MessageType,
+    QrChanged,
+)
+from wgs_contracts.messages import InstanceStatus, InstanceStatusChanged, utcnow
+from wgs_devstack.processes import free_port
+from wgs_devstack.services import Service
+from wgs_kit.messaging import encode
+from wgs_kit.waiting import wait_until
+
+from tests.support.api import Tenant, create_tenant, unique_phone
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+RECEIVER_EXAMPLE = runpy.run_path(str(PROJECT_ROOT / "docs" / "webhook_receiver_example.py"))
+verify_webhook: Callable[..., None] = RECEIVER_EXAMPLE["verify_webhook"]
+InvalidWebhook: type[Exception] = RECEIVER_EXAMPLE["InvalidWebhook"]
+
+SCHEDULE = "0.2,0.4,0.8,1.6,3.2"  # 6 attempts over about 6 s
+TIMEOUT_SECONDS = 1.0
+DEADLINE = 30.0
+
+
+# --- the receiver -------------------------------------------------------------------------------
+
+
+@dataclass
+class Hit:
+    """One request the receiver got, and what it answered."""
+
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    at: float
+    status: int = 0
+
+    @property
+    def event_id(self) -> str:
+        return self.headers["webhook-id"]
+
+    @property
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class Behaviour:
+    """How one path answers: `statuses` first (one per request), then 200; each after `delay` seconds."""
+
+    statuses: list[int] = field(default_factory=list)
+    delay: float = 0.0
+    retry_after: str | None = None
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 with programmable answers per path; records every request."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.hits: list[Hit] = []
+        self.behaviours: dict[str, Behaviour] = {}
+        self._runner: web.AppRunner | None = None
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.port}/{name}"
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/{name}", self._handle)
+        self._runner = web.AppRunner(app, handler_cancellation=True)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        hit = Hit(name, {k.lower(): v for k, v in request.headers.items()}, await request.read(), time.monotonic())
+        self.hits.append(hit)
+        behaviour = self.behaviours.setdefault(name, Behaviour())
+        if behaviour.delay:
+            await asyncio.sleep(behaviour.delay)  # deliberately slow endpoint, not a wait
+        hit.status = behaviour.statuses.pop(0) if behaviour.statuses else 200
+        headers = {"Retry-After": behaviour.retry_after} if behaviour.retry_after and hit.status == 429 else {}
+        return web.Response(status=hit.status, text="nope" if hit.status >= 300 else "ok", headers=headers)
+
+    def requests(self, name: str) -> list[Hit]:
+        return [h for h in self.hits if h.path == name]
+
+    def delivered(self, name: str) -> list[str]:
+        """Event ids answered with 2xx on `name`, deduplicated by webhook-id, in arrival order."""
+        return list(dict.fromkeys(h.event_id for h in self.requests(name) if 200 <= h.status < 300))
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    server = Receiver()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+# --- the service and event helpers ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def js(migrated: dict[str, str]) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(migrated["NATS_URL"])
+    yield nc.jetstream()
+    await nc.close()
+
+
+@pytest.fixture(scope="module")
+async def webhooks(migrated: dict[str, str], work_dir: Path, js: JetStreamContext) -> AsyncIterator[Service]:
+    """The webhooks service, allowed to call 127.0.0.1, with a short schedule and timeout."""
+    env = {
+        **migrated,
+        "WGS_WEBHOOKS_ALLOW_PRIVATE": "1",
+        "WGS_WEBHOOKS_SCHEDULE": SCHEDULE,
+        "WGS_WEBHOOKS_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
+    }
+    service = Service("webhooks", "wgs_webhooks", env, work_dir / "logs")
+    service.start()
+
+    async def consuming() -> bool:
+        try:
+            return bool(await js.consumer_info("WGS_EVENTS", "webhooks-fanout"))
+        except NotFoundError:
+            return False
+
+    await wait_until(consuming, 30, what="the webhooks consumer")
+    yield service
+    await service.stop()
+
+
+async def insert_instance(db, tenant_id: int, webhook_url: str | None = None) -> int:
+    return await db.fetchval(
+        "INSERT INTO instances (tenant_id, phone_number, provider, cpu_limit, memory_limit, nano_cpus, memory_bytes,"
+        " webhook_url) VALUES ($1, $2, 'sandbox', '0.5', '512m', 500000000, 536870912, $3) RETURNING id",
+        tenant_id,
+        unique_phone(),
+        webhook_url,
+    )
+
+
+async def publish(js: JetStreamContext, event: InstanceEvent) -> None:
+    kind = EVENT_KINDS[type(event).__struct_config__.tag]  # type: ignore[index]
+    await js.publish(
+        subjects.instance_event(event.instance_id, kind), encode(event), headers={"Nats-Msg-Id": event.event_id}
+    )
+
+
+def ids() -> dict:
+    return {"event_id": uuid.uuid4().hex, "generation": 1, "seq": 1, "at": utcnow()}
+
+
+def message(instance_id: int, tenant_id: int, text: str = "hello") -> MessageReceived:
+    return MessageReceived(
+        **ids(),
+        instance_id=instance_id,
+        tenant_id=tenant_id,
+        message_id=uuid.uuid4().hex[:12],
+        sender="491700000001",
+        recipient="491700000002",
+        content=MessageContent(type=MessageType.TEXT, text=text),
+    )
+
+
+def qr(instance_id: int, tenant_id: int) -> QrChanged:
+    return QrChanged(**ids(), instance_id=instance_id, tenant_id=tenant_id, qr="2@abc")
+
+
+def connection(instance_id: int, tenant_id: int) -> ConnectionChanged:
+    return ConnectionChanged(**ids(), instance_id=instance_id, tenant_id=tenant_id, state=ConnectionState.CONNECTED)
+
+
+def status(instance_id: int, tenant_id: int) -> InstanceStatusChanged:
+    return InstanceStatusChanged(
+        instance_id=instance_id, tenant_id=tenant_id, generation=0, node=None, status=InstanceStatus.STARTING
+    )
+
+
+async def endpoint(client: httpx.AsyncClient, tenant: Tenant, url: str, instance_id: int | None = None, **fields):
+    path = "/api/webhooks" if instance_id is None else f"/api/instances/{instance_id}/webhooks"
+    response = await client.post(path, json={"url": url, **fields}, headers=tenant.headers)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+async def deliveries(client: httpx.AsyncClient, tenant: Tenant, endpoint_id: int, **params) -> list[dict]:
+    response = await client.get(f"/api/webhooks/{endpoint_id}/deliveries", params=params, headers=tenant.headers)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+async def received(receiver: Receiver, name: str, count: int) -> list[str]:
+    async def enough() -> list[str] | None:
+        got = receiver.delivered(name)
+        return got if len(got) >= count else None
+
+    return await wait_until(enough, DEADLINE, what=f"{count} deliveries on {name}")
+
+
+# --- tests ----------------------------------------------------------------------------------------
+
+
+async def test_webhook_is_signed_and_verifies_with_the_documented_receiver(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await insert_instance(db, tenant.id)
+    created = await endpoint(client, tenant, receiver.url("signed"), instance_id)
+    event = message(instance_id, tenant.id, "hello")
+    await publish(js, event)
+    await received(receiver, "signed", 1)
+    hit = receiver.requests("signed")[0]
+
+    verify_webhook(created["secret"], hit.headers, hit.body)
+    assert hit.headers["webhook-id"] == event.event_id
+    assert hit.headers["content-type"] == "application/json"
+    assert abs(int(hit.headers["webhook-timestamp"]) - time.time()) < 60
+    assert hit.headers["webhook-signature"].startswith("v1,")
+    with pytest.raises(InvalidWebhook):
+        verify_webhook(created["secret"], hit.headers, hit.body.replace(b"hello", b"hellO"))
+    rotated = (await client.post(f"/api/webhooks/{created['id']}/rotate-secret", headers=tenant.headers)).json()
+    with pytest.raises(InvalidWebhook):
+        verify_webhook(rotated["secret"], hit.headers, hit.body)
+    with pytest.raises(InvalidWebhook):
+        verify_webhook(created["secret"], hit.headers, hit.body, now=time.time() + 3600)
+
+    assert hit.json == {
+        "id": event.event_id,
+        "instance": instance_id,
+        "timestamp": hit.json["timestamp"],
+        "type": "message",
+        "data": {
+            "id": event.message_id,
+            "from": "491700000001",
+            "to": "491700000002",
+            "type": "text",
+            "text": "hello",
+        },
+    }
+    assert hit.json["timestamp"].startswith(event.at.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+async def test_event_filter_and_enabled_flag_are_respected(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await insert_instance(db, tenant.id)
+    messages = await endpoint(client, tenant, receiver.url("messages"), instance_id, events=["message"])
+    pairing = await endpoint(client, tenant, receiver.url("pairing"), instance_id, events=["qr", "connection"])
+    everything = await endpoint(client, tenant, receiver.url("all"), instance_id, events=["*"])
+    disabled = await endpoint(client, tenant, receiver.url("disabled"), instance_id, enabled=False)
+    events: list[InstanceEvent] = [
+        qr(instance_id, tenant.id),
+        message(instance_id, tenant.id),
+        status(instance_id, tenant.id),
+        connection(instance_id, tenant.id),
+        message(instance_id, tenant.id),
+    ]
+    for event in events:
+        await publish(js, event)
+    assert await received(receiver, "all", 5) == [e.event_id for e in events]
+    assert receiver.delivered("messages") == [events[1].event_id, events[4].event_id]
+    assert receiver.delivered("pairing") == [events[0].event_id, events[3].event_id]
+    types = [h.json["type"] for h in receiver.requests("all")]
+    assert types == ["qr", "message", "instance.status", "connection", "message"]
+    assert receiver.requests("disabled") == []
+    assert await deliveries(client, tenant, disabled["id"]) == []
+    assert {d["type"] for d in await deliveries(client, tenant, messages["id"])} == {"message"}
+    assert {d["type"] for d in await deliveries(client, tenant, pairing["id"])} == {"qr", "connection"}
+    assert len(await deliveries(client, tenant, everything["id"], status="delivered")) == 5
+
+
+async def test_tenant_endpoint_gets_all_its_instances_and_never_another_tenants(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    tenant, other = await create_tenant(client), await create_tenant(client)
+    first, second = await insert_instance(db, tenant.id), await insert_instance(db, tenant.id)
+    foreign = await insert_instance(db, other.id)
+    await endpoint(client, tenant, receiver.url("tenant"))
+    await endpoint(client, other, receiver.url("other"))
+    events: list[InstanceEvent] = [
+        message(first, tenant.id),
+        message(foreign, other.id),
+        qr(second, tenant.id),
+        message(second, tenant.id),
+    ]
+    for event in events:
+        await publish(js, event)
+    assert await received(receiver, "tenant", 3) == [events[0].event_id, events[2].event_id, events[3].event_id]
+    assert {h.json["instance"] for h in receiver.requests("tenant")} == {first, second}
+    assert await received(receiver, "other", 1) == [events[1].event_id]
+
+
+async def test_legacy_webhook_field_delivers_signed_events(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    tenant = await create_tenant(client)
+    body = {"phone": unique_phone(), "provider": "sandbox", "webhook": receiver.url("legacy")}
+    created = await client.post("/api/instances?wait=0", json=body, headers=tenant.headers)
+    assert created.status_code == 202, created.text
+    instance_id = created.json()["id"]
+    try:
+        event = message(instance_id, tenant.id, "from the original gateway")
+        await publish(js, event)
+
+        async def got_it() -> Hit | None:
+            return next((h for h in receiver.requests("legacy") if h.event_id == event.event_id), None)
+
+        hit = await wait_until(got_it, DEADLINE, what="legacy delivery")
+        assert hit.json["type"] == "message"
+        assert hit.json["instance"] == instance_id
+        assert hit.json["data"]["text"] == "from the original gateway"
+        assert hit.json["data"]["from"] == "491700000001"
+
+        listed = (await client.get(f"/api/instances/{instance_id}/webhooks", headers=tenant.headers)).json()
+        assert len(listed) == 1
+        assert listed[0]["legacy"] is True
+        assert listed[0]["events"] == ["*"]
+        assert listed[0]["url"] == receiver.url("legacy")
+        secret = (await client.get(f"/api/webhooks/{listed[0]['id']}", headers=tenant.headers)).json()["secret"]
+        verify_webhook(secret, hit.headers, hit.body)
+
+        deleted = await client.delete(f"/api/webhooks/{listed[0]['id']}", headers=tenant.headers)
+        assert deleted.status_code == 204
+        instance = (await client.get(f"/api/instances/{instance_id}", headers=tenant.headers)).json()
+        assert instance["webhookUrl"] is None
+        assert (await client.get(f"/api/instances/{instance_id}/webhooks", headers=tenant.headers)).json() == []
+    finally:
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_failing_receiver_gets_every_event_once_in_order(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await insert_instance(db, tenant.id)
+    created = await endpoint(client, tenant, receiver.url("flaky"), instance_id)
+    receiver.behaviours["flaky"] = Behaviour(statuses=[500, 503, 502])
+    events = [message(instance_id, tenant.id, f"m{n}") for n in range(5)]
+    for event in events:
+        await publish(js, event)
+    assert await received(receiver, "flaky", 5) == [e.event_id for e in events]
+    ok = [h.event_id for h in receiver.requests("flaky") if h.status == 200]
+    assert sorted(ok) == sorted(e.event_id for e in events)  # exactly once each
+    # Nothing after a failed delivery was sent before it succeeded (one at a time, in order).
+    assert [h.event_id for h in receiver.requests("flaky")[:4]] == [events[0].event_id] * 4
+    log = await deliveries(client, tenant, created["id"])
+    assert {d["status"] for d in log} == {"delivered"}
+    assert sorted(d["attempts"] for d in log) == [1, 1, 1, 1, 4]
+
+
+async def test_receiver_down_across_a_webhooks_restart_gets_everything_afterwards(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service
+) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await insert_instance(db, tenant.id)
+    receiver = Receiver()  # not listening yet
+    created = await endpoint(client, tenant, receiver.url("down"), instance_id)
+    events = [message(instance_id, tenant.id, f"m{n}") for n in range(3)]
+    for event in events[:2]:
+        await publish(js, event)
+
+    async def failed_attempts() -> int:
+        return await db.fetchval(
+            "SELECT coalesce(max(attempts), 0) FROM webhook_deliveries WHERE endpoint_id = $1", created["id"]
+        )
+
+    async def both_fanned_out_and_failing() -> bool:
+        count = await db.fetchval("SELECT count(*) FROM webhook_deliveries WHERE endpoint_id = $1", created["id"])
+        return count == 2 and await failed_attempts() > 0
+
+    await wait_until(both_fanned_out_and_failing, DEADLINE, what="a failed attempt")
+    await webhooks.kill9()
+    await publish(js, events[2])  # published while the service is down
+    before = await failed_attempts()
+    webhooks.start()
+
+    async def retried_after_restart() -> bool:
+        return await failed_attempts() > before
+
+    await wait_until(retried_after_restart, DEADLINE, what="an attempt after the restart")
+    await receiver.start()
+    try:
+        assert await received(receiver, "down", 3) == [e.event_id for e in events]
+    finally:
+        await receiver.stop()
+    assert {d["status"] for d in await deliveries(client, tenant, created["id"])} == {"delivered"}
+
+
+async def test_slow_endpoint_does_not_delay_another(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await insert_instance(db, tenant.id)
+    slow = await endpoint(client, tenant, receiver.url("slow"), instance_id)
+    await endpoint(client, tenant, receiver.url("fast"), instance_id)
+    receiver.behaviours["slow"] = Behaviour(delay=TIMEOUT_SECONDS * 3)
+    events = [message(instance_id, tenant.id, f"m{n}") for n in range(3)]
+    for event in events:
+        await publish(js, event)
+    assert await received(receiver, "fast", 3) == [e.event_id for e in events]
+    # The slow endpoint's first attempt has not even timed out yet, and it got nothing else.
+    assert {h.event_id for h in receiver.requests("slow")} == {events[0].event_id}
+    first = await db.fetchrow(
+        "SELECT a.latency_ms FROM webhook_attempts a JOIN webhook_deliveries d ON d.id = a.delivery_id"
+        " WHERE d.endpoint_id = $1 ORDER BY a.id LIMIT 1",
+        slow["id"],
+    )
+    assert first is not None
+    assert first["latency_ms"] is None
+    receiver.behaviours["slow"].delay = 0
+    assert await received(receiver, "slow", 3) == [e.event_id for e in events]
+    log = await deliveries(client, tenant, slow["id"])
+    oldest = log[-1]
+    assert oldest["attempts"] >= 2
+    detail = (await client.get(f"/api/webhooks/{slow['id']}/deliveries/{oldest['id']}", headers=tenant.headers)).json()
+    assert detail["attemptLog"][0]["error"] == f"timeout after {TIMEOUT_SECONDS:g}s"
+
+
+async def test_status_codes_decide_between_retry_and_dead(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await insert_instance(db, tenant.id)
+    names = {"bad": [400] * 9, "gone": [410] * 9, "busy": [429], "broken": [500] * 9}
+    created = {name: await endpoint(client, tenant, receiver.url(name), instance_id) for name in names}
+    for name, statuses in names.items():
+        receiver.behaviours[name] = Behaviour(statuses=list(statuses), retry_after="1" if name == "busy" else None)
+    await publish(js, message(instance_id, tenant.id))
+
+    async def settled() -> dict[str, dict] | None:
+        rows = {name: await deliveries(client, tenant, e["id"]) for name, e in created.items()}
+        if all(len(r) == 1 and r[0]["status"] in ("delivered", "dead") for r in rows.values()):
+            return {name: r[0] for name, r in rows.items()}
+        return None
+
+    final = await wait_until(settled, DEADLINE, what="every delivery settled")
+    assert (final["bad"]["status"], final["bad"]["attempts"], final["bad"]["lastStatusCode"]) == ("dead", 1, 400)
+    assert (final["gone"]["status"], final["gone"]["attempts"], final["gone"]["lastStatusCode"]) == ("dead", 1, 410)
+    assert (final["busy"]["status"], final["busy"]["attempts"]) == ("delivered", 2)
+    assert final["busy"]["deliveredAt"] is not None
+    assert (final["broken"]["status"], final["broken"]["attempts"]) == ("dead", 6)
+    assert final["broken"]["lastError"].startswith("HTTP 500")
+    assert final["broken"]["nextAttemptAt"] is None
+    busy = receiver.requests("busy")
+    assert busy[1].at - busy[0].at >= 0.9  # Retry-After: 1 honoured (the schedule alone says 0.2 s)
+    assert len(receiver.requests("bad")) == len(receiver.requests("gone")) == 1
+
+
+async def test_delivery_log_and_redelivery(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    tenant, stranger = await create_tenant(client), await create_tenant(client)
+    instance_id = await insert_instance(db, tenant.id)
+    created = await endpoint(client, tenant, receiver.url("log"), instance_id)
+    receiver.behaviours["log"] = Behaviour(statuses=[400])
+    event = message(instance_id, tenant.id, "again")
+    await publish(js, event)
+
+    async def dead() -> list[dict]:
+        return await deliveries(client, tenant, created["id"], status="dead")
+
+    [delivery] = await wait_until(dead, DEADLINE, what="a dead delivery")
+    assert delivery["eventId"] == event.event_id
+    assert delivery["type"] == "message"
+    assert (delivery["attempts"], delivery["lastStatusCode"], delivery["lastError"]) == (1, 400, "HTTP 400: nope")
+    assert delivery["lastLatencyMs"] >= 0
+    assert delivery["deliveredAt"] is None
+    assert await deliveries(client, tenant, created["id"], status="delivered") == []
+    path = f"/api/webhooks/{created['id']}/deliveries/{delivery['id']}"
+    detail = (await client.get(path, headers=tenant.headers)).json()
+    assert detail["payload"]["id"] == event.event_id
+    assert detail["payload"]["data"]["text"] == "again"
+    assert [(a["attempt"], a["statusCode"]) for a in detail["attemptLog"]] == [(1, 400)]
+    assert (await client.get(path, headers=stranger.headers)).status_code == 404
+    assert (await client.post(f"{path}/redeliver", headers=stranger.headers)).status_code == 404
+    missing = f"/api/webhooks/{created['id']}/deliveries/999999999"
+    assert (await client.get(missing, headers=tenant.headers)).status_code == 404
+
+    redelivered = await client.post(f"{path}/redeliver", headers=tenant.headers)
+    assert redelivered.status_code == 202, redelivered.text
+    assert redelivered.json()["status"] in ("pending", "sending", "delivered")
+
+    async def delivered() -> dict | None:
+        view = (await client.get(path, headers=tenant.headers)).json()
+        return view if view["status"] == "delivered" else None
+
+    view = await wait_until(delivered, DEADLINE, what="redelivered")
+    assert [(a["attempt"], a["statusCode"]) for a in view["attemptLog"]] == [(1, 400), (2, 200)]
+    assert view["attempts"] == 2
+    assert view["deliveredAt"] is not None
+    assert receiver.delivered("log") == [event.event_id]
