@@ -12,13 +12,19 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import nats
 import pytest
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 from wgs_devstack.docker_engine import DockerEngine
 from wgs_devstack.images import build_all, copy_image
 from wgs_devstack.nats import EmbeddedNats
 from wgs_devstack.postgres import EmbeddedPostgres
 from wgs_devstack.processes import free_port
 from wgs_devstack.services import ApiService, Service
+from wgs_kit.waiting import wait_until
+
+from tests.support.webhooks import Receiver
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SANDBOX_IMAGE = "wgs-provider-sandbox:latest"
@@ -124,6 +130,49 @@ async def scheduler(migrated: dict[str, str], work_dir: Path) -> AsyncIterator[S
     """One scheduler process."""
     service = Service("scheduler", "wgs_scheduler", migrated, work_dir / "logs")
     service.start()
+    yield service
+    await service.stop()
+
+
+WEBHOOK_SCHEDULE = "0.2,0.4,0.8,1.6,3.2"  # 6 attempts over about 6 s
+WEBHOOK_TIMEOUT_SECONDS = 1.0
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A webhook receiver on 127.0.0.1."""
+    server = Receiver()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture(scope="session")
+async def js(migrated: dict[str, str]) -> AsyncIterator[JetStreamContext]:
+    nc = await nats.connect(migrated["NATS_URL"])
+    yield nc.jetstream()
+    await nc.close()
+
+
+@pytest.fixture(scope="session")
+async def webhooks(migrated: dict[str, str], work_dir: Path, js: JetStreamContext) -> AsyncIterator[Service]:
+    """The webhooks service, allowed to call 127.0.0.1, with a short schedule and timeout."""
+    env = {
+        **migrated,
+        "WGS_WEBHOOKS_ALLOW_PRIVATE": "1",
+        "WGS_WEBHOOKS_SCHEDULE": WEBHOOK_SCHEDULE,
+        "WGS_WEBHOOKS_TIMEOUT_SECONDS": str(WEBHOOK_TIMEOUT_SECONDS),
+    }
+    service = Service("webhooks", "wgs_webhooks", env, work_dir / "logs")
+    service.start()
+
+    async def consuming() -> bool:
+        try:
+            return bool(await js.consumer_info("WGS_EVENTS", "webhooks-fanout"))
+        except NotFoundError:
+            return False
+
+    await wait_until(consuming, 30, what="the webhooks consumer")
     yield service
     await service.stop()
 

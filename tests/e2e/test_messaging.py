@@ -15,6 +15,7 @@ from wgs_devstack.services import Service
 from wgs_kit.waiting import wait_until
 
 from tests.support.api import Tenant, create_tenant, unique_phone
+from tests.support.webhooks import Hit, Receiver, verify_webhook
 
 pytestmark = pytest.mark.docker
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -254,3 +255,49 @@ async def test_events_survive_a_kill_9_of_the_agent_without_loss_or_duplicates(
         await nc.close()
     assert sorted(e.content.text or "" for e in events) == sorted(texts)  # none lost, none twice
     assert len({e.event_id for e in events}) == len(events)
+
+
+async def test_message_reaches_b_webhook_signed_and_statuses_reach_a_webhook(
+    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], webhooks: Service, receiver: Receiver
+) -> None:
+    tenant_a, a, tenant_b, b = pair
+    endpoint_a = await client.post(
+        f"/api/instances/{a['id']}/webhooks",
+        json={"url": receiver.url("a"), "events": ["message.status"]},
+        headers=tenant_a.headers,
+    )
+    endpoint_b = await client.post(
+        f"/api/instances/{b['id']}/webhooks",
+        json={"url": receiver.url("b"), "events": ["message"]},
+        headers=tenant_b.headers,
+    )
+    assert endpoint_a.status_code == 201, endpoint_a.text
+    assert endpoint_b.status_code == 201, endpoint_b.text
+    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
+        await pair_up(client, tenant, instance["id"])
+    sent = await client.post(
+        f"/api/instances/{a['id']}/send",
+        json={"to": b["phoneNumber"], "text": "hello webhook"},
+        headers=tenant_a.headers,
+    )
+    assert sent.status_code == 200, sent.text
+    message_id = sent.json()["id"]
+
+    async def b_got_it() -> Hit | None:
+        return next((h for h in receiver.requests("b") if h.json["data"].get("text") == "hello webhook"), None)
+
+    hit = await wait_until(b_got_it, timeout=30, interval=0.2, what="message on B's webhook")
+    verify_webhook(endpoint_b.json()["secret"], hit.headers, hit.body)
+    assert hit.json["type"] == "message"
+    assert hit.json["instance"] == b["id"]
+    assert hit.json["data"]["from"] == a["phoneNumber"]
+    assert hit.json["data"]["type"] == "text"
+
+    async def a_got_statuses() -> set[str] | None:
+        statuses = {h.json["data"]["status"] for h in receiver.requests("a") if h.json["data"]["id"] == message_id}
+        return statuses if {"sent", "delivered", "read"} <= statuses else None
+
+    await wait_until(a_got_statuses, timeout=30, interval=0.2, what="statuses on A's webhook")
+    for status_hit in receiver.requests("a"):
+        verify_webhook(endpoint_a.json()["secret"], status_hit.headers, status_hit.body)
+        assert status_hit.json["type"] == "message.status"

@@ -4,21 +4,12 @@ Events are published on WGS_EVENTS as the node agents and the API would; instanc
 written directly. The receiver (aiohttp on 127.0.0.1) can fail, be slow or be down on purpose.
 """
 
-import asyncio
-import json
-import runpy
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 
 import httpx
-import nats
 import pytest
-from aiohttp import web
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
 from wgs_contracts import subjects
 from wgs_contracts.instance_events import (
     EVENT_KINDS,
@@ -31,136 +22,15 @@ from wgs_contracts.instance_events import (
     QrChanged,
 )
 from wgs_contracts.messages import InstanceStatus, InstanceStatusChanged, utcnow
-from wgs_devstack.processes import free_port
 from wgs_devstack.services import Service
 from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
 
+from tests.conftest import WEBHOOK_TIMEOUT_SECONDS as TIMEOUT_SECONDS
 from tests.support.api import Tenant, create_tenant, unique_phone
+from tests.support.webhooks import Behaviour, Hit, InvalidWebhook, Receiver, verify_webhook
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-RECEIVER_EXAMPLE = runpy.run_path(str(PROJECT_ROOT / "docs" / "webhook_receiver_example.py"))
-verify_webhook: Callable[..., None] = RECEIVER_EXAMPLE["verify_webhook"]
-InvalidWebhook: type[Exception] = RECEIVER_EXAMPLE["InvalidWebhook"]
-
-SCHEDULE = "0.2,0.4,0.8,1.6,3.2"  # 6 attempts over about 6 s
-TIMEOUT_SECONDS = 1.0
 DEADLINE = 30.0
-
-
-# --- the receiver -------------------------------------------------------------------------------
-
-
-@dataclass
-class Hit:
-    """One request the receiver got, and what it answered."""
-
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-    status: int = 0
-
-    @property
-    def event_id(self) -> str:
-        return self.headers["webhook-id"]
-
-    @property
-    def json(self) -> dict:
-        return json.loads(self.body)
-
-
-@dataclass
-class Behaviour:
-    """How one path answers: `statuses` first (one per request), then 200; each after `delay` seconds."""
-
-    statuses: list[int] = field(default_factory=list)
-    delay: float = 0.0
-    retry_after: str | None = None
-
-
-class Receiver:
-    """A webhook receiver on 127.0.0.1 with programmable answers per path; records every request."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.hits: list[Hit] = []
-        self.behaviours: dict[str, Behaviour] = {}
-        self._runner: web.AppRunner | None = None
-
-    def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{name}"
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/{name}", self._handle)
-        self._runner = web.AppRunner(app, handler_cancellation=True)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def _handle(self, request: web.Request) -> web.Response:
-        name = request.match_info["name"]
-        hit = Hit(name, {k.lower(): v for k, v in request.headers.items()}, await request.read(), time.monotonic())
-        self.hits.append(hit)
-        behaviour = self.behaviours.setdefault(name, Behaviour())
-        if behaviour.delay:
-            await asyncio.sleep(behaviour.delay)  # deliberately slow endpoint, not a wait
-        hit.status = behaviour.statuses.pop(0) if behaviour.statuses else 200
-        headers = {"Retry-After": behaviour.retry_after} if behaviour.retry_after and hit.status == 429 else {}
-        return web.Response(status=hit.status, text="nope" if hit.status >= 300 else "ok", headers=headers)
-
-    def requests(self, name: str) -> list[Hit]:
-        return [h for h in self.hits if h.path == name]
-
-    def delivered(self, name: str) -> list[str]:
-        """Event ids answered with 2xx on `name`, deduplicated by webhook-id, in arrival order."""
-        return list(dict.fromkeys(h.event_id for h in self.requests(name) if 200 <= h.status < 300))
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    server = Receiver()
-    await server.start()
-    yield server
-    await server.stop()
-
-
-# --- the service and event helpers ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-async def js(migrated: dict[str, str]) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(migrated["NATS_URL"])
-    yield nc.jetstream()
-    await nc.close()
-
-
-@pytest.fixture(scope="module")
-async def webhooks(migrated: dict[str, str], work_dir: Path, js: JetStreamContext) -> AsyncIterator[Service]:
-    """The webhooks service, allowed to call 127.0.0.1, with a short schedule and timeout."""
-    env = {
-        **migrated,
-        "WGS_WEBHOOKS_ALLOW_PRIVATE": "1",
-        "WGS_WEBHOOKS_SCHEDULE": SCHEDULE,
-        "WGS_WEBHOOKS_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
-    }
-    service = Service("webhooks", "wgs_webhooks", env, work_dir / "logs")
-    service.start()
-
-    async def consuming() -> bool:
-        try:
-            return bool(await js.consumer_info("WGS_EVENTS", "webhooks-fanout"))
-        except NotFoundError:
-            return False
-
-    await wait_until(consuming, 30, what="the webhooks consumer")
-    yield service
-    await service.stop()
 
 
 async def insert_instance(db, tenant_id: int, webhook_url: str | None = None) -> int:
