@@ -31,3 +31,4 @@ images: install
 bench: install
 	$(UV) run python -m bench.lifecycle
 	$(UV) run python -m bench.send
+	$(UV) run python -m bench.webhooks

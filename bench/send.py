@@ -4,7 +4,7 @@ Starts the whole stack with two paired sandbox instances (A sends to B), and in 
 same run a baseline: a bare Litestar handler doing one NATS request-reply to an echo
 responder (`bench.echo_baseline`). For both it measures
 
-- throughput: N sends with C in flight (closed loop), accepted sends per second;
+- throughput: C connections in a closed loop for D seconds (wrk when installed, else Python), accepted sends per second;
 - latency at a fixed offered rate (open loop, default 500/s for D seconds): p50/p99.
 
 Targets (issue): ≥ 1,000 accepted sends/s, p99 ≤ 30 ms at 500 sends/s. Every loop is
@@ -14,6 +14,7 @@ bounded in count and time. Usage: `python -m bench.send [--sends 3000] [--rate 5
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import sys
 import time
@@ -70,6 +71,53 @@ async def closed_loop(client: httpx.AsyncClient, url: str, body: dict, headers: 
     }
 
 
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = os.getenv("WRK_BODY")
+wrk.headers["Content-Type"] = "application/json"
+local auth = os.getenv("WRK_AUTH")
+if auth ~= nil and auth ~= "" then wrk.headers["Authorization"] = auth end
+done = function(summary, latency, requests)
+  local errors = summary.errors.status + summary.errors.connect + summary.errors.read
+    + summary.errors.write + summary.errors.timeout
+  io.write(string.format("WRK_RESULT %d %d %f %f %f\\n", summary.requests, errors, summary.duration / 1e6,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+"""
+
+
+async def wrk_closed_loop(url: str, body: dict, headers: dict, connections: int, seconds: float, work: Path) -> dict:
+    """Throughput measured by wrk (C, one thread): accepted requests per second over `seconds`."""
+    script = work / "send.lua"
+    script.write_text(WRK_SCRIPT)
+    process = await asyncio.create_subprocess_exec(
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{int(seconds)}s",
+        "-s",
+        str(script),
+        url,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env={"WRK_BODY": json.dumps(body), "WRK_AUTH": headers.get("Authorization", "")},
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), seconds + 30)
+    line = next(x for x in output.decode().splitlines() if x.startswith("WRK_RESULT"))
+    requests, errors, duration, p50, p99 = line.split()[1:]
+    accepted = int(requests) - int(errors)
+    return {
+        "tool": "wrk",
+        "connections": connections,
+        "sends": int(requests),
+        "accepted": accepted,
+        "seconds": round(float(duration), 2),
+        "per_second": round(accepted / float(duration), 1),
+        "p50_ms": round(float(p50), 1),
+        "p99_ms": round(float(p99), 1),
+    }
+
+
 async def open_loop(
     client: httpx.AsyncClient, url: str, body: dict, headers: dict, rate: float, seconds: float
 ) -> dict:
@@ -86,14 +134,17 @@ async def open_loop(
         else:
             failures += 1
 
-    tasks = []
+    tasks: list[asyncio.Task[None]] = []
     start = time.perf_counter()
     for index in range(int(rate * seconds)):
         delay = start + index / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(one()))
-    await asyncio.wait_for(asyncio.gather(*tasks), MAX_SECONDS)
+    _, unfinished = await asyncio.wait(tasks, timeout=MAX_SECONDS)
+    for task in unfinished:
+        task.cancel()
+    failures += len(unfinished)
     return {
         "offered_per_second": rate,
         "completed": len(latencies),
@@ -103,12 +154,17 @@ async def open_loop(
     }
 
 
-async def measure(url: str, body: dict, headers: dict, sends: int, flight: int, rate: float, seconds: float) -> dict:
-    """Throughput then latency against one server."""
+async def measure(
+    url: str, body: dict, headers: dict, sends: int, flight: int, rate: float, seconds: float, work: Path
+) -> dict:
+    """Throughput (wrk when installed, else the Python closed loop), then latency at a fixed rate."""
     limits = httpx.Limits(max_connections=flight, max_keepalive_connections=flight)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         await closed_loop(client, url, body, headers, min(200, sends), flight)  # warm-up
-        throughput = await closed_loop(client, url, body, headers, sends, flight)
+        if shutil.which("wrk"):
+            throughput = await wrk_closed_loop(url, body, headers, flight, seconds, work)
+        else:
+            throughput = await closed_loop(client, url, body, headers, sends, flight)
         latency = await open_loop(client, url, body, headers, rate, seconds)
     return {"throughput": throughput, "latency": latency}
 
@@ -138,9 +194,9 @@ async def run(sends: int, flight: int, rate: float, seconds: float, out: Path | 
 
             await wait_until(baseline_up, timeout=30, what="baseline server")
             body = {"to": "491700000002", "text": "bench"}
-            base = await measure(f"http://127.0.0.1:{port}/send", body, {}, sends, flight, rate, seconds)
+            base = await measure(f"http://127.0.0.1:{port}/send", body, {}, sends, flight, rate, seconds, stack.work)
             gate = await measure(
-                f"{stack.api.url}/api/instances/{a}/send", body, stack.headers, sends, flight, rate, seconds
+                f"{stack.api.url}/api/instances/{a}/send", body, stack.headers, sends, flight, rate, seconds, stack.work
             )
         finally:
             await baseline.stop()

@@ -50,8 +50,11 @@ class Stack:
 
 
 @asynccontextmanager
-async def gateway_stack(tenant: dict[str, Any] | None = None) -> AsyncIterator[Stack]:
-    """Start everything, register the node, create a tenant; stop everything on exit."""
+async def gateway_stack(
+    tenant: dict[str, Any] | None = None, settings: dict[str, str] | None = None
+) -> AsyncIterator[Stack]:
+    """Start everything (with extra `settings` in every service's environment), register the node,
+    create a tenant; stop everything on exit."""
     work = Path(tempfile.mkdtemp(prefix="wgs-b-", dir="/tmp"))
     nats = EmbeddedNats(work / "nats")
     pg = EmbeddedPostgres(work / "pg", fsync=False)
@@ -60,7 +63,7 @@ async def gateway_stack(tenant: dict[str, Any] | None = None) -> AsyncIterator[S
     try:
         await asyncio.gather(nats.start(), pg.start(), engine.start())
         await build_all(engine.host, ROOT, ["sandbox"])
-        env = {"DATABASE_URL": pg.dsn, "NATS_URL": nats.url, "WGS_LOG_LEVEL": "WARNING", "WGS_HEARTBEAT_SECONDS": "1"}
+        env = {"DATABASE_URL": pg.dsn, "NATS_URL": nats.url, "WGS_LOG_LEVEL": "WARNING", **(settings or {})}
         await run_command(
             [sys.executable, "-m", "wgs_db.migrate"], env={**os.environ, **env}, log_path=work / "migrate.log"
         )

@@ -102,6 +102,10 @@ class SandboxProvider:
         self.qr_expires_at = math.inf
         self.pair_codes: list[str] = []
         self._dirty = False
+        self._pending: bytes | None = None  # the newest encoded state not yet on disk
+        self._pending_version = 0
+        self._written_version = 0
+        self._write_lock = asyncio.Lock()
         self._changed = asyncio.Event()  # set, then replaced, on every new event
         self._routes: dict[str, dict[str, Route]] = {
             "/health": {"GET": self._health},
@@ -129,7 +133,7 @@ class SandboxProvider:
             response = await route(request)
         except HttpError as exc:
             response = exc.response()
-        self._flush()
+        await self.commit()
         return response
 
     def tick(self) -> None:
@@ -142,12 +146,13 @@ class SandboxProvider:
                 self._start_pairing(None)
         elif self.state == "qr" and now >= self.qr_expires_at:
             self._new_qr()
-        self._flush()
+        self._snapshot()
 
     async def run(self) -> None:
         """Tick whenever time brings a change, so QR events happen without requests."""
         while True:
             self.tick()
+            await self.commit()
             changed = self._changed
             deadline = {"starting": self.ready_at, "qr": self.qr_expires_at}.get(self.state, math.inf)
             timeout = None if deadline == math.inf else max(0.0, deadline - self.clock())
@@ -166,19 +171,35 @@ class SandboxProvider:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _flush(self) -> None:
+    def _snapshot(self) -> None:
+        """Encode the state if it changed since the last snapshot."""
         if self._dirty:
-            store.save(
-                self.data_dir,
+            self._pending = store.encode(
                 {
                     "phone_id": self.phone_id,
                     "next_seq": self.next_seq,
                     "outbox": self.outbox,
                     "sent": self.sent,
                     "delivered": list(self.delivered),
-                },
+                }
             )
+            self._pending_version += 1
             self._dirty = False
+
+    async def commit(self) -> None:
+        """Return once every change made so far is on disk.
+
+        Group commit: one write (in a thread) at a time, each carrying the newest
+        state, so concurrent requests share a write instead of queueing one each.
+        """
+        self._snapshot()
+        wanted = self._pending_version
+        async with self._write_lock:
+            if self._written_version >= wanted or self._pending is None:
+                return
+            payload, version = self._pending, self._pending_version
+            await asyncio.to_thread(store.write, self.data_dir, payload)
+            self._written_version = version
 
     def _set_state(self, state: str, reason: str | None = None) -> None:
         self.state, self.reason = state, reason

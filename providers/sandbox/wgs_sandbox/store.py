@@ -24,12 +24,17 @@ def load(folder: Path) -> dict[str, Any] | None:
     return state
 
 
-def save(folder: Path, state: dict[str, Any]) -> None:
-    """Write `state` durably: temporary file, fsync, rename over the old one, fsync the folder."""
+def encode(state: dict[str, Any]) -> bytes:
+    """The file content of `state`."""
+    return json.dumps({**state, "version": 1}, separators=(",", ":")).encode()
+
+
+def write(folder: Path, payload: bytes) -> None:
+    """Write an encoded state durably: temporary file, fsync, rename over the old one, fsync the folder."""
     target = folder / STATE_FILE
     temporary = target.with_name(STATE_FILE + ".tmp")
     with open(temporary, "wb") as fh:
-        fh.write(json.dumps({**state, "version": 1}, separators=(",", ":")).encode())
+        fh.write(payload)
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(temporary, target)

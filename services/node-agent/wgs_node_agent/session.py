@@ -2,8 +2,7 @@
 
 - the event pump: pulls the provider's outbox (`GET /events`), publishes each
   event on JetStream with `Nats-Msg-Id = {instance}:{generation}:{seq}`, and only
-  then saves the cursor and acks the outbox, so a crash replays (deduplicated)
-  instead of losing events;
+  then acks the outbox, so a crash replays (deduplicated) instead of losing events;
 - the outbound drain: sends queued while the instance was away (stream
   `WGS_OUTBOUND`, one ordered consumer per instance) are handed to the provider
   once it takes them;
@@ -12,10 +11,7 @@
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-from pathlib import Path
 
 import msgspec
 from faststream.nats import NatsBroker
@@ -56,24 +52,6 @@ RETRY_SECONDS = 0.2
 ROUTE_TIMEOUT_SECONDS = 5.0
 
 
-def load_cursor(path: Path) -> int:
-    """The last outbox sequence number published (0 when none)."""
-    try:
-        return int(json.loads(path.read_text())["seq"])
-    except (FileNotFoundError, ValueError, KeyError):
-        return 0
-
-
-def save_cursor(path: Path, seq: int) -> None:
-    """Persist the cursor atomically."""
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w") as out:
-        json.dump({"seq": seq}, out)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
-
-
 class InstanceSession:
     """The pump, drain and sandbox phone of one instance at one generation."""
 
@@ -82,7 +60,6 @@ class InstanceSession:
         self.generation = generation
         self.broker = broker
         self.client = ProviderClient(paths.socket)
-        self.cursor_file = paths.state_dir.parent / "cursor.json"
         self._tasks: list[asyncio.Task[None]] = []
         self._phone: Subscription | None = None
 
@@ -132,7 +109,9 @@ class InstanceSession:
     # --- event pump -------------------------------------------------------------------------
 
     async def _pump_forever(self) -> None:
-        cursor = load_cursor(self.cursor_file)
+        # The provider's outbox keeps what was not acked yet, so after a restart reading from 0
+        # re-publishes only events that may not have been acked (deduplicated by Nats-Msg-Id).
+        cursor = 0
         failures = 0
         while True:
             try:
@@ -162,7 +141,6 @@ class InstanceSession:
             await self._dispatch(event)
             cursor = event.seq
         if page.events:
-            save_cursor(self.cursor_file, cursor)
             await self.client.call("POST", "/events/ack", msgspec.json.encode({"seq": cursor}))
         return cursor
 

@@ -32,6 +32,7 @@ CONTAINER_SOCKET_DIR = "/run/wgs"
 CONTAINER_STATE_DIR = "/data"
 STOP_POLL_SECONDS = 0.05
 STOP_RESEND_SECONDS = 0.25
+PROVIDERS_TTL_SECONDS = 30.0
 
 
 def container_name(instance_id: int) -> str:
@@ -112,6 +113,7 @@ class DockerRuntime:
         self.docker = aiodocker.Docker(url=docker_host)
         self.node = node
         self.network_mode = network_mode
+        self._providers: tuple[float, set[str]] | None = None
 
     async def ping(self) -> bool:
         """True when the engine answers."""
@@ -226,7 +228,13 @@ class DockerRuntime:
             await self.docker.events.stop()
 
     async def providers(self) -> set[str]:
-        """Providers whose images are present on this engine."""
+        """Providers whose images are present on this engine (listed at most every PROVIDERS_TTL s)."""
+        now = asyncio.get_running_loop().time()
+        if self._providers is None or now - self._providers[0] > PROVIDERS_TTL_SECONDS:
+            self._providers = (now, await self._list_providers())
+        return self._providers[1]
+
+    async def _list_providers(self) -> set[str]:
         images = await self.docker.images.list(filters={"reference": [f"{IMAGE_PREFIX}*"]})
         names = set()
         for image in images:

@@ -11,14 +11,13 @@ import segno
 from wgs_contracts.instance_events import DeliveryStatus, OutboundMessage, ProviderCall, ProviderReply
 from wgs_contracts.messages import InstanceStatus, Provider
 from wgs_contracts.provider_api import SendRequest
-from wgs_db.tables import Instance, Node, Tenant
+from wgs_db.tables import Instance, Node
 
 from wgs_api.domain.instances.services import fetch_own
 from wgs_api.domain.messaging import schemas
 from wgs_api.domain.messaging.rate_limit import take_token
 from wgs_api.domain.messaging.validation import validate_send
 from wgs_api.errors import ApiError, Conflict, Invalid, NotFound, RateLimited, Unavailable
-from wgs_api.events import record_message_status
 from wgs_api.messaging import ApiMessaging
 
 NOT_CONNECTED = "Client not connected"
@@ -108,53 +107,56 @@ async def sandbox_scan(messaging: ApiMessaging, tenant_id: int, instance_id: int
     return result
 
 
+SEND_CONTEXT = """
+SELECT i.id, i.status, i.desired_state, n.name AS node, t.send_rate_per_second, t.send_burst
+FROM instances i JOIN tenants t ON t.id = i.tenant_id LEFT JOIN nodes n ON n.id = i.node_id
+WHERE i.id = {} AND i.tenant_id = {}
+"""
+RECORD_MESSAGE = """
+WITH message AS (
+    INSERT INTO messages (id, instance_id, tenant_id, recipient, type) VALUES ({}, {}, {}, {}, {}) RETURNING id
+)
+INSERT INTO message_statuses (message_id, status) SELECT id, {} FROM message ON CONFLICT DO NOTHING
+"""
+
+
 async def send(
     messaging: ApiMessaging, tenant_id: int, instance_id: int, body: schemas.SendBody
 ) -> tuple[schemas.SendResult, bool]:
-    """Send now when the instance runs (sent=True), else queue durably (sent=False)."""
-    row = await fetch_own(tenant_id, instance_id)
-    if row["desired_state"] != "running":
+    """Send now when the instance runs (sent=True), else queue durably (sent=False).
+
+    Four round trips to PostgreSQL on the hot path: the key, the instance with its
+    node and the tenant's rate, the token bucket, and the message with its status.
+    """
+    rows = await Instance.raw(SEND_CONTEXT, instance_id, tenant_id)
+    if not rows:
+        raise NotFound("Instance not found")
+    context = rows[0]
+    if context["desired_state"] != "running":
         raise Conflict("Instance is being deleted.")
     recipient, content = validate_send(body)
-    await enforce_rate(tenant_id, instance_id)
+    wait = await take_token(instance_id, context["send_rate_per_second"], context["send_burst"])
+    if wait is not None:
+        raise RateLimited(f"Send rate limit of {context['send_rate_per_second']:g}/s exceeded.", retry_after=wait)
     message = OutboundMessage(id=uuid4().hex, instance_id=instance_id, to=recipient, content=content)
-    await Instance.raw(
-        "INSERT INTO messages (id, instance_id, tenant_id, recipient, type) VALUES ({}, {}, {}, {}, {})",
-        message.id,
-        instance_id,
-        tenant_id,
-        recipient,
-        content.type.value,
-    )
-    node = await node_name(row)
-    if node is not None and row["status"] == InstanceStatus.RUNNING.value:
+    sent = False
+    if context["node"] is not None and context["status"] == InstanceStatus.RUNNING.value:
         request = SendRequest(id=message.id, to=recipient, content=content)
         call = ProviderCall(instance_id=instance_id, method="POST", path="/messages", body=msgspec.json.encode(request))
-        reply = await messaging.call_provider(node, call)
-        if reply is not None and reply.status == 200:
-            await record_message_status(message.id, DeliveryStatus.SENT.value, None)
-            return schemas.SendResult(status="ok", id=message.id), True
-        if reply is not None and reply.status not in (404, 504):
-            await Instance.raw("DELETE FROM messages WHERE id = {}", message.id)
+        reply = await messaging.call_provider(context["node"], call)
+        if reply is not None and reply.status not in (200, 404, 504):
             error = provider_error(reply)
             if reply.status == 503:
                 raise Unavailable(NOT_CONNECTED)
             if reply.status == 422:
                 raise Invalid(error.message, field=error.field)
             raise error
-    await messaging.enqueue_send(message)
-    await record_message_status(message.id, DeliveryStatus.QUEUED.value, None)
-    return schemas.SendResult(status="queued", id=message.id), False
-
-
-async def enforce_rate(tenant_id: int, instance_id: int) -> None:
-    """429 with Retry-After when the instance exceeds its tenant's send rate."""
-    tenant = await Tenant.select(Tenant.send_rate_per_second, Tenant.send_burst).where(Tenant.id == tenant_id).first()
-    if tenant is None:
-        raise NotFound("Tenant not found")
-    wait = await take_token(instance_id, tenant["send_rate_per_second"], tenant["send_burst"])
-    if wait is not None:
-        raise RateLimited(f"Send rate limit of {tenant['send_rate_per_second']:g}/s exceeded.", retry_after=wait)
+        sent = reply is not None and reply.status == 200
+    if not sent:
+        await messaging.enqueue_send(message)
+    status = DeliveryStatus.SENT if sent else DeliveryStatus.QUEUED
+    await Instance.raw(RECORD_MESSAGE, message.id, instance_id, tenant_id, recipient, content.type.value, status.value)
+    return schemas.SendResult(status="ok" if sent else "queued", id=message.id), sent
 
 
 async def message_view(tenant_id: int, instance_id: int, message_id: str) -> schemas.MessageView:

@@ -1,0 +1,222 @@
+"""Benchmark: provider event → signed webhook delivery at a local receiver.
+
+Starts the stack plus the webhooks service and an HTTP receiver on 127.0.0.1;
+publishes `message` events on JetStream the way node agents do, and measures
+
+- throughput: N events published at once, events/s until the receiver got all;
+- latency at a fixed rate (default 500 events/s for D seconds): publish → receipt, p50/p99;
+- baseline in the same run: the same receiver fed directly by signed POSTs from this
+  process (the cost of the HTTP delivery alone), throughput and latency.
+
+Targets (issue): ≥ 1,000 events/s, p99 ≤ 100 ms at 500 events/s. Bounded in count
+and time. Usage: `python -m bench.webhooks [--events 2000] [--rate 500] [--seconds 5]`.
+"""
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import nats
+from aiohttp import web
+from wgs_contracts import subjects
+from wgs_contracts.instance_events import MessageContent, MessageReceived, MessageType
+from wgs_contracts.messages import utcnow
+from wgs_devstack.processes import free_port
+from wgs_kit.messaging import encode
+from wgs_kit.waiting import wait_until
+
+from bench.stack import ROOT, cancel_on_sigterm, gateway_stack, percentile
+
+TARGET_PER_SECOND = 1000.0
+TARGET_P99_MS = 100.0
+MAX_SECONDS = 120.0
+
+
+class Receiver:
+    """Counts deliveries by webhook-id and the time each first arrived."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.arrived: dict[str, float] = {}
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        await request.read()
+        self.arrived.setdefault(request.headers["webhook-id"], time.time())
+        return web.Response(text="ok")
+
+
+def message_event(instance_id: int, tenant_id: int, seq: int) -> MessageReceived:
+    """A provider `message` event."""
+    return MessageReceived(
+        event_id=f"{instance_id}:1:{seq}",
+        instance_id=instance_id,
+        tenant_id=tenant_id,
+        generation=1,
+        seq=seq,
+        at=utcnow(),
+        message_id=uuid.uuid4().hex,
+        sender="491700000009",
+        recipient="491700000001",
+        content=MessageContent(type=MessageType.TEXT, text="bench"),
+    )
+
+
+async def run_gateway(events: int, rate: float, seconds: float) -> dict:
+    """Throughput and latency through the webhooks service."""
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        async with gateway_stack(settings={"WGS_WEBHOOKS_ALLOW_PRIVATE": "1"}) as stack:
+            stack.start_service("webhooks", "wgs_webhooks")
+            body = {"phone": "491700000001", "provider": "waba"}
+            instance = (await stack.client.post("/api/instances?wait=0", json=body, headers=stack.headers)).json()
+            created = await stack.client.post(
+                f"/api/instances/{instance['id']}/webhooks",
+                json={"url": f"http://127.0.0.1:{receiver.port}/hook", "events": ["message"]},
+                headers={**stack.headers},
+            )
+            if created.status_code != 201:
+                raise RuntimeError(f"endpoint: {created.status_code} {created.text}")
+            tenant_id = instance["tenantId"]
+            nc = await nats.connect(stack.env["NATS_URL"])
+            js = nc.jetstream()
+            sent_at: dict[str, float] = {}
+            seq = 0
+
+            async def publish() -> None:
+                nonlocal seq
+                seq += 1
+                event = message_event(instance["id"], tenant_id, seq)
+                sent_at[event.event_id] = time.time()
+                await js.publish(
+                    subjects.instance_event(instance["id"], "message"),
+                    encode(event),
+                    headers={"Nats-Msg-Id": event.event_id},
+                )
+
+            try:
+                await publish()  # warm-up: the service is consuming
+                await wait_until(lambda: _count(receiver, 1), timeout=60, what="first delivery")
+                started = time.perf_counter()
+                for _ in range(events):
+                    await publish()
+                await wait_until(
+                    lambda: _count(receiver, events + 1), timeout=MAX_SECONDS, interval=0.05, what="all deliveries"
+                )
+                throughput = events / (time.perf_counter() - started)
+                first_latency_id = seq + 1
+                start = time.perf_counter()
+                for index in range(int(rate * seconds)):
+                    delay = start + index / rate - time.perf_counter()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    await publish()
+                await wait_until(lambda: _count(receiver, seq), timeout=MAX_SECONDS, interval=0.05, what="deliveries")
+            finally:
+                await nc.close()
+        latencies = [
+            receiver.arrived[event_id] - sent_at[event_id]
+            for event_id in sent_at
+            if int(event_id.rsplit(":", 1)[1]) >= first_latency_id and event_id in receiver.arrived
+        ]
+        return _result(throughput, latencies, rate)
+    finally:
+        await receiver.stop()
+
+
+async def _count(receiver: Receiver, wanted: int) -> bool:
+    return len(receiver.arrived) >= wanted
+
+
+def _result(throughput: float, latencies: list[float], rate: float) -> dict:
+    return {
+        "events_per_second": round(throughput, 1),
+        "offered_per_second": rate,
+        "latency_samples": len(latencies),
+        "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
+    }
+
+
+async def run_baseline(events: int, rate: float, seconds: float) -> dict:
+    """The receiver fed directly with POSTs from this process (no gateway)."""
+    receiver = Receiver()
+    await receiver.start()
+    url = f"http://127.0.0.1:{receiver.port}/hook"
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def post(event_id: str) -> float:
+                started = time.time()
+                headers = {"webhook-id": event_id, "content-type": "application/json"}
+                async with session.post(url, data=json.dumps({"id": event_id}), headers=headers) as response:
+                    await response.read()
+                return receiver.arrived[event_id] - started
+
+            started = time.perf_counter()
+            await asyncio.gather(*(post(f"t{i}") for i in range(events)))
+            throughput = events / (time.perf_counter() - started)
+            tasks = []
+            start = time.perf_counter()
+            for index in range(int(rate * seconds)):
+                delay = start + index / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(post(f"l{index}")))
+            latencies = list(await asyncio.wait_for(asyncio.gather(*tasks), MAX_SECONDS))
+        return _result(throughput, latencies, rate)
+    finally:
+        await receiver.stop()
+
+
+async def run(events: int, rate: float, seconds: float, out: Path | None) -> dict:
+    """Baseline, then the gateway."""
+    result = {
+        "baseline_direct_post": await run_baseline(events, rate, seconds),
+        "gateway_webhooks": await run_gateway(events, rate, seconds),
+        "targets": {"events_per_second": TARGET_PER_SECOND, "p99_ms_at_offered_rate": TARGET_P99_MS},
+    }
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=2000)
+    parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "webhooks.json")
+    args = parser.parse_args()
+    if not (1 <= args.events <= 50_000 and 0 < args.rate <= 5000 and 0 < args.seconds <= 60):
+        parser.error("bounds: events 1-50000, rate 0-5000, seconds 0-60")
+    result = asyncio.run(cancel_on_sigterm(run(args.events, args.rate, args.seconds, args.out)))
+    print(json.dumps(result, indent=2))
+    print(f"{'path':<28}{'events/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
+    for name, key in (("baseline direct POST", "baseline_direct_post"), ("gateway webhooks", "gateway_webhooks")):
+        row = result[key]
+        print(f"{name:<28}{row['events_per_second']:>10}{row['p50_ms']!s:>10}{row['p99_ms']!s:>10}")
+    print(f"targets: >= {TARGET_PER_SECOND:.0f} events/s; p99 <= {TARGET_P99_MS:.0f} ms at the offered rate")
+
+
+if __name__ == "__main__":
+    main()
