@@ -3,13 +3,15 @@
 Starts the stack plus the webhooks service and an HTTP receiver on 127.0.0.1;
 publishes `message` events on JetStream the way node agents do, and measures
 
-- throughput: N events published at once, events/s until the receiver got all;
+- throughput: N events published at once over E instances (one endpoint each; order is
+  kept per endpoint, so one endpoint alone is bounded by one round trip per event),
+  events/s until the receiver got all;
 - latency at a fixed rate (default 500 events/s for D seconds): publish → receipt, p50/p99;
 - baseline in the same run: the same receiver fed directly by signed POSTs from this
   process (the cost of the HTTP delivery alone), throughput and latency.
 
 Targets (issue): ≥ 1,000 events/s, p99 ≤ 100 ms at 500 events/s. Bounded in count
-and time. Usage: `python -m bench.webhooks [--events 2000] [--rate 500] [--seconds 5]`.
+and time. Usage: `python -m bench.webhooks [--events 2000] [--rate 500] [--seconds 5] [--endpoints 20]`.
 """
 
 import argparse
@@ -78,23 +80,25 @@ def message_event(instance_id: int, tenant_id: int, seq: int) -> MessageReceived
     )
 
 
-async def run_gateway(events: int, rate: float, seconds: float) -> dict:
-    """Throughput and latency through the webhooks service."""
+async def run_gateway(events: int, rate: float, seconds: float, endpoints: int) -> dict:
+    """Throughput and latency through the webhooks service, events spread over `endpoints` instances."""
     receiver = Receiver()
     await receiver.start()
     try:
         async with gateway_stack(settings={"WGS_WEBHOOKS_ALLOW_PRIVATE": "1"}) as stack:
             stack.start_service("webhooks", "wgs_webhooks")
-            body = {"phone": "491700000001", "provider": "waba"}
-            instance = (await stack.client.post("/api/instances?wait=0", json=body, headers=stack.headers)).json()
-            created = await stack.client.post(
-                f"/api/instances/{instance['id']}/webhooks",
-                json={"url": f"http://127.0.0.1:{receiver.port}/hook", "events": ["message"]},
-                headers={**stack.headers},
-            )
-            if created.status_code != 201:
-                raise RuntimeError(f"endpoint: {created.status_code} {created.text}")
-            tenant_id = instance["tenantId"]
+            instances = []
+            for index in range(endpoints):
+                body = {"phone": f"4917000{index:05d}", "provider": "waba"}
+                instance = (await stack.client.post("/api/instances?wait=0", json=body, headers=stack.headers)).json()
+                created = await stack.client.post(
+                    f"/api/instances/{instance['id']}/webhooks",
+                    json={"url": f"http://127.0.0.1:{receiver.port}/hook", "events": ["message"]},
+                    headers=stack.headers,
+                )
+                if created.status_code != 201:
+                    raise RuntimeError(f"endpoint: {created.status_code} {created.text}")
+                instances.append(instance)
             nc = await nats.connect(stack.env["NATS_URL"])
             js = nc.jetstream()
             sent_at: dict[str, float] = {}
@@ -103,7 +107,8 @@ async def run_gateway(events: int, rate: float, seconds: float) -> dict:
             async def publish() -> None:
                 nonlocal seq
                 seq += 1
-                event = message_event(instance["id"], tenant_id, seq)
+                instance = instances[seq % len(instances)]
+                event = message_event(instance["id"], instance["tenantId"], seq)
                 sent_at[event.event_id] = time.time()
                 await js.publish(
                     subjects.instance_event(instance["id"], "message"),
@@ -186,11 +191,12 @@ async def run_baseline(events: int, rate: float, seconds: float) -> dict:
         await receiver.stop()
 
 
-async def run(events: int, rate: float, seconds: float, out: Path | None) -> dict:
+async def run(events: int, rate: float, seconds: float, endpoints: int, out: Path | None) -> dict:
     """Baseline, then the gateway."""
     result = {
+        "endpoints": endpoints,
         "baseline_direct_post": await run_baseline(events, rate, seconds),
-        "gateway_webhooks": await run_gateway(events, rate, seconds),
+        "gateway_webhooks": await run_gateway(events, rate, seconds, endpoints),
         "targets": {"events_per_second": TARGET_PER_SECOND, "p99_ms_at_offered_rate": TARGET_P99_MS},
     }
     if out:
@@ -205,11 +211,16 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000)
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--endpoints", type=int, default=20, help="instances, one endpoint each (order is per endpoint)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "webhooks.json")
     args = parser.parse_args()
-    if not (1 <= args.events <= 50_000 and 0 < args.rate <= 5000 and 0 < args.seconds <= 60):
-        parser.error("bounds: events 1-50000, rate 0-5000, seconds 0-60")
-    result = asyncio.run(cancel_on_sigterm(run(args.events, args.rate, args.seconds, args.out)))
+    if not (
+        1 <= args.events <= 50_000 and 0 < args.rate <= 5000 and 0 < args.seconds <= 60 and 1 <= args.endpoints <= 200
+    ):
+        parser.error("bounds: events 1-50000, rate 0-5000, seconds 0-60, endpoints 1-200")
+    result = asyncio.run(cancel_on_sigterm(run(args.events, args.rate, args.seconds, args.endpoints, args.out)))
     print(json.dumps(result, indent=2))
     print(f"{'path':<28}{'events/s':>10}{'p50 ms':>10}{'p99 ms':>10}")
     for name, key in (("baseline direct POST", "baseline_direct_post"), ("gateway webhooks", "gateway_webhooks")):
