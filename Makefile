@@ -1,7 +1,7 @@
 # Developer entry points. Everything installs what it needs first.
 .PHONY: install up down test lint format images bench
 
-UV ?= python3 -m uv
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 
 install:
 	./scripts/install-system-deps.sh
