@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from wgs_devstack.processes import ManagedProcess, ProcessError, run_command
+from wgs_devstack.processes import ManagedProcess, ProcessBacked, ProcessError, run_command
 
 # sun_path is 108 bytes; stay well below it.
 _MAX_SOCKET_PATH = 100
@@ -43,7 +43,7 @@ def mounts_under(path: Path) -> list[str]:
     return [p for p in points if p == prefix or p.startswith(prefix + "/")]
 
 
-class DockerEngine:
+class DockerEngine(ProcessBacked):
     """A ``dockerd`` with its own data root, exec root, socket and containerd.
 
     Networking is off (``--bridge=none``, no iptables), so containers run with
@@ -90,16 +90,6 @@ class DockerEngine:
         """``DOCKER_HOST`` value: ``unix://<root>/docker.sock``."""
         return f"unix://{self.socket_path}"
 
-    @property
-    def pid(self) -> int | None:
-        """PID of dockerd, if started."""
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        """True while dockerd is alive."""
-        return self._proc.running
-
     async def start(self, timeout: float = 60.0) -> None:
         """Start dockerd and wait until ``/_ping`` answers OK."""
         if shutil.which("dockerd") is None:
@@ -135,7 +125,3 @@ class DockerEngine:
         for cgroup in Path("/sys/fs/cgroup").glob(f"*/wgs-{self.name}"):
             with contextlib.suppress(OSError):  # still in use by another engine's container
                 cgroup.rmdir()
-
-    def kill9(self) -> None:
-        """SIGKILL dockerd (simulates a node crash); containers keep running in their shims."""
-        self._proc.kill9()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from wgs_devstack.processes import ManagedProcess, ProcessError, free_port, port_in_use
+from wgs_devstack.processes import ManagedProcess, ProcessBacked, ProcessError, free_port, port_in_use
 
 
 def nats_server_binary() -> str:
@@ -22,7 +22,7 @@ def nats_server_binary() -> str:
     return found
 
 
-class EmbeddedNats:
+class EmbeddedNats(ProcessBacked):
     """``nats-server -js`` on 127.0.0.1; restartable on the same port and data dir."""
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
@@ -53,16 +53,6 @@ class EmbeddedNats:
         """Client URL, ``nats://127.0.0.1:<port>``."""
         return f"nats://127.0.0.1:{self.port}"
 
-    @property
-    def pid(self) -> int | None:
-        """PID of the server process, if started."""
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        """True while the server process is alive."""
-        return self._proc.running
-
     async def start(self, timeout: float = 30.0) -> None:
         """Start the server and wait until JetStream reports healthy."""
         # Otherwise the readiness probe could be answered by another server.
@@ -86,7 +76,3 @@ class EmbeddedNats:
     async def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the server by PID (SIGKILL after ``timeout``) and reap it."""
         await self._proc.stop(timeout)
-
-    def kill9(self) -> None:
-        """SIGKILL the server (simulates a crash); call ``stop`` afterwards to reap it."""
-        self._proc.kill9()

@@ -14,6 +14,7 @@ import asyncpg
 
 from wgs_devstack.processes import (
     ManagedProcess,
+    ProcessBacked,
     ProcessError,
     free_port,
     port_in_use,
@@ -48,7 +49,7 @@ def _grant_search(path: Path) -> None:
             directory.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(ProcessBacked):
     """A private PostgreSQL cluster: ``data_dir`` is PGDATA, initialised once.
 
     Runs as the ``postgres`` OS user when we are root (PostgreSQL refuses root);
@@ -72,16 +73,6 @@ class EmbeddedPostgres:
     def dsn(self) -> str:
         """DSN of the ``wgs`` database: ``postgresql://wgs@127.0.0.1:<port>/wgs``."""
         return f"postgresql://{DB_USER}@127.0.0.1:{self.port}/{DB_NAME}"
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the postmaster, if started."""
-        return self._proc.pid
-
-    @property
-    def running(self) -> bool:
-        """True while the postmaster is alive."""
-        return self._proc.running
 
     def _server_argv(self) -> list[str]:
         argv = [
@@ -161,7 +152,3 @@ class EmbeddedPostgres:
     async def stop(self, timeout: float = 30.0) -> None:
         """Fast shutdown: SIGINT the postmaster by PID, SIGKILL after ``timeout``."""
         await self._proc.stop(timeout, sig=signal.SIGINT)
-
-    def kill9(self) -> None:
-        """SIGKILL the postmaster (simulates a crash); call ``stop`` afterwards to reap it."""
-        self._proc.kill9()

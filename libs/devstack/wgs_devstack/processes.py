@@ -256,3 +256,23 @@ class ManagedProcess:
     def kill9(self) -> None:
         """Send SIGKILL to the child's PID (it is reaped by the next poll or stop)."""
         self.send_signal(signal.SIGKILL)
+
+
+class ProcessBacked:
+    """Mixin for a server run as one ManagedProcess (`self._proc`): its PID, liveness and kill -9."""
+
+    _proc: ManagedProcess
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the server process, if started."""
+        return self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        """True while the server process is alive."""
+        return self._proc.running
+
+    def kill9(self) -> None:
+        """SIGKILL the server (simulates a crash); call `stop` afterwards to reap it."""
+        self._proc.kill9()
