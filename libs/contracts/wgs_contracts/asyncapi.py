@@ -6,6 +6,7 @@ import msgspec
 
 from wgs_contracts.instance_events import ConnectionChanged, MessageReceived, MessageStatusChanged, QrChanged
 from wgs_contracts.messages import SCHEMA_VERSION, InstanceStatusChanged, NodeHeartbeat, SchedulerLeaderElected
+from wgs_contracts.state import SnapshotFallback
 
 REF_TEMPLATE: Final = "#/components/schemas/{name}"
 INSTANCE_ID = {"description": "Instance id (an integer)."}
@@ -42,6 +43,12 @@ CHANNELS: Final[dict[str, tuple[str, type[msgspec.Struct], dict[str, Any], str]]
         ConnectionChanged,
         {"instanceId": INSTANCE_ID},
         "WhatsApp connection state (JetStream stream WGS_EVENTS).",
+    ),
+    "instanceSnapshot": (
+        "wgs.evt.instance.{instanceId}.snapshot",
+        SnapshotFallback,
+        {"instanceId": INSTANCE_ID},
+        "A restore fell back to an older snapshot because the newest was corrupt (JetStream stream WGS_EVENTS).",
     ),
     "nodeHeartbeat": (
         "wgs.evt.node.{node}.heartbeat",

@@ -13,6 +13,7 @@ from typing import Final
 import msgspec
 
 from wgs_contracts.messages import Base, InstanceStatusChanged, utcnow
+from wgs_contracts.state import SnapshotFallback
 
 
 class MessageType(StrEnum):
@@ -133,7 +134,8 @@ class ConnectionChanged(EventBase, frozen=True, tag="connection"):
 
 
 ProviderEvent = MessageReceived | MessageStatusChanged | QrChanged | ConnectionChanged
-InstanceEvent = InstanceStatusChanged | ProviderEvent
+TenantEvent = InstanceStatusChanged | ProviderEvent  # what tenants' webhooks receive
+InstanceEvent = TenantEvent | SnapshotFallback  # everything on wgs.evt.instance.>
 
 # The subject token of each event kind: wgs.evt.instance.{id}.{kind}.
 EVENT_KINDS: Final = {

@@ -28,6 +28,13 @@ ALL_DEAD_LETTERS: Final = "wgs.dlq.>"
 ALL_NODE_ASSIGNMENTS: Final = "wgs.rpc.node.*.assignments"
 ALL_SANDBOX_PHONES: Final = "wgs.rpc.sandbox.*"
 
+# Request-reply with the state service (session-state snapshots).
+STATE_UPLOAD_BEGIN: Final = "wgs.rpc.state.upload.begin"
+STATE_UPLOAD_CHUNK: Final = "wgs.rpc.state.upload.chunk"
+STATE_UPLOAD_COMMIT: Final = "wgs.rpc.state.upload.commit"
+STATE_RESTORE_BEGIN: Final = "wgs.rpc.state.restore.begin"
+STATE_RESTORE_CHUNK: Final = "wgs.rpc.state.restore.chunk"
+
 
 def node_commands(node: str) -> str:
     """Subject of the commands addressed to one node agent."""
@@ -72,3 +79,8 @@ def node_assignments(node: str) -> str:
 def dead_letter(consumer: str) -> str:
     """Subject where a consumer parks messages it gave up on."""
     return f"wgs.dlq.{consumer}"
+
+
+def instance_snapshot_events(instance_id: int) -> str:
+    """Subject of an instance's snapshot events (a restore fell back to an older version)."""
+    return instance_event(instance_id, "snapshot")

@@ -149,4 +149,29 @@ class WebhookAttempt(Table, db=DB, tablename="webhook_attempts"):
     latency_ms = Integer(null=True, default=None)
 
 
-__all__ = ["ApiKey", "Instance", "Node", "Tenant", "WebhookAttempt", "WebhookDelivery", "WebhookEndpoint"]
+class Snapshot(Table, db=DB, tablename="snapshots"):
+    """One version of an instance's state folder (zstd tar); its bytes are in `snapshot_chunks`."""
+
+    id = BigSerial(primary_key=True)
+    instance = ForeignKey(Instance, null=False, on_delete=OnDelete.cascade, db_column_name="instance_id")
+    generation = Integer()
+    version = Integer()
+    status = Varchar(length=16, default="uploading")
+    sha256 = Varchar(length=64, null=True, default=None)
+    size_bytes = BigInt()
+    stored_bytes = BigInt(default=0)
+    chunk_count = Integer(default=0)
+    created_at = Timestamptz()
+    completed_at = Timestamptz(null=True, default=None)
+
+
+__all__ = [
+    "ApiKey",
+    "Instance",
+    "Node",
+    "Snapshot",
+    "Tenant",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
+]

@@ -13,6 +13,7 @@ from wgs_api.domain.accounts.controllers import TenantController
 from wgs_api.domain.instances.controllers import InstanceController
 from wgs_api.domain.messaging.controllers import MessagingController
 from wgs_api.domain.nodes.controllers import NodeController
+from wgs_api.domain.snapshots.controllers import SnapshotController
 from wgs_api.domain.system.controllers import root
 from wgs_api.domain.webhooks.controllers import WebhookController
 from wgs_api.errors import EXCEPTION_HANDLERS
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             InstanceController,
             MessagingController,
             WebhookController,
+            SnapshotController,
         ],
         lifespan=[lifespan],
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -1,1 +1,1 @@
-"""State service: session-state snapshots (idle in this release)."""
+"""State service: chunked, compressed, checksummed, versioned session-state snapshots in PostgreSQL."""

@@ -5,7 +5,8 @@ import logging
 
 from faststream.nats import NatsMessage
 from wgs_contracts import streams, subjects
-from wgs_contracts.instance_events import InstanceEvent
+from wgs_contracts.instance_events import InstanceEvent, TenantEvent
+from wgs_contracts.state import SnapshotFallback
 from wgs_db.engine import close_database, open_database
 from wgs_kit.lifecycle import cancel_all, wait_for_shutdown
 from wgs_kit.messaging import decode, durable_subscriber, guarded_delivery, make_broker
@@ -23,7 +24,7 @@ FANOUT_MAX_DELIVER = 8
 FANOUT_ACK_WAIT_SECONDS = 10.0
 
 
-async def fan_out(event: InstanceEvent) -> int:
+async def fan_out(event: TenantEvent) -> int:
     """Turn one event into deliveries (one per matching endpoint, payload frozen now)."""
     return await store.fan_out(
         event_id=event.event_id,
@@ -59,7 +60,10 @@ async def run(settings: Settings) -> None:
     )
     async def on_event(body: bytes, msg: NatsMessage) -> None:
         async with guarded_delivery(broker, msg, consumer=FANOUT_CONSUMER, max_deliver=FANOUT_MAX_DELIVER):
-            if await fan_out(decode(body, InstanceEvent)):  # type: ignore[arg-type]
+            event: InstanceEvent = decode(body, InstanceEvent)  # type: ignore[arg-type]
+            if isinstance(event, SnapshotFallback):
+                return  # an operator's event, not a tenant's webhook
+            if await fan_out(event):
                 dispatcher.wake()
 
     await broker.start()

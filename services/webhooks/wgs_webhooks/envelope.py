@@ -4,10 +4,10 @@ from datetime import datetime
 
 import msgspec
 from wgs_contracts.instance_events import (
-    InstanceEvent,
     MessageReceived,
     MessageStatusChanged,
     QrChanged,
+    TenantEvent,
 )
 from wgs_contracts.messages import InstanceStatusChanged
 
@@ -95,7 +95,7 @@ class Envelope(msgspec.Struct, kw_only=True):
     data: Data
 
 
-def event_type(event: InstanceEvent) -> str:
+def event_type(event: TenantEvent) -> str:
     """The event's type tag (`message`, `message.status`, `instance.status`, `qr`, `connection`)."""
     return str(type(event).__struct_config__.tag)
 
@@ -115,7 +115,7 @@ def message_data(event: MessageReceived) -> MessageData:
     )
 
 
-def event_data(event: InstanceEvent) -> Data:
+def event_data(event: TenantEvent) -> Data:
     """The `data` part of an event's webhook."""
     if isinstance(event, MessageReceived):
         return message_data(event)
@@ -130,7 +130,7 @@ def event_data(event: InstanceEvent) -> Data:
     return ConnectionData(state=event.state.value, phone_id=event.phone_id, reason=event.reason)
 
 
-def envelope_body(event: InstanceEvent) -> bytes:
+def envelope_body(event: TenantEvent) -> bytes:
     """The exact JSON bytes sent (and signed) for an event."""
     envelope = Envelope(
         id=event.event_id,
