@@ -17,6 +17,7 @@ from wgs_devstack.processes import (
     pid_alive,
     run_command,
 )
+from wgs_kit.waiting import wait_until
 
 # Listens on the port given as argv[1] after a short delay; exits 0 on SIGTERM.
 SERVER = """
@@ -128,10 +129,11 @@ async def test_cancelled_run_command_kills_the_command(tmp_path: Path) -> None:
     pid_file = tmp_path / "pid"
     code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
     task = asyncio.create_task(run_command([sys.executable, "-c", code], log_path=tmp_path / "c.log"))
-    deadline = asyncio.get_running_loop().time() + 10
-    while not (pid_file.is_file() and pid_file.read_text()):
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.05)
+
+    async def pid_written() -> bool:
+        return pid_file.is_file() and bool(pid_file.read_text())
+
+    await wait_until(pid_written, timeout=10, what="the command wrote its pid")
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
