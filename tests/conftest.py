@@ -24,10 +24,10 @@ from wgs_devstack.processes import free_port
 from wgs_devstack.services import ApiService, Service
 from wgs_kit.waiting import wait_until
 
+from tests.support.sandbox import SANDBOX_IMAGE
 from tests.support.webhooks import Receiver
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SANDBOX_IMAGE = "wgs-provider-sandbox:latest"
 ENGINE_NAMES = ("n1",)
 
 

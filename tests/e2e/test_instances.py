@@ -4,7 +4,6 @@ import os
 import signal
 from pathlib import Path
 
-import aiodocker
 import httpx
 import msgspec
 import nats
@@ -16,15 +15,9 @@ from wgs_devstack.services import Service
 from wgs_kit.waiting import wait_until
 
 from tests.support.api import create_tenant, unique_phone
+from tests.support.sandbox import containers_of
 
 pytestmark = pytest.mark.docker
-
-
-async def containers_of(engine: DockerEngine, instance_id: int) -> list[dict]:
-    """The engine's containers labelled with the instance id."""
-    async with aiodocker.Docker(url=engine.host) as docker:
-        found = await docker.containers.list(all=True, filters={"label": [f"{labels.INSTANCE_ID}={instance_id}"]})
-        return [await c.show() for c in found]
 
 
 async def test_create_runs_container_with_limits_then_delete_removes_it(
@@ -56,7 +49,7 @@ async def test_create_runs_container_with_limits_then_delete_removes_it(
     assert host["Memory"] == 128 * 2**20
     assert host["MemorySwap"] == 128 * 2**20
     assert host["PidsLimit"] == 256
-    assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    assert host["RestartPolicy"]["Name"] == "no"
     assert host["Init"] is True
     assert container["Config"]["User"] == "10001:10001"
     assert container["Config"]["Labels"][labels.GENERATION] == str(instance["generation"])

@@ -14,54 +14,13 @@ from wgs_contracts.instance_events import MessageReceived
 from wgs_devstack.services import Service
 from wgs_kit.waiting import wait_until
 
-from tests.support.api import Tenant, create_tenant, unique_phone
+from tests.support.api import Tenant, create_tenant
+from tests.support.sandbox import connected, connection_is, history, pair_up, reaches, running_sandbox
 from tests.support.webhooks import Hit, Receiver, verify_webhook
 
 pytestmark = pytest.mark.docker
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY_PNG = base64.b64encode(PNG_MAGIC + b"\x00" * 16).decode()
-
-
-async def running_sandbox(client: httpx.AsyncClient, tenant: Tenant) -> dict:
-    body = {"phone": unique_phone(), "provider": "sandbox", "resources": {"cpu": "0.1", "memory": "64m"}}
-    response = await client.post("/api/instances", json=body, headers=tenant.headers)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-async def connection_is(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, state: str) -> dict:
-    async def reached() -> dict | None:
-        view = (await client.get(f"/api/instances/{instance_id}", headers=tenant.headers)).json()
-        return view if view["connectionState"] == state else None
-
-    return await wait_until(reached, timeout=30, interval=0.2, what=f"instance {instance_id} {state}")
-
-
-async def connected(client: httpx.AsyncClient, tenant: Tenant, instance_id: int) -> dict:
-    return await connection_is(client, tenant, instance_id, "connected")
-
-
-async def pair_up(client: httpx.AsyncClient, tenant: Tenant, instance_id: int) -> dict:
-    """Wait for the QR, scan it, wait until connected."""
-    await connection_is(client, tenant, instance_id, "qr")
-    scanned = await client.post(f"/api/instances/{instance_id}/sandbox/scan", headers=tenant.headers)
-    assert scanned.status_code == 200, scanned.text
-    return await connected(client, tenant, instance_id)
-
-
-async def history(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, message_id: str) -> list[str]:
-    response = await client.get(f"/api/instances/{instance_id}/messages/{message_id}", headers=tenant.headers)
-    assert response.status_code == 200, response.text
-    return [entry["status"] for entry in response.json()["history"]]
-
-
-async def reaches(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, message_id: str, status: str) -> dict:
-    async def reached() -> dict | None:
-        response = await client.get(f"/api/instances/{instance_id}/messages/{message_id}", headers=tenant.headers)
-        body = response.json()
-        return body if status in [h["status"] for h in body["history"]] else None
-
-    return await wait_until(reached, timeout=30, interval=0.2, what=f"message {message_id} {status}")
 
 
 @pytest.fixture

@@ -11,8 +11,8 @@ from wgs_devstack.services import Service
 from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
 
-from tests.e2e.test_instances import containers_of
 from tests.support.api import Tenant, create_tenant, unique_phone
+from tests.support.sandbox import containers_of
 
 pytestmark = pytest.mark.docker
 SMALL = {"cpu": "0.1", "memory": "64m"}

@@ -422,3 +422,18 @@ async def test_routing_errors(provider):
     assert (response.status, response.headers) == (405, {"Allow": "GET"})
     assert await call(provider, "POST", "/messages", b"{bad") == (400, {"error": "body is not valid JSON"})
     assert await call(provider, "POST", "/messages", b"[1]") == (400, {"error": "body must be a JSON object"})
+
+
+async def test_a_read_receipt_overtaking_the_delivery_one_reports_delivered_first(provider):
+    await pair(provider)
+    await send(provider, "c")
+    seq = await last_seq(provider)
+    assert await call(provider, "POST", "/sandbox/receipt", {"id": "c", "status": "read"}) == (
+        200,
+        {"id": "c", "status": "read"},
+    )
+    assert await call(provider, "POST", "/sandbox/receipt", {"id": "c", "status": "delivered"}) == (
+        200,
+        {"id": "c", "status": "read"},
+    )
+    assert [e["data"]["status"] for e in await events(provider, after=seq)] == ["delivered", "read"]

@@ -5,7 +5,14 @@ from typing import Any, Final
 import msgspec
 
 from wgs_contracts.instance_events import ConnectionChanged, MessageReceived, MessageStatusChanged, QrChanged
-from wgs_contracts.messages import SCHEMA_VERSION, InstanceStatusChanged, NodeHeartbeat, SchedulerLeaderElected
+from wgs_contracts.messages import (
+    SCHEMA_VERSION,
+    InstanceStatusChanged,
+    NodeHeartbeat,
+    NodeStatusChanged,
+    SchedulerLeaderElected,
+    SnapshotTaken,
+)
 from wgs_contracts.state import SnapshotFallback
 
 REF_TEMPLATE: Final = "#/components/schemas/{name}"
@@ -55,6 +62,18 @@ CHANNELS: Final[dict[str, tuple[str, type[msgspec.Struct], dict[str, Any], str]]
         NodeHeartbeat,
         {"node": NODE_NAME},
         "Liveness and capacity of a node (core NATS, every few seconds).",
+    ),
+    "nodeStatus": (
+        "wgs.evt.node.{node}.status",
+        NodeStatusChanged,
+        {"node": NODE_NAME},
+        "The scheduler marked a node lost (its instances moved) or ready again (core NATS).",
+    ),
+    "nodeSnapshot": (
+        "wgs.evt.node.{node}.snapshot",
+        SnapshotTaken,
+        {"node": NODE_NAME},
+        "A node agent stored or skipped an instance snapshot, with the pause it cost (core NATS).",
     ),
     "schedulerLeader": (
         "wgs.evt.scheduler.leader",

@@ -42,6 +42,7 @@ class InstanceStatus(StrEnum):
     UNSCHEDULABLE = "unschedulable"  # no node fits right now (event only; row stays pending)
     SCHEDULED = "scheduled"  # placed; start command sent to the node
     STARTING = "starting"
+    MIGRATING = "migrating"  # moving to another node; sends are queued meanwhile
     RUNNING = "running"
     FAILED = "failed"
     STOPPED = "stopped"
@@ -144,6 +145,31 @@ class SchedulerLeaderElected(Base, frozen=True, tag="scheduler.leader"):
     at: datetime = msgspec.field(default_factory=utcnow)
 
 
+class NodeStatusChanged(Base, frozen=True, tag="node.status"):
+    """The scheduler marked a node `lost` (heartbeats stopped) or `ready` again; `wgs.evt.node.{node}.status`."""
+
+    node: str
+    status: str  # "lost" | "ready"
+    moved_instances: tuple[int, ...] = ()
+    at: datetime = msgspec.field(default_factory=utcnow)
+
+
+class SnapshotTaken(Base, frozen=True, tag="node.snapshot"):
+    """A node agent stored (or skipped, unchanged) a snapshot of an instance; `wgs.evt.node.{node}.snapshot`.
+
+    `pause_ms` is how long the container was paused for the copy (0 when it was not running).
+    """
+
+    node: str
+    instance_id: int
+    generation: int
+    reason: str  # periodic | stopped | paired | handoff | died
+    version: int | None  # None: skipped because the content did not change
+    size_bytes: int
+    pause_ms: float
+    at: datetime = msgspec.field(default_factory=utcnow)
+
+
 # --- request-reply ------------------------------------------------------------------------------
 
 
@@ -160,6 +186,52 @@ class AssignmentsReply(Base, frozen=True, tag="node.assignments.reply"):
     assignments: tuple[StartInstance, ...]
 
 
+class HandOffRequest(Base, frozen=True, tag="node.handoff.request"):
+    """Scheduler → the node running an instance: stop it, store its final snapshot, remove its container."""
+
+    instance_id: int
+    generation: int
+
+
+class HandOffReply(Base, frozen=True, tag="node.handoff.reply"):
+    """The instance stopped and its final snapshot is stored (`ok`), or why not (then it runs on)."""
+
+    ok: bool
+    version: int | None = None
+    error: str | None = None
+
+
+class MigrateRequest(Base, frozen=True, tag="scheduler.migrate.request"):
+    """API → scheduler leader: move an instance to `target_node` (a node name, or "any")."""
+
+    instance_id: int
+    target_node: str
+
+
+class DrainRequest(Base, frozen=True, tag="scheduler.drain.request"):
+    """API → scheduler leader: cordon a node and migrate every instance off it."""
+
+    node: str
+
+
+class MigrateReply(Base, frozen=True, tag="scheduler.migrate.reply"):
+    """Outcome of a migration: `status` is the HTTP status the API answers with, `error` its reason."""
+
+    status: int
+    node: str | None = None
+    error: str | None = None
+
+
+class DrainReply(Base, frozen=True, tag="scheduler.drain.reply"):
+    """Outcome of a drain: the instances moved and those that could not be (id → reason)."""
+
+    status: int
+    node: str
+    moved: tuple[int, ...] = ()
+    failed: dict[int, str] = msgspec.field(default_factory=dict)
+    error: str | None = None
+
+
 WIRE_TYPES: Final = (
     CreateInstance,
     DeleteInstance,
@@ -170,4 +242,12 @@ WIRE_TYPES: Final = (
     SchedulerLeaderElected,
     AssignmentsRequest,
     AssignmentsReply,
+    NodeStatusChanged,
+    SnapshotTaken,
+    HandOffRequest,
+    HandOffReply,
+    MigrateRequest,
+    MigrateReply,
+    DrainRequest,
+    DrainReply,
 )

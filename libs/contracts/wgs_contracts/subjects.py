@@ -16,6 +16,8 @@ ALL_NODE_COMMANDS: Final = "wgs.node.*.cmd"
 ALL_INSTANCE_STATUS: Final = "wgs.evt.instance.*.status"
 ALL_INSTANCE_EVENTS: Final = "wgs.evt.instance.>"
 ALL_NODE_HEARTBEATS: Final = "wgs.evt.node.*.heartbeat"
+ALL_NODE_STATUS: Final = "wgs.evt.node.*.status"
+ALL_NODE_SNAPSHOTS: Final = "wgs.evt.node.*.snapshot"
 SCHEDULER_LEADER: Final = "wgs.evt.scheduler.leader"
 
 # Sends queued while an instance cannot take them (JetStream stream OUTBOUND).
@@ -27,6 +29,8 @@ ALL_DEAD_LETTERS: Final = "wgs.dlq.>"
 # Request-reply.
 ALL_NODE_ASSIGNMENTS: Final = "wgs.rpc.node.*.assignments"
 ALL_SANDBOX_PHONES: Final = "wgs.rpc.sandbox.*"
+SCHEDULER_MIGRATE: Final = "wgs.rpc.scheduler.migrate"  # answered by the leader only
+SCHEDULER_DRAIN: Final = "wgs.rpc.scheduler.drain"  # answered by the leader only
 
 # Request-reply with the state service (session-state snapshots).
 STATE_UPLOAD_BEGIN: Final = "wgs.rpc.state.upload.begin"
@@ -84,3 +88,18 @@ def dead_letter(consumer: str) -> str:
 def instance_snapshot_events(instance_id: int) -> str:
     """Subject of an instance's snapshot events (a restore fell back to an older version)."""
     return instance_event(instance_id, "snapshot")
+
+
+def node_status(node: str) -> str:
+    """Subject of one node's liveness changes (`lost`, `ready`)."""
+    return f"wgs.evt.node.{node}.status"
+
+
+def node_snapshots(node: str) -> str:
+    """Subject of the snapshots one node agent took (with the pause each one cost)."""
+    return f"wgs.evt.node.{node}.snapshot"
+
+
+def node_handoff(node: str) -> str:
+    """Request subject asking a node agent to hand an instance off (final snapshot, then stop)."""
+    return f"wgs.rpc.node.{node}.handoff"

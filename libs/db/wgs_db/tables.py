@@ -62,6 +62,7 @@ class Node(Table, db=DB, tablename="nodes"):
     providers = JSONB(default=[])
     runtime = Varchar(length=16, null=True, default=None)
     last_heartbeat_at = Timestamptz(null=True, default=None)
+    lost_at = Timestamptz(null=True, default=None)  # set by the scheduler when heartbeats stopped
     created_at = Timestamptz()
 
 

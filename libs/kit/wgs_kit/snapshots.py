@@ -144,12 +144,17 @@ async def send_chunk(nc: NatsClient, snapshot_id: int, index: int, data: bytes) 
     await ask(nc, subjects.STATE_UPLOAD_CHUNK, data, ChunkStored, timeout=CHUNK_TIMEOUT_SECONDS, **extra)
 
 
-async def restore_folder(nc: NatsClient, instance_id: int, folder: Path) -> int | None:
-    """Replace `folder` by the newest good snapshot of the instance; its version, or None when there is none."""
+async def restore_folder(
+    nc: NatsClient, instance_id: int, folder: Path, *, newer_than: int | None = None
+) -> int | None:
+    """Replace `folder` by the newest good snapshot of the instance; its version.
+
+    None (and `folder` untouched) when there is no snapshot, or none newer than version `newer_than`.
+    """
     begin = encode(RestoreBegin(instance_id=instance_id))
     response = await nc.request(subjects.STATE_RESTORE_BEGIN, begin, timeout=VERIFY_TIMEOUT_SECONDS)
     info = cast(SnapshotInfo | NoSnapshot, accepted(response.data, RestoreReply))
-    if isinstance(info, NoSnapshot):
+    if isinstance(info, NoSnapshot) or (newer_than is not None and info.version <= newer_than):
         return None
     staged = staging_file(folder, "restore")
     fresh = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.fresh-"))

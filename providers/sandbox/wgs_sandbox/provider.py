@@ -321,6 +321,8 @@ class SandboxProvider:
         if current is None:
             raise HttpError(404, "unknown message id", field="id")
         if advances(current, status):
+            if status == "read" and current == "sent":  # the read receipt overtook the delivery one
+                self._emit("message.status", {"message_id": message_id, "status": "delivered", "reason": None})
             self.sent[message_id] = status
             self._emit("message.status", {"message_id": message_id, "status": status, "reason": reason})
         return Response(200, {"id": message_id, "status": self.sent[message_id]})

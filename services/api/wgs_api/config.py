@@ -23,6 +23,8 @@ class Settings:
     default_memory: str
     min_memory_bytes: int
     pids_limit: int
+    migrate_timeout_seconds: float
+    drain_timeout_seconds: float
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -41,6 +43,8 @@ class Settings:
             default_memory=env_str("WGS_DEFAULT_MEMORY", "512m"),
             min_memory_bytes=env_int("WGS_MIN_MEMORY_BYTES", 32 * 1024 * 1024),
             pids_limit=env_int("WGS_PIDS_LIMIT", 256),
+            migrate_timeout_seconds=env_float("WGS_API_MIGRATE_TIMEOUT_SECONDS", 240.0),
+            drain_timeout_seconds=env_float("WGS_API_DRAIN_TIMEOUT_SECONDS", 3600.0),
         )
 
 

@@ -82,6 +82,25 @@ class StartFailed(ApiError):
     code = ErrorCode.START_FAILED
 
 
+class TimedOut(ApiError):
+    status_code = 504
+    code = ErrorCode.TIMEOUT
+
+
+ERROR_BY_STATUS: dict[int, type[ApiError]] = {
+    404: NotFound,
+    409: Conflict,
+    422: Invalid,
+    503: NoCapacity,
+    504: TimedOut,
+}
+
+
+def error_for_status(status: int, message: str) -> ApiError:
+    """The ApiError answering with `status` (502 start_failed for any other failure)."""
+    return ERROR_BY_STATUS.get(status, StartFailed)(message)
+
+
 def error_response(status: int, body: ErrorBody, headers: dict[str, str] | None = None) -> Response[bytes]:
     """A JSON error response."""
     return Response(

@@ -1,7 +1,9 @@
 """The API's NATS side: commands, relayed provider calls, queued sends, following instance events."""
 
 import logging
+from typing import TypeVar
 
+import msgspec
 from faststream.nats import NatsBroker, NatsMessage
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -19,9 +21,11 @@ from wgs_kit.messaging import (
 )
 
 from wgs_api.domain.instances.status import StatusBoard
+from wgs_api.errors import TimedOut, Unavailable
 from wgs_api.events import apply_event
 
 log = logging.getLogger(__name__)
+R = TypeVar("R")
 EVENTS_CONSUMER = "api-instance-events"
 EVENTS_MAX_DELIVER = 8
 
@@ -78,6 +82,16 @@ class ApiMessaging:
         except (NoRespondersError, NatsTimeoutError, TimeoutError):
             return None
         return decode(response.body, ProviderReply)
+
+    async def ask_scheduler(self, subject: str, request: msgspec.Struct, reply_type: type[R], *, timeout: float) -> R:
+        """A request to the scheduler leader and its reply; 503 when no scheduler leads, 504 after `timeout`."""
+        try:
+            response = await self.broker.request(encode(request), subject, headers=trace_headers(), timeout=timeout)
+        except NoRespondersError:
+            raise Unavailable("No scheduler is leading right now; try again shortly.") from None
+        except (NatsTimeoutError, TimeoutError):
+            raise TimedOut(f"The scheduler did not finish within {timeout:g} s.") from None
+        return decode(response.body, reply_type)
 
     async def enqueue_send(self, message: OutboundMessage) -> None:
         """Queue a send durably until its instance takes it (deduplicated by message id)."""

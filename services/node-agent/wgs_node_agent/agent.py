@@ -10,30 +10,40 @@ import asyncio
 import logging
 import shutil
 from collections import OrderedDict, defaultdict
+from collections.abc import Coroutine
+from typing import Any
 
 from faststream.nats import NatsBroker
+from nats.errors import NoRespondersError
 from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import ProviderCall, ProviderReply
 from wgs_contracts.messages import (
     AssignmentsReply,
     AssignmentsRequest,
+    HandOffReply,
+    HandOffRequest,
     InstanceSpec,
     InstanceStatus,
     InstanceStatusChanged,
     NodeCommand,
     NodeHeartbeat,
+    SnapshotTaken,
     StartInstance,
     StopInstance,
 )
-from wgs_kit.messaging import decode, encode, publish_core, publish_durable, trace_headers
+from wgs_kit.messaging import decode, encode, publish_core, publish_durable, redelivery_delay, trace_headers
+from wgs_kit.snapshots import SnapshotError
 
 from wgs_node_agent.config import Settings
 from wgs_node_agent.fencing import GenerationLedger
 from wgs_node_agent.runtime.base import ContainerEvent, InstancePaths, ManagedContainer, Runtime, StartError
 from wgs_node_agent.session import InstanceSession
+from wgs_node_agent.snapshots import Outcome, Snapshotter, read_marker
 
 log = logging.getLogger(__name__)
 SEEN_EVENTS_LIMIT = 1024
+HANDED_OFF_SECONDS = 60.0  # a handed-off generation is not started here again for this long
+CRASH_RESET_SECONDS = 60.0  # a container that ran this long since its last crash starts over at the first backoff
 
 
 class NodeAgent:
@@ -49,7 +59,28 @@ class NodeAgent:
         self._removing: set[str] = set()
         self._reported_deaths: set[str] = set()
         self._seen_events: OrderedDict[tuple[str, str, int], None] = OrderedDict()
+        self._handed_off: dict[int, tuple[int, float]] = {}  # instance → (generation, when)
+        self._crashes: dict[str, tuple[int, float]] = {}  # container → (crashes in a row, when last)
+        self._background: set[asyncio.Task[None]] = set()
         self.sessions: dict[int, InstanceSession] = {}
+        self.snapshots = Snapshotter(
+            lambda: broker.connection, restore_timeout_seconds=settings.restore_timeout_seconds
+        )
+
+    def paths(self, instance_id: int) -> InstancePaths:
+        """The host folders of an instance on this node."""
+        return InstancePaths.under(self.settings.data_dir, instance_id)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background; it is cancelled when the agent shuts down."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _was_handed_off(self, instance_id: int, generation: int) -> bool:
+        handed = self._handed_off.get(instance_id)
+        now = asyncio.get_running_loop().time()
+        return handed is not None and generation <= handed[0] and now - handed[1] < HANDED_OFF_SECONDS
 
     def _touch(self, instance_id: int) -> None:
         self._touched_at[instance_id] = asyncio.get_running_loop().time()
@@ -65,20 +96,28 @@ class NodeAgent:
         """Run the instance at `generation` unless a newer generation has been seen."""
         async with self._locks[spec.instance_id]:
             self._touch(spec.instance_id)
-            if self.ledger.is_stale(spec.instance_id, generation):
+            if self.ledger.is_stale(spec.instance_id, generation) or self._was_handed_off(spec.instance_id, generation):
                 log.info("ignoring start of instance %d gen %d: stale", spec.instance_id, generation)
                 return
             self.ledger.record(spec.instance_id, generation)
             await self.report(spec.instance_id, spec.tenant_id, generation, InstanceStatus.STARTING)
-            paths = InstancePaths.under(self.settings.data_dir, spec.instance_id)
+            paths = self.paths(spec.instance_id)
             try:
+                if generation > 1 and not await self._has_container(spec.instance_id, generation):
+                    await self.snapshots.restore_if_newer(spec.instance_id, paths)
                 await self.runtime.start(spec, generation, paths)
-            except StartError as exc:
-                log.warning("instance %d cannot start: %s", spec.instance_id, exc)
-                await self.report(spec.instance_id, spec.tenant_id, generation, InstanceStatus.FAILED, str(exc))
+            except (StartError, SnapshotError, TimeoutError, NoRespondersError) as exc:
+                reason = str(exc) if isinstance(exc, StartError) else f"cannot restore its state: {exc!r}"
+                log.warning("instance %d cannot start: %s", spec.instance_id, reason)
+                await self.report(spec.instance_id, spec.tenant_id, generation, InstanceStatus.FAILED, reason)
                 return
             await self._open_session(spec, generation)
             await self.report(spec.instance_id, spec.tenant_id, generation, InstanceStatus.RUNNING)
+
+    async def _has_container(self, instance_id: int, generation: int) -> bool:
+        return any(
+            c.instance_id == instance_id and c.generation == generation for c in await self.runtime.list_managed()
+        )
 
     async def _open_session(self, spec: InstanceSpec, generation: int) -> None:
         """Start the instance's session (pump, drain, phone) unless one runs at this generation."""
@@ -87,7 +126,11 @@ class NodeAgent:
             return
         await self._close_session(spec.instance_id)
         session = InstanceSession(
-            spec, generation, InstancePaths.under(self.settings.data_dir, spec.instance_id), self.broker
+            spec,
+            generation,
+            self.paths(spec.instance_id),
+            self.broker,
+            on_paired=lambda: self._spawn(self.snapshot(spec.instance_id, "paired")),
         )
         await session.start()
         self.sessions[spec.instance_id] = session
@@ -100,9 +143,128 @@ class NodeAgent:
                 await session.forget_outbound()
 
     async def close_sessions(self) -> None:
-        """Stop every session (the agent is shutting down; containers keep running)."""
+        """Stop every session and background task (the agent is shutting down; containers keep running)."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         for instance_id in list(self.sessions):
             await self._close_session(instance_id)
+
+    # --- snapshots and hand-off -----------------------------------------------------------------
+
+    async def snapshot(self, instance_id: int, reason: str) -> None:
+        """Snapshot a running instance: pause, copy its state, unpause, upload if it changed."""
+        async with self._locks[instance_id]:
+            session = self.sessions.get(instance_id)
+            if session is None or self.ledger.is_stale(instance_id, session.generation):
+                return
+            generation = session.generation
+            running = [
+                c
+                for c in await self.runtime.list_managed()
+                if c.instance_id == instance_id and c.generation == generation and c.running
+            ]
+            if not running:
+                return
+            container = running[0]
+
+            async def pause() -> None:
+                await self.runtime.pause(container)
+
+            async def unpause() -> None:
+                await self.runtime.unpause(container)
+
+            try:
+                outcome = await self.snapshots.take(
+                    instance_id, generation, self.paths(instance_id), pause=pause, unpause=unpause
+                )
+            except Exception as exc:
+                log.warning("instance %d: %s snapshot failed: %r", instance_id, reason, exc)
+                return
+        await self._publish_snapshot(instance_id, generation, reason, outcome)
+
+    async def snapshot_all(self) -> None:
+        """Snapshot every instance this node runs (the periodic pass)."""
+        for instance_id in list(self.sessions):
+            await self.snapshot(instance_id, "periodic")
+
+    async def handoff(self, request: HandOffRequest) -> HandOffReply:
+        """Stop the instance, store its final snapshot and remove its container (a migration's first half).
+
+        On failure the instance runs on here as before and the reply says why.
+        """
+        instance_id, generation = request.instance_id, request.generation
+        async with self._locks[instance_id]:
+            self._touch(instance_id)
+            if self.ledger.seen(instance_id) != generation:
+                return HandOffReply(
+                    ok=False, error=f"node runs generation {self.ledger.seen(instance_id)}, not {generation}"
+                )
+            session = self.sessions.get(instance_id)
+            containers = [
+                c
+                for c in await self.runtime.list_managed()
+                if c.instance_id == instance_id and c.generation <= generation
+            ]
+            if containers and session is None:
+                return HandOffReply(ok=False, error="the instance is still starting on its node")
+            await self._close_session(instance_id)
+            for container in containers:
+                await self._remove(container)
+            paths = self.paths(instance_id)
+            try:
+                outcome = await self.snapshots.take(instance_id, generation, paths)
+            except Exception as exc:
+                log.warning("instance %d: final snapshot failed (%r); it runs on here", instance_id, exc)
+                if session is not None:
+                    await self.runtime.start(session.spec, generation, paths)
+                    await self._open_session(session.spec, generation)
+                return HandOffReply(ok=False, error=f"final snapshot failed: {exc!r}")
+            self._handed_off[instance_id] = (generation, asyncio.get_running_loop().time())
+            self._touch(instance_id)
+        await self._publish_snapshot(instance_id, generation, "handoff", outcome)
+        marker = read_marker(paths)
+        return HandOffReply(ok=True, version=outcome.version or (marker.version if marker else None))
+
+    async def _publish_snapshot(self, instance_id: int, generation: int, reason: str, outcome: Outcome) -> None:
+        event = SnapshotTaken(
+            node=self.settings.node_name,
+            instance_id=instance_id,
+            generation=generation,
+            reason=reason,
+            version=outcome.version,
+            size_bytes=outcome.size_bytes,
+            pause_ms=outcome.pause_ms,
+        )
+        await publish_core(self.broker, subjects.node_snapshots(self.settings.node_name), event)
+
+    async def _after_death(self, container: ManagedContainer, exit_code: int | None) -> None:
+        """Snapshot a container that stopped on its own; restart it (with backoff) if it crashed."""
+        instance_id = container.instance_id
+        async with self._locks[instance_id]:
+            if self.ledger.is_stale(instance_id, container.generation) or container.container_id in self._removing:
+                return
+            try:
+                outcome = await self.snapshots.take(instance_id, container.generation, self.paths(instance_id))
+            except Exception as exc:
+                log.warning("instance %d: snapshot after its container stopped failed: %r", instance_id, exc)
+            else:
+                await self._publish_snapshot(instance_id, container.generation, "stopped", outcome)
+        if exit_code == 0:
+            return  # a clean exit: the next reconcile starts it again
+        now = asyncio.get_running_loop().time()
+        crashes, last = self._crashes.get(container.container_id, (0, now))
+        crashes = 1 if now - last > CRASH_RESET_SECONDS else crashes + 1
+        self._crashes[container.container_id] = (crashes, now)
+        await asyncio.sleep(redelivery_delay(crashes))
+        async with self._locks[instance_id]:
+            session = self.sessions.get(instance_id)
+            if session is None or session.generation != container.generation:
+                return
+            current = [c for c in await self.runtime.list_managed() if c.container_id == container.container_id]
+            if current and not current[0].running:
+                log.info("restarting crashed container %s of instance %d", container.container_id[:12], instance_id)
+                await self.runtime.start(session.spec, container.generation, self.paths(instance_id))
 
     async def relay(self, call: ProviderCall) -> ProviderReply:
         """Forward an HTTP call to a provider on this node; 404 when the instance is not here."""
@@ -126,6 +288,13 @@ class NodeAgent:
                     await self._remove(container)
             if remove:
                 shutil.rmtree(self.settings.data_dir / "instances" / str(instance_id), ignore_errors=True)
+            else:
+                try:
+                    outcome = await self.snapshots.take(instance_id, generation, self.paths(instance_id))
+                except Exception as exc:
+                    log.warning("instance %d: snapshot after stop failed: %r", instance_id, exc)
+                else:
+                    await self._publish_snapshot(instance_id, generation, "stopped", outcome)
             await self.report(
                 instance_id,
                 command.tenant_id,
@@ -163,6 +332,7 @@ class NodeAgent:
             status = InstanceStatus.STOPPED if code == 0 else InstanceStatus.FAILED
             reason = f"provider exited with code {code}" + (" (killed: out of memory?)" if code == 137 else "")
             await self.report(container.instance_id, container.tenant_id, container.generation, status, reason)
+            self._spawn(self._after_death(container, code))
         elif event.action == "start" and container.container_id in self._reported_deaths:
             self._reported_deaths.discard(container.container_id)
             await self.report(
@@ -195,7 +365,9 @@ class NodeAgent:
                     )
         running = {(c.instance_id, c.generation) for c in actual if c.running}
         for instance_id, assignment in wanted.items():
-            if self._touched_at.get(instance_id, 0.0) > asked_at:
+            if self._touched_at.get(instance_id, 0.0) > asked_at or self._was_handed_off(
+                instance_id, assignment.generation
+            ):
                 continue
             if (instance_id, assignment.generation) not in running:
                 await self.start(assignment.spec, assignment.generation)

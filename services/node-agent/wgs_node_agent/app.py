@@ -6,7 +6,7 @@ import logging
 from faststream.nats import NatsMessage
 from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import ProviderCall
-from wgs_contracts.messages import NodeCommand
+from wgs_contracts.messages import HandOffRequest, NodeCommand
 from wgs_kit.lifecycle import cancel_all, wait_for_shutdown
 from wgs_kit.messaging import decode, durable_subscriber, encode, guarded_delivery, make_broker
 
@@ -50,6 +50,16 @@ async def reconcile_forever(agent: NodeAgent, seconds: float) -> None:
         await asyncio.sleep(seconds if done else 1.0)
 
 
+async def snapshot_forever(agent: NodeAgent, seconds: float) -> None:
+    """Snapshot every running instance every `seconds` (unchanged state is not uploaded)."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await agent.snapshot_all()
+        except Exception:
+            log.exception("periodic snapshots failed")
+
+
 async def run(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT; containers keep running when the agent stops."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -74,12 +84,17 @@ async def run(settings: Settings) -> None:
     async def on_provider_call(body: bytes) -> bytes:
         return encode(await agent.relay(decode(body, ProviderCall)))
 
+    @broker.subscriber(subjects.node_handoff(settings.node_name))
+    async def on_handoff(body: bytes) -> bytes:
+        return encode(await agent.handoff(decode(body, HandOffRequest)))
+
     await broker.start()
     log.info("node agent %s up with the %s runtime", settings.node_name, runtime.name)
     tasks = [
         asyncio.create_task(heartbeat_forever(agent, settings.heartbeat_seconds)),
         asyncio.create_task(reconcile_forever(agent, settings.reconcile_seconds)),
         asyncio.create_task(watch_containers_forever(agent)),
+        asyncio.create_task(snapshot_forever(agent, settings.snapshot_seconds)),
     ]
     await wait_for_shutdown()
     await cancel_all(tasks)

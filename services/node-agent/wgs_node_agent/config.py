@@ -32,6 +32,8 @@ class Settings:
     reconcile_seconds: float
     network_mode: str
     stop_timeout_seconds: int
+    snapshot_seconds: float
+    restore_timeout_seconds: float
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -51,4 +53,6 @@ class Settings:
             reconcile_seconds=env_float("WGS_RECONCILE_SECONDS", 30.0),
             network_mode=env_str("WGS_PROVIDER_NETWORK", "none"),
             stop_timeout_seconds=int(env_float("WGS_STOP_TIMEOUT_SECONDS", 10.0)),
+            snapshot_seconds=env_float("WGS_SNAPSHOT_SECONDS", 300.0),
+            restore_timeout_seconds=env_float("WGS_RESTORE_TIMEOUT_SECONDS", 60.0),
         )

@@ -12,6 +12,7 @@
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 
 import msgspec
 from faststream.nats import NatsBroker
@@ -24,6 +25,8 @@ from nats.js.errors import NotFoundError
 from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import (
     EVENT_KINDS,
+    ConnectionChanged,
+    ConnectionState,
     DeliveryStatus,
     MessageStatusChanged,
     OutboundMessage,
@@ -50,18 +53,30 @@ log = logging.getLogger(__name__)
 LONG_POLL_SECONDS = 20.0
 RETRY_SECONDS = 0.2
 ROUTE_TIMEOUT_SECONDS = 5.0
+ROUTE_RETRY_SECONDS = 6.0  # how long a phone may be unreachable (restarting, migrating) before it counts as unknown
 
 
 class InstanceSession:
     """The pump, drain and sandbox phone of one instance at one generation."""
 
-    def __init__(self, spec: InstanceSpec, generation: int, paths: InstancePaths, broker: NatsBroker) -> None:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        generation: int,
+        paths: InstancePaths,
+        broker: NatsBroker,
+        *,
+        on_paired: Callable[[], None] | None = None,
+    ) -> None:
         self.spec = spec
         self.generation = generation
         self.broker = broker
         self.client = ProviderClient(paths.socket)
+        self.on_paired = on_paired
         self._tasks: list[asyncio.Task[None]] = []
         self._phone: Subscription | None = None
+        # Held while events are published and acked, so that stopping never cuts between the two.
+        self._publishing = asyncio.Lock()
 
     @property
     def instance_id(self) -> int:
@@ -80,9 +95,10 @@ class InstanceSession:
             )
 
     async def stop(self) -> None:
-        """Stop everything this session runs."""
-        for task in self._tasks:
-            task.cancel()
+        """Stop everything this session runs (after the pump finished publishing what it read)."""
+        async with self._publishing:
+            for task in self._tasks:
+                task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -135,13 +151,14 @@ class InstanceSession:
         if page.last_seq < cursor:  # the provider lost its state: its sequence starts over
             log.warning("instance %d: provider sequence restarted (%d < %d)", self.instance_id, page.last_seq, cursor)
             cursor = 0
-        for event in page.events:
-            if event.seq <= cursor:
-                continue
-            await self._dispatch(event)
-            cursor = event.seq
-        if page.events:
-            await self.client.call("POST", "/events/ack", msgspec.json.encode({"seq": cursor}))
+        async with self._publishing:
+            for event in page.events:
+                if event.seq <= cursor:
+                    continue
+                await self._dispatch(event)
+                cursor = event.seq
+            if page.events:
+                await self.client.call("POST", "/events/ack", msgspec.json.encode({"seq": cursor}))
         return cursor
 
     async def _dispatch(self, event: OutboxEvent) -> None:
@@ -169,6 +186,9 @@ class InstanceSession:
             msg_id=contract_event.event_id,
             stream=streams.EVENTS,
         )
+        paired = isinstance(contract_event, ConnectionChanged) and contract_event.state is ConnectionState.CONNECTED
+        if paired and self.on_paired is not None:
+            self.on_paired()
 
     # --- simulated network --------------------------------------------------------------------
 
@@ -211,10 +231,26 @@ class InstanceSession:
             log.info("receipt for message %s: sender %s unreachable", receipt.id, receipt.to)
 
     async def _route(self, envelope: SandboxEnvelope) -> ProviderReply:
-        reply = await self.broker.connection.request(
-            subjects.sandbox_phone(envelope.recipient), encode(envelope), timeout=ROUTE_TIMEOUT_SECONDS
-        )
-        return decode(reply.data, ProviderReply)
+        """Carry an envelope to the recipient's phone, waiting up to ROUTE_RETRY_SECONDS for it to be reachable.
+
+        A phone is unreachable for a moment while its instance restarts or migrates; only a
+        phone still unreachable after that is taken as not on the network (NoRespondersError).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + ROUTE_RETRY_SECONDS
+        attempt = 0
+        while True:
+            try:
+                reply = await self.broker.connection.request(
+                    subjects.sandbox_phone(envelope.recipient), encode(envelope), timeout=ROUTE_TIMEOUT_SECONDS
+                )
+            except NoRespondersError:
+                attempt += 1
+                if loop.time() >= deadline:
+                    raise
+                await asyncio.sleep(min(0.1 * attempt, 1.0))
+                continue
+            return decode(reply.data, ProviderReply)
 
     async def _on_sandbox_envelope(self, msg: Msg) -> None:
         envelope = decode(msg.data, SandboxEnvelope)

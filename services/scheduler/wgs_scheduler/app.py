@@ -2,12 +2,18 @@
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from faststream.nats import NatsMessage
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from wgs_contracts import streams, subjects
 from wgs_contracts.messages import (
     AssignmentsRequest,
     ControlCommand,
+    DrainRequest,
+    MigrateRequest,
     NodeHeartbeat,
     SchedulerLeaderElected,
 )
@@ -24,6 +30,7 @@ from wgs_kit.messaging import (
 
 from wgs_scheduler.config import Settings
 from wgs_scheduler.leader import LeaderElection
+from wgs_scheduler.moves import Mover
 from wgs_scheduler.service import Scheduler
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,7 @@ async def run(settings: Settings) -> None:
     await open_database(settings.database_url)
     broker = make_broker(settings.nats_url, "wgs-scheduler")
     scheduler = Scheduler(broker, settings)
+    mover = Mover(scheduler)
 
     @broker.subscriber(subjects.ALL_NODE_HEARTBEATS, queue=QUEUE_GROUP)
     async def on_heartbeat(body: bytes) -> None:
@@ -60,25 +68,56 @@ async def run(settings: Settings) -> None:
         async with guarded_delivery(broker, msg, consumer=COMMAND_CONSUMER, max_deliver=COMMAND_MAX_DELIVER):
             await scheduler.handle(decode(body, ControlCommand))  # type: ignore[arg-type]
 
-    retry_task: asyncio.Task[None] | None = None
+    leader_tasks: list[asyncio.Task[None]] = []
+    leader_rpcs: list[Subscription] = []
+    moves: set[asyncio.Task[None]] = set()
 
-    async def retry_pending_forever() -> None:
+    async def every(seconds: float, work: Callable[[], Awaitable[None]], what: str, *, after: float = 0.0) -> None:
+        await asyncio.sleep(after)
         while True:
-            await asyncio.sleep(settings.retry_pending_seconds)
+            await asyncio.sleep(seconds)
             try:
-                await scheduler.retry_pending()
+                await work()
             except Exception:
-                log.exception("retrying pending instances failed")
+                log.exception("%s failed", what)
+
+    async def answer_migrate(msg: Msg) -> None:
+        request = decode(msg.data, MigrateRequest)
+        await msg.respond(encode(await mover.migrate(request.instance_id, request.target_node)))
+
+    async def answer_drain(msg: Msg) -> None:
+        await msg.respond(encode(await mover.drain(decode(msg.data, DrainRequest).node)))
+
+    def in_background(handler: Callable[[Msg], Coroutine[Any, Any, None]]) -> Callable[[Msg], Awaitable[None]]:
+        """Run each request in its own task: a migration waits for nodes, others must not wait behind it."""
+
+        async def spawn(msg: Msg) -> None:
+            task = asyncio.create_task(handler(msg))
+            moves.add(task)
+            task.add_done_callback(moves.discard)
+
+        return spawn
 
     async def on_elected() -> None:
-        nonlocal retry_task
         await commands.start()
-        retry_task = asyncio.create_task(retry_pending_forever())
+        retry = every(settings.retry_pending_seconds, scheduler.retry_pending, "retrying pending instances")
+        # A new leader first hears heartbeats for one timeout: nodes were not silent, this scheduler was.
+        failover = every(settings.leader_poll_seconds, mover.fail_over, "failover", after=settings.node_timeout_seconds)
+        leader_tasks.extend([asyncio.create_task(retry), asyncio.create_task(failover)])
+        nc = broker.connection
+        for subject, handler in (
+            (subjects.SCHEDULER_MIGRATE, answer_migrate),
+            (subjects.SCHEDULER_DRAIN, answer_drain),
+        ):
+            leader_rpcs.append(await nc.subscribe(subject, queue=QUEUE_GROUP, cb=in_background(handler)))
         await publish_core(broker, subjects.SCHEDULER_LEADER, SchedulerLeaderElected(holder=settings.holder))
 
     async def on_deposed() -> None:
-        if retry_task is not None:
-            retry_task.cancel()
+        for rpc in leader_rpcs:
+            await rpc.unsubscribe()
+        leader_rpcs.clear()
+        await cancel_all([*leader_tasks, *moves])
+        leader_tasks.clear()
         await commands.stop()
 
     election = LeaderElection(

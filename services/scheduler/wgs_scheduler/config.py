@@ -17,6 +17,8 @@ class Settings:
     node_timeout_seconds: float
     retry_pending_seconds: float
     leader_poll_seconds: float
+    handoff_timeout_seconds: float
+    migrate_timeout_seconds: float
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -28,4 +30,6 @@ class Settings:
             node_timeout_seconds=env_float("WGS_NODE_TIMEOUT_SECONDS", 15.0),
             retry_pending_seconds=env_float("WGS_RETRY_PENDING_SECONDS", 5.0),
             leader_poll_seconds=env_float("WGS_LEADER_POLL_SECONDS", 1.0),
+            handoff_timeout_seconds=env_float("WGS_HANDOFF_TIMEOUT_SECONDS", 120.0),
+            migrate_timeout_seconds=env_float("WGS_MIGRATE_TIMEOUT_SECONDS", 60.0),
         )

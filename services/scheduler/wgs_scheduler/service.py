@@ -13,9 +13,10 @@ from wgs_contracts.messages import (
     InstanceStatus,
     InstanceStatusChanged,
     NodeHeartbeat,
+    NodeStatusChanged,
     StopInstance,
 )
-from wgs_kit.messaging import publish_durable
+from wgs_kit.messaging import publish_core, publish_durable
 
 from wgs_scheduler import store
 from wgs_scheduler.config import Settings
@@ -130,8 +131,14 @@ class Scheduler:
 
     async def heartbeat(self, beat: NodeHeartbeat) -> None:
         """Record a node's heartbeat (ignored, with a warning, for unregistered nodes)."""
-        if not await store.record_heartbeat(beat):
+        was_lost = await store.record_heartbeat(beat)
+        if was_lost is None:
             log.warning("heartbeat from unregistered node %r ignored", beat.node)
+        elif was_lost:
+            log.info("node %s is back", beat.node)
+            await publish_core(
+                self.broker, subjects.node_status(beat.node), NodeStatusChanged(node=beat.node, status="ready")
+            )
 
     async def assignments(self, node: str) -> AssignmentsReply:
         """The instances a node should run."""

@@ -70,18 +70,83 @@ async def pending_instance_ids(min_age_seconds: float) -> list[int]:
     return [r["id"] for r in rows]
 
 
-async def record_heartbeat(beat: NodeHeartbeat) -> bool:
-    """Store a node's capacity and liveness; False when no node of that name is registered."""
+async def record_heartbeat(beat: NodeHeartbeat) -> bool | None:
+    """Store a node's capacity and liveness (it is no longer lost).
+
+    None when no node of that name is registered; True when the node was marked lost until now.
+    """
     rows = await Node.raw(
-        "UPDATE nodes SET nano_cpus = {}, memory_bytes = {}, providers = {}::jsonb, runtime = {},"
-        " last_heartbeat_at = now() WHERE name = {} RETURNING id",
+        "WITH before AS (SELECT id, lost_at FROM nodes WHERE name = {} FOR UPDATE)"
+        " UPDATE nodes SET nano_cpus = {}, memory_bytes = {}, providers = {}::jsonb, runtime = {},"
+        " last_heartbeat_at = now(), lost_at = NULL FROM before WHERE nodes.id = before.id"
+        " RETURNING before.lost_at IS NOT NULL AS was_lost",
+        beat.node,
         beat.nano_cpus,
         beat.memory_bytes,
         msgspec.json.encode(list(beat.providers)).decode(),
         beat.runtime,
-        beat.node,
     )
-    return bool(rows)
+    return rows[0]["was_lost"] if rows else None
+
+
+async def mark_lost_nodes(node_timeout_seconds: float) -> list[dict[str, Any]]:
+    """Mark lost the nodes whose heartbeats stopped `node_timeout_seconds` ago; those newly marked."""
+    return await Node.raw(
+        "UPDATE nodes SET lost_at = now() WHERE lost_at IS NULL AND last_heartbeat_at IS NOT NULL"
+        " AND last_heartbeat_at < now() - make_interval(secs => {}) RETURNING id, name",
+        node_timeout_seconds,
+    )
+
+
+async def lost_nodes() -> list[dict[str, Any]]:
+    """Nodes marked lost that still have instances placed on them."""
+    return await Node.raw(
+        "SELECT n.id, n.name FROM nodes n WHERE n.lost_at IS NOT NULL"
+        " AND EXISTS (SELECT 1 FROM instances i WHERE i.node_id = n.id AND i.desired_state = 'running')"
+    )
+
+
+async def node_by_name(name: str) -> dict[str, Any] | None:
+    """A node row by name, or None."""
+    return await Node.select(Node.id, Node.name).where(Node.name == name).first()
+
+
+async def set_schedulable(node_id: int, schedulable: bool) -> None:
+    """Cordon (False) or uncordon (True) a node."""
+    await Node.update({Node.schedulable: schedulable}).where(Node.id == node_id)
+
+
+async def instances_on(node_id: int) -> list[dict[str, Any]]:
+    """The instances placed on a node that should run, oldest first."""
+    return await Instance.raw(
+        "SELECT * FROM instances WHERE node_id = {} AND desired_state = 'running' ORDER BY id", node_id
+    )
+
+
+async def move(instance_id: int, generation: int, node_id: int, reason: str) -> dict[str, Any] | None:
+    """Re-place an instance on `node_id` at the next generation, if it is still at `generation` (else None)."""
+    rows = await Instance.raw(
+        "UPDATE instances SET node_id = {}, generation = generation + 1, status = 'scheduled',"
+        " status_reason = {}, status_at = NULL, updated_at = now()"
+        " WHERE id = {} AND generation = {} AND desired_state = 'running' RETURNING *",
+        node_id,
+        reason,
+        instance_id,
+        generation,
+    )
+    return rows[0] if rows else None
+
+
+async def set_status(instance_id: int, generation: int, status: str, reason: str | None) -> None:
+    """Record a status the scheduler decided (e.g. `migrating`) on the instance at `generation`."""
+    await Instance.raw(
+        "UPDATE instances SET status = {}, status_reason = {}, status_at = now(), updated_at = now()"
+        " WHERE id = {} AND generation = {}",
+        status,
+        reason,
+        instance_id,
+        generation,
+    )
 
 
 def start_command(row: dict[str, Any]) -> StartInstance:

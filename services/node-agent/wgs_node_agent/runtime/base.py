@@ -74,6 +74,14 @@ class Runtime(Protocol):
         """Stop (gracefully, up to `stop_timeout` s) and delete a container; gone already is fine."""
         ...
 
+    async def pause(self, container: ManagedContainer) -> None:
+        """Freeze every process of the container (for a consistent copy of its state)."""
+        ...
+
+    async def unpause(self, container: ManagedContainer) -> None:
+        """Let a paused container run again."""
+        ...
+
     def events(self) -> AsyncIterator[ContainerEvent]:
         """Deaths and starts of managed containers as they happen (ends when the stream breaks)."""
         ...

@@ -78,7 +78,9 @@ def container_config(
             "Memory": spec.memory_bytes,
             "MemorySwap": spec.memory_bytes,
             "PidsLimit": spec.pids_limit,
-            "RestartPolicy": {"Name": "unless-stopped"},
+            # The agent restarts crashed containers itself: an engine restarting them on its own
+            # would revive a moved instance on a node coming back from the dead (two running at once).
+            "RestartPolicy": {"Name": "no"},
             # An init as PID 1 forwards SIGTERM, so a provider stopped while still starting up
             # exits at once instead of ignoring the signal until the stop timeout kills it.
             "Init": True,
@@ -183,6 +185,14 @@ class DockerRuntime:
             if exc.status not in (404, 409):
                 raise
         log.info("removed container %s of instance %d", container.container_id[:12], container.instance_id)
+
+    async def pause(self, container: ManagedContainer) -> None:
+        """Freeze the container's processes (cgroup freezer)."""
+        await self.docker.containers.container(container.container_id).pause()
+
+    async def unpause(self, container: ManagedContainer) -> None:
+        """Thaw the container."""
+        await self.docker.containers.container(container.container_id).unpause()
 
     async def _stop(self, handle: DockerContainer, timeout: float) -> None:
         """SIGTERM, repeated every STOP_RESEND_SECONDS until the container exits; SIGKILL after `timeout`.

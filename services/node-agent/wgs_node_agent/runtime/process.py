@@ -123,6 +123,14 @@ class ProcessRuntime:
         self._reap(pid)
         self._record_path(container.instance_id).unlink(missing_ok=True)
 
+    async def pause(self, container: ManagedContainer) -> None:
+        """SIGSTOP the provider process."""
+        os.kill(int(container.container_id.removeprefix("pid-")), signal.SIGSTOP)
+
+    async def unpause(self, container: ManagedContainer) -> None:
+        """SIGCONT the provider process."""
+        os.kill(int(container.container_id.removeprefix("pid-")), signal.SIGCONT)
+
     def _reap(self, pid: int) -> None:
         child = self.children.get(pid)
         if child is not None and child.poll() is not None:

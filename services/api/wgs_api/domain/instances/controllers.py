@@ -81,3 +81,16 @@ class InstanceController(Controller):
             schemas.InstanceDeleting(id=instance_id, status="deleting"),
             status_code=HTTP_202_ACCEPTED,
         )
+
+    @post("/{instance_id:int}/migrate", operation_id="MigrateInstance", status_code=HTTP_200_OK)
+    async def migrate(
+        self, tenant_id: int, instance_id: int, state: State, data: schemas.MigrateBody
+    ) -> schemas.Migrated:
+        """Move the instance to `target_node` (a node name, or `"any"`); answers once it runs there.
+
+        Its session state moves with it (final snapshot, restore); sends made meanwhile are queued (`202`)
+        and delivered after. `404` unknown node, `409` same or cordoned node, `503` no room.
+        """
+        return await services.migrate_instance(
+            tenant_id, instance_id, data, settings=get_settings(), messaging=state.messaging
+        )

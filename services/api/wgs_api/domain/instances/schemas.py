@@ -48,3 +48,16 @@ class InstanceDeleting(msgspec.Struct, rename="camel"):
 
     id: int
     status: str
+
+
+class MigrateBody(msgspec.Struct, forbid_unknown_fields=True):
+    """`POST /api/instances/{id}/migrate` body: a node name, or `"any"` (field name as the original gateway)."""
+
+    target_node: str = "any"
+
+
+class Migrated(msgspec.Struct):
+    """`{"status": "ok", "instance": {...}}` once the instance runs on its new node."""
+
+    status: str
+    instance: Instance

@@ -5,7 +5,8 @@ import logging
 from typing import Any
 
 import asyncpg
-from wgs_contracts.messages import CreateInstance, DeleteInstance, InstanceStatus
+from wgs_contracts import subjects
+from wgs_contracts.messages import CreateInstance, DeleteInstance, InstanceStatus, MigrateReply, MigrateRequest
 from wgs_db.engine import DB
 from wgs_db.tables import Instance, Node, Tenant
 
@@ -17,7 +18,7 @@ from wgs_api.domain.instances.validation import (
     check_fits_largest_node,
     validate_create,
 )
-from wgs_api.errors import Conflict, NoCapacity, NotFound, StartFailed, Unavailable
+from wgs_api.errors import Conflict, Invalid, NoCapacity, NotFound, StartFailed, Unavailable, error_for_status
 from wgs_api.messaging import ApiMessaging
 
 log = logging.getLogger(__name__)
@@ -178,3 +179,31 @@ async def delete_instance(tenant_id: int, instance_id: int, *, settings: Setting
         return False
     await Instance.delete().where(Instance.id == instance_id)
     return True
+
+
+MIGRATED_ROW_WAIT_SECONDS = 5.0  # for the row to show `running`, which the event consumer records
+
+
+async def migrate_instance(
+    tenant_id: int, instance_id: int, body: schemas.MigrateBody, *, settings: Settings, messaging: ApiMessaging
+) -> schemas.Migrated:
+    """Move the instance to another node (the scheduler orchestrates); its view once it runs there."""
+    await fetch_own(tenant_id, instance_id)
+    target = body.target_node.strip()
+    if not target or len(target) > 63:
+        raise Invalid('target_node: a node name or "any"', field="target_node")
+    reply = await messaging.ask_scheduler(
+        subjects.SCHEDULER_MIGRATE,
+        MigrateRequest(instance_id=instance_id, target_node=target),
+        MigrateReply,
+        timeout=settings.migrate_timeout_seconds,
+    )
+    if reply.status != 200:
+        raise error_for_status(reply.status, reply.error or "Migration failed")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MIGRATED_ROW_WAIT_SECONDS
+    row = await fetch_own(tenant_id, instance_id)
+    while row["status"] != InstanceStatus.RUNNING.value and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+        row = await fetch_own(tenant_id, instance_id)
+    return schemas.Migrated(status="ok", instance=instance_view(row))

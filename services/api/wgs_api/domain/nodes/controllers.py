@@ -1,8 +1,10 @@
 """Admin endpoints for nodes (paths, bodies and status codes as the original gateway)."""
 
 from litestar import Controller, delete, get, post, put
+from litestar.datastructures import State
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
+from wgs_api.config import get_settings
 from wgs_api.domain.accounts.guards import require_admin
 from wgs_api.domain.nodes import schemas, services
 
@@ -38,3 +40,20 @@ class NodeController(Controller):
     async def remove(self, node_id: int) -> None:
         """Delete a node; 409 while it has instances."""
         await services.delete_node(node_id)
+
+    @post("/{node_id:int}/cordon", operation_id="CordonNode", status_code=HTTP_200_OK)
+    async def cordon(self, node_id: int) -> schemas.Node:
+        """Place no new instances on the node (those on it stay)."""
+        return await services.set_schedulable(node_id, False)
+
+    @post("/{node_id:int}/uncordon", operation_id="UncordonNode", status_code=HTTP_200_OK)
+    async def uncordon(self, node_id: int) -> schemas.Node:
+        """Let the scheduler place instances on the node again."""
+        return await services.set_schedulable(node_id, True)
+
+    @post("/{node_id:int}/drain", operation_id="DrainNode", status_code=HTTP_200_OK)
+    async def drain(self, node_id: int, state: State) -> schemas.Drained:
+        """Cordon the node, then migrate each of its instances to another node; lists what moved and what not."""
+        return await services.drain_node(
+            node_id, messaging=state.messaging, timeout=get_settings().drain_timeout_seconds
+        )

@@ -46,3 +46,11 @@ class Node(msgspec.Struct, rename="camel"):
     runtime: str | None
     last_heartbeat_at: datetime | None
     created_at: datetime
+
+
+class Drained(msgspec.Struct, rename="camel"):
+    """`POST /admin/nodes/{id}/drain` answer: the node (now cordoned), instances moved and those that could not be."""
+
+    node: Node
+    moved: list[int]
+    failed: dict[str, str]

@@ -6,13 +6,16 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from wgs_contracts import subjects
+from wgs_contracts.messages import DrainReply, DrainRequest
 from wgs_contracts.resources import NANO
 from wgs_db.queries import node_loads
 from wgs_db.tables import Node
 
 from wgs_api.config import get_settings
 from wgs_api.domain.nodes import schemas
-from wgs_api.errors import Conflict, Invalid, NotFound
+from wgs_api.errors import Conflict, Invalid, NotFound, error_for_status
+from wgs_api.messaging import ApiMessaging
 from wgs_api.patching import unset_to_none
 
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -129,3 +132,25 @@ async def delete_node(node_id: int) -> None:
         await Node.delete().where(Node.id == node_id)
     except asyncpg.ForeignKeyViolationError:
         raise Conflict(NODE_IN_USE) from None
+
+
+async def set_schedulable(node_id: int, schedulable: bool) -> schemas.Node:
+    """Cordon (no new instances) or uncordon a node; its view."""
+    await fetch_node(node_id)
+    await Node.update({Node.schedulable: schedulable}).where(Node.id == node_id)
+    return await get_node(node_id)
+
+
+async def drain_node(node_id: int, *, messaging: ApiMessaging, timeout: float) -> schemas.Drained:
+    """Cordon the node and migrate every instance off it (the scheduler does the moves)."""
+    row = await fetch_node(node_id)
+    reply = await messaging.ask_scheduler(
+        subjects.SCHEDULER_DRAIN, DrainRequest(node=row["name"]), DrainReply, timeout=timeout
+    )
+    if reply.status != 200:
+        raise error_for_status(reply.status, reply.error or "Drain failed")
+    return schemas.Drained(
+        node=await get_node(node_id),
+        moved=list(reply.moved),
+        failed={str(k): v for k, v in reply.failed.items()},
+    )
