@@ -1,10 +1,13 @@
 """The state service as a process on real NATS and PostgreSQL: chunked upload and verified restore,
-versions, corrupt and truncated snapshots, abandoned and empty uploads, generation fencing, kill -9
-during an upload, and the admin and tenant REST endpoints."""
+a 256 MB snapshot with bounded memory, versions, corrupt and truncated snapshots, abandoned and empty
+uploads, generation fencing, kill -9 during an upload, and the admin and tenant REST endpoints."""
 
+import asyncio
 import hashlib
 import os
 import random
+import shutil
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -34,6 +37,11 @@ from tests.support.api import ADMIN, Tenant, create_tenant, unique_phone
 from tests.support.files import tree
 
 UPLOAD_TIMEOUT_SECONDS = 4
+MIB = 1024 * 1024
+BIG_SNAPSHOT_BYTES = 256 * MIB
+BIG_SNAPSHOT_FILES = 4
+STATE_PEAK_RSS_LIMIT = 128 * MIB  # half the snapshot (measured: about 68 MiB, of which 64 before the upload)
+RSS_GROWTH_LIMIT = 32 * MIB  # what the state service and the client may add while the snapshot passes
 
 
 @pytest.fixture(scope="module")
@@ -146,6 +154,80 @@ async def test_round_trip_of_10_mb_is_byte_identical(nc, instance, tmp_path, db)
     )
     assert row["chunk_count"] > 1
     assert row["size_bytes"] > 10 * 1024 * 1024
+
+
+def status_bytes(pid: int | str, field: str) -> int:
+    """A `kB` field of /proc/<pid>/status (`VmHWM`: peak resident set, `VmRSS`: current one) in bytes."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def reset_peak_rss(pid: int | str) -> None:
+    """Restart the VmHWM of a process from its current resident set (writing 5 to clear_refs)."""
+    with open(f"/proc/{pid}/clear_refs", "w", encoding="ascii") as clear_refs:
+        clear_refs.write("5")
+
+
+def random_files(root: Path, total_bytes: int, count: int) -> dict[str, str]:
+    """`count` files of incompressible bytes written in 1 MiB blocks; the sha256 of each by name."""
+    root.mkdir(parents=True)
+    digests: dict[str, str] = {}
+    for number in range(count):
+        digest = hashlib.sha256()
+        with (root / f"part{number}.bin").open("wb") as file:
+            for _ in range(total_bytes // count // MIB):
+                block = os.urandom(MIB)
+                digest.update(block)
+                file.write(block)
+        digests[f"part{number}.bin"] = digest.hexdigest()
+    return digests
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """The sha256 of every file in `root`, read in blocks."""
+    digests: dict[str, str] = {}
+    for path in sorted(root.iterdir()):
+        with path.open("rb") as file:
+            digests[path.name] = hashlib.file_digest(file, "sha256").hexdigest()
+    return digests
+
+
+async def test_256_mb_snapshot_round_trips_with_bounded_memory(nc, instance, state, tmp_path, db):
+    """Issue 4: a 256 MB snapshot goes up and comes back byte-identical, and neither the state
+    service nor the client ever holds it in memory (their peak RSS stays far below its size)."""
+    source, target = tmp_path / "big-source", tmp_path / "big-target"
+    try:
+        expected = await asyncio.to_thread(random_files, source, BIG_SNAPSHOT_BYTES, BIG_SNAPSHOT_FILES)
+        reset_peak_rss(state.pid)
+        reset_peak_rss("self")
+        state_rss, client_rss = status_bytes(state.pid, "VmRSS"), status_bytes("self", "VmRSS")
+        started = time.monotonic()
+        assert await upload_folder(nc, instance, 1, source) == 1
+        uploaded = time.monotonic()
+        assert await restore_folder(nc, instance, target) == 1
+        restored = time.monotonic()
+        state_peak = status_bytes(state.pid, "VmHWM")
+        client_growth = status_bytes("self", "VmHWM") - client_rss
+        print(
+            f"256 MB snapshot: upload {uploaded - started:.1f}s, restore {restored - uploaded:.1f}s;"
+            f" peak RSS of the state service {state_peak / MIB:.0f} MiB ({state_rss / MIB:.0f} before),"
+            f" client +{client_growth / MIB:.0f} MiB"
+        )
+        assert await asyncio.to_thread(file_digests, target) == expected
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["big-source", "big-target"]  # no staging left
+        row = await db.fetchrow("SELECT size_bytes, stored_bytes FROM snapshots WHERE instance_id = $1", instance)
+        assert row["size_bytes"] > BIG_SNAPSHOT_BYTES
+        assert row["stored_bytes"] > BIG_SNAPSHOT_BYTES  # random bytes do not compress
+        assert state_peak < STATE_PEAK_RSS_LIMIT
+        assert state_peak - state_rss < RSS_GROWTH_LIMIT
+        assert client_growth < RSS_GROWTH_LIMIT
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
+        shutil.rmtree(target, ignore_errors=True)
+        await db.execute("DELETE FROM snapshots WHERE instance_id = $1", instance)
 
 
 async def test_no_snapshot_restores_nothing(nc, instance, tmp_path):

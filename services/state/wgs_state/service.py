@@ -1,6 +1,7 @@
 """What the state service does with each request: fencing, chunk storage, commit, verified restore."""
 
 import logging
+import time
 from typing import Any
 
 from faststream.nats import NatsBroker
@@ -49,10 +50,10 @@ PRUNE = """
 DELETE FROM snapshots WHERE instance_id = {} AND status <> 'uploading' AND id NOT IN (
     SELECT id FROM snapshots WHERE instance_id = {} AND status = 'complete' ORDER BY version DESC LIMIT {})
 """
-SWEEP = """
-DELETE FROM snapshots WHERE status = 'uploading' AND created_at < now() - make_interval(secs => {})
-RETURNING id
+UPLOADS = """
+SELECT id, chunk_count, created_at < now() - make_interval(secs => {}) AS old FROM snapshots WHERE status = 'uploading'
 """
+DELETE_STALLED = "DELETE FROM snapshots WHERE id = {} AND status = 'uploading' AND chunk_count = {} RETURNING id"
 
 
 def snapshot_info(row: dict[str, Any]) -> SnapshotInfo:
@@ -93,6 +94,7 @@ class StateService:
     def __init__(self, broker: NatsBroker, settings: Settings) -> None:
         self.broker = broker
         self.settings = settings
+        self.progress: dict[int, tuple[int, float]] = {}  # upload id: chunk count, since when (seen by sweeps)
 
     async def begin(self, request: UploadBegin) -> UploadAccepted | StateRefused:
         """Open an upload unless a newer generation of the instance exists (then refuse it: fencing)."""
@@ -189,8 +191,24 @@ class StateService:
         )
 
     async def sweep(self) -> int:
-        """Delete uploads abandoned for longer than the upload timeout; the number deleted."""
-        rows = await Snapshot.raw(SWEEP, self.settings.upload_timeout_seconds)
-        if rows:
-            log.warning("deleted %d abandoned uploads", len(rows))
-        return len(rows)
+        """Delete abandoned uploads: begun longer than the upload timeout ago and without a new chunk for as
+        long (as this process's sweeps saw them; a long upload still sending is kept); the number deleted."""
+        timeout = self.settings.upload_timeout_seconds
+        now = time.monotonic()
+        progress: dict[int, tuple[int, float]] = {}
+        stalled: list[tuple[int, int]] = []
+        for row in await Snapshot.raw(UPLOADS, timeout):
+            count, since = self.progress.get(row["id"], (row["chunk_count"], now))
+            if count != row["chunk_count"]:
+                count, since = row["chunk_count"], now
+            progress[row["id"]] = (count, since)
+            if row["old"] and now - since >= timeout:
+                stalled.append((row["id"], count))
+        self.progress = progress
+        deleted = 0
+        for snapshot_id, count in stalled:
+            if await Snapshot.raw(DELETE_STALLED, snapshot_id, count):
+                deleted += 1
+        if deleted:
+            log.warning("deleted %d abandoned uploads", deleted)
+        return deleted
