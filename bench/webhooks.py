@@ -1,11 +1,13 @@
 """Benchmark: provider event → signed webhook delivery at a local receiver.
 
-Starts the stack plus the webhooks service and an HTTP receiver on 127.0.0.1;
-publishes `message` events on JetStream the way node agents do, and measures
+Starts what webhooks need (NATS, PostgreSQL, the migrations, the API to create the tenant, instances
+and endpoints, and the webhooks service; no Docker engine, scheduler or node agent: no instance runs)
+and an HTTP receiver on 127.0.0.1; publishes `message` events on JetStream the way node agents do,
+and measures
 
-- throughput: N events published at once over E instances (one endpoint each; order is
-  kept per endpoint, so one endpoint alone is bounded by one round trip per event),
-  events/s until the receiver got all;
+- throughput: N events published at once (up to 64 publishes in flight) over E instances (one
+  endpoint each; order is kept per endpoint, so one endpoint alone is bounded by one round trip
+  per event), events/s until the receiver got all;
 - latency at a fixed rate (default 500 events/s for D seconds): publish → receipt, p50/p99;
 - baseline in the same run: the same receiver fed directly by signed POSTs from this
   process (the cost of the HTTP delivery alone), throughput and latency.
@@ -17,26 +19,37 @@ and time. Usage: `python -m bench.webhooks [--events 2000] [--rate 500] [--secon
 import argparse
 import asyncio
 import json
+import os
+import shutil
 import statistics
+import sys
+import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
+import httpx
 import nats
 from aiohttp import web
 from wgs_contracts import subjects
 from wgs_contracts.instance_events import MessageContent, MessageReceived, MessageType
 from wgs_contracts.messages import utcnow
-from wgs_devstack.processes import free_port
+from wgs_devstack.nats import EmbeddedNats
+from wgs_devstack.postgres import EmbeddedPostgres
+from wgs_devstack.processes import free_port, run_command
+from wgs_devstack.services import ApiService, Service
 from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
 
-from bench.stack import ROOT, cancel_on_sigterm, gateway_stack, percentile
+from bench.stack import ADMIN, ROOT, cancel_on_sigterm, percentile
 
 TARGET_PER_SECOND = 1000.0
 TARGET_P99_MS = 100.0
 MAX_SECONDS = 120.0
+PUBLISHES_IN_FLIGHT = 64
 
 
 class Receiver:
@@ -64,6 +77,43 @@ class Receiver:
         return web.Response(text="ok")
 
 
+@asynccontextmanager
+async def webhooks_stack() -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str], dict[str, str]]]:
+    """NATS, PostgreSQL, migrations, the API, a tenant and the webhooks service in a temporary folder:
+    (API client, the tenant's auth headers, the environment); everything stopped by PID on exit."""
+    work = Path(tempfile.mkdtemp(prefix="wgs-bw-", dir="/tmp"))
+    nats_server = EmbeddedNats(work / "nats")
+    pg = EmbeddedPostgres(work / "pg", fsync=False)
+    services: list[Service] = []
+    try:
+        await asyncio.gather(nats_server.start(), pg.start())
+        env = {
+            "DATABASE_URL": pg.dsn,
+            "NATS_URL": nats_server.url,
+            "WGS_LOG_LEVEL": "WARNING",
+            "WGS_WEBHOOKS_ALLOW_PRIVATE": "1",
+        }
+        await run_command(
+            [sys.executable, "-m", "wgs_db.migrate"], env={**os.environ, **env}, log_path=work / "migrate.log"
+        )
+        api = ApiService(env, work / "logs", free_port())
+        services.append(api)
+        await api.ready()
+        async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
+            created = await client.post("/admin/tenants", json={"name": "bench"}, headers=ADMIN)
+            headers = {"Authorization": f"Bearer {created.json()['apiKey']}"}
+            webhooks = Service("webhooks", "wgs_webhooks", env, work / "logs")
+            services.append(webhooks)
+            webhooks.start()
+            yield client, headers, env
+    finally:
+        for service in reversed(services):
+            await service.stop()
+        await pg.stop()
+        await nats_server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def message_event(instance_id: int, tenant_id: int, seq: int) -> MessageReceived:
     """A provider `message` event."""
     return MessageReceived(
@@ -85,21 +135,20 @@ async def run_gateway(events: int, rate: float, seconds: float, endpoints: int) 
     receiver = Receiver()
     await receiver.start()
     try:
-        async with gateway_stack(settings={"WGS_WEBHOOKS_ALLOW_PRIVATE": "1"}) as stack:
-            stack.start_service("webhooks", "wgs_webhooks")
+        async with webhooks_stack() as (client, headers, env):
             instances = []
             for index in range(endpoints):
                 body = {"phone": f"4917000{index:05d}", "provider": "waba"}
-                instance = (await stack.client.post("/api/instances?wait=0", json=body, headers=stack.headers)).json()
-                created = await stack.client.post(
+                instance = (await client.post("/api/instances?wait=0", json=body, headers=headers)).json()
+                created = await client.post(
                     f"/api/instances/{instance['id']}/webhooks",
                     json={"url": f"http://127.0.0.1:{receiver.port}/hook", "events": ["message"]},
-                    headers=stack.headers,
+                    headers=headers,
                 )
                 if created.status_code != 201:
                     raise RuntimeError(f"endpoint: {created.status_code} {created.text}")
                 instances.append(instance)
-            nc = await nats.connect(stack.env["NATS_URL"])
+            nc = await nats.connect(env["NATS_URL"])
             js = nc.jetstream()
             sent_at: dict[str, float] = {}
             seq = 0
@@ -116,12 +165,17 @@ async def run_gateway(events: int, rate: float, seconds: float, endpoints: int) 
                     headers={"Nats-Msg-Id": event.event_id},
                 )
 
+            in_flight = asyncio.Semaphore(PUBLISHES_IN_FLIGHT)
+
+            async def publish_bounded() -> None:
+                async with in_flight:
+                    await publish()
+
             try:
                 await publish()  # warm-up: the service is consuming
                 await wait_until(lambda: _count(receiver, 1), timeout=60, what="first delivery")
                 started = time.perf_counter()
-                for _ in range(events):
-                    await publish()
+                await asyncio.gather(*(publish_bounded() for _ in range(events)))
                 await wait_until(
                     lambda: _count(receiver, events + 1), timeout=MAX_SECONDS, interval=0.05, what="all deliveries"
                 )

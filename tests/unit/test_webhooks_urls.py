@@ -98,3 +98,19 @@ async def test_sender_refuses_a_host_whose_dns_answer_changed_to_a_private_addre
     assert answer.refused
     assert answer.status_code is None
     assert "not a public address" in (answer.error or "")
+
+
+async def test_sender_refuses_private_address_literals_without_asking_dns(monkeypatch):
+    fake_dns(monkeypatch, {})
+    sender = Sender(timeout_seconds=2, allow_private=False, max_connections=2)
+    try:
+        answers = [
+            await sender.post(url, {"content-type": "application/json"}, b"{}")
+            for url in ("http://127.0.0.1:9/hook", "http://[::1]:9/hook", "http://169.254.169.254/latest")
+        ]
+    finally:
+        await sender.close()
+    for answer in answers:
+        assert answer.refused
+        assert answer.status_code is None
+        assert "not a public address" in (answer.error or "")

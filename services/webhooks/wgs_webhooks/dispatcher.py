@@ -1,4 +1,11 @@
-"""Workers sending claimed deliveries: bounded concurrency, one delivery per endpoint at a time."""
+"""Workers sending claimed deliveries: bounded concurrency, one delivery per endpoint at a time.
+
+A worker that settled a delivery (delivered or dead) claims the endpoint's next one in the
+statement that records the attempt, and goes on with it: no trip through the dispatcher. It
+lets the endpoint go after `CHAIN_SECONDS` (and on shutdown), so a worker slot is never held
+for long by one endpoint while others may be waiting for it. Attempts that end while a record
+statement is running are recorded together by the next one (group commit).
+"""
 
 import asyncio
 import contextlib
@@ -15,6 +22,8 @@ from wgs_webhooks.signing import signed_headers
 
 log = logging.getLogger(__name__)
 CLAIM_FAILURE_PAUSE = 1.0
+# How long one worker may keep serving the same endpoint's queue before handing its slot back.
+CHAIN_SECONDS = 0.5
 
 
 def outcome_of(answer: Answer, tries: int, policy: RetryPolicy) -> store.Outcome:
@@ -36,6 +45,43 @@ def outcome_of(answer: Answer, tries: int, policy: RetryPolicy) -> store.Outcome
     )
 
 
+class Recorder:
+    """Records attempts in batches: one statement at a time, taking every attempt that ended meanwhile."""
+
+    def __init__(self, lease_seconds: float) -> None:
+        self.lease_seconds = lease_seconds
+        self._waiting: list[tuple[store.Finished, asyncio.Future[store.Claim | None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def finish(self, claim: store.Claim, outcome: store.Outcome, *, claim_next: bool) -> store.Claim | None:
+        """Record one attempt (see `store.finish`); the endpoint's next delivery if it was claimed."""
+        done: asyncio.Future[store.Claim | None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((store.Finished(claim=claim, outcome=outcome, claim_next=claim_next), done))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write())
+        return await done
+
+    async def _write(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    following = await store.finish([item for item, _ in batch], self.lease_seconds)
+                except Exception as exc:
+                    for _, done in batch:
+                        if not done.done():
+                            done.set_exception(exc)
+                    continue
+                for item, done in batch:
+                    if not done.done():
+                        done.set_result(following.get(item.claim.id))
+        finally:
+            self._writer = None
+            for _, done in self._waiting:  # only when cancelled
+                done.cancel()
+            self._waiting = []
+
+
 class Dispatcher:
     """Claims due deliveries whenever a worker slot is free, and sends each in its own task."""
 
@@ -45,6 +91,8 @@ class Dispatcher:
         self.policy = RetryPolicy(settings.schedule)
         self._wake = asyncio.Event()
         self._workers: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        self.recorder = Recorder(settings.lease_seconds)
 
     def wake(self) -> None:
         """Look for due deliveries now (new ones were created, or a worker finished)."""
@@ -76,16 +124,24 @@ class Dispatcher:
         self.wake()
 
     async def deliver(self, claim: store.Claim) -> None:
-        """One attempt of one delivery, signed for this moment, and its record."""
+        """Send `claim`, then the endpoint's next due deliveries, one at a time, for up to CHAIN_SECONDS."""
+        until = time.monotonic() + CHAIN_SECONDS
+        current: store.Claim | None = claim
+        while current is not None:
+            current = await self.attempt(current, claim_next=not self._stopping and time.monotonic() < until)
+
+    async def attempt(self, claim: store.Claim, *, claim_next: bool) -> store.Claim | None:
+        """One attempt of one delivery, signed for this moment, and its record; the endpoint's next
+        delivery when `claim_next` and it could be claimed along with the record."""
         body = claim.payload.encode()
         headers = signed_headers(claim.secret, claim.event_id, int(time.time()), body)
         answer = await self.sender.post(claim.url, headers, body)
         outcome = outcome_of(answer, claim.tries, self.policy)
         try:
-            await store.finish(claim, outcome)
+            following = await self.recorder.finish(claim, outcome, claim_next=claim_next)
         except Exception:
             log.exception("recording attempt %d of delivery %d failed", claim.attempt, claim.id)
-            return
+            return None
         log.info(
             "delivery %d (event %s, endpoint %d) attempt %d: %s -> %s",
             claim.id,
@@ -95,9 +151,11 @@ class Dispatcher:
             answer.status_code if answer.error is None else answer.error,
             outcome.status,
         )
+        return following
 
     async def drain(self) -> None:
         """Let running attempts finish (each is bounded by the timeout), then cancel any left."""
+        self._stopping = True
         if self._workers:
             await asyncio.wait(set(self._workers), timeout=self.settings.timeout_seconds + 1.0)
         await cancel_all(list(self._workers))

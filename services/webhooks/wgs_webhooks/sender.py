@@ -2,58 +2,63 @@
 
 Unless private addresses are allowed, every new connection resolves the host
 and refuses non-public addresses right before connecting (a check made once at
-creation would not survive a DNS change), then connects to the address it checked.
+creation would not survive a DNS change), then connects to the address it checked;
+a URL naming an address directly is judged by that address.
+
+aiohttp's connection pool: its cost per request does not grow with the number of
+open connections (httpcore's pool scans every connection for every request, which
+made the HTTP client the webhooks service's bottleneck at a few dozen endpoints).
 """
 
 import asyncio
+import ipaddress
+import socket
 import time
-import typing
 from dataclasses import dataclass
 
-import httpcore
-from wgs_kit.urls import RefusedUrl, parse_url, public_addresses
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from wgs_kit.urls import RefusedUrl, is_public, parse_url, public_addresses
 
 from wgs_webhooks.retry import parse_retry_after
 
 MAX_BODY_READ = 64 * 1024
 ERROR_SNIPPET = 200
+KEEPALIVE_SECONDS = 30.0
 
 
-class PublicOnlyBackend(httpcore.AsyncNetworkBackend):
-    """An httpcore network backend that connects only to public addresses, checked at connect time."""
+class PublicOnlyResolver(AbstractResolver):
+    """An aiohttp resolver that answers only with public addresses (else `RefusedUrl`), asked for
+    every new connection (the connector keeps no DNS cache)."""
 
-    def __init__(self) -> None:
-        self._inner = httpcore.AnyIOBackend()
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        """Resolve `host`; refuse it unless every address is public."""
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in await public_addresses(host, port)
+        ]
 
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """Resolve `host`, refuse it unless every address is public, connect to the first that answers."""
-        addresses = await public_addresses(host, port)
-        for address in addresses[:-1]:
-            try:
-                return await self._inner.connect_tcp(address, port, timeout, local_address, socket_options)
-            except httpcore.ConnectError:
-                continue
-        return await self._inner.connect_tcp(addresses[-1], port, timeout, local_address, socket_options)
+    async def close(self) -> None:
+        """Nothing to release."""
 
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: typing.Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """Never: webhooks go over TCP."""
-        raise RefusedUrl("unix sockets are not webhook targets")
 
-    async def sleep(self, seconds: float) -> None:
-        """Sleep as the wrapped backend does."""
-        await self._inner.sleep(seconds)
+def refuse_private_literal(host: str) -> None:
+    """`RefusedUrl` when `host` is an address literal that is not public (names are checked on connect)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    if not is_public(address):
+        raise RefusedUrl(f"{host} is not a public address")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,15 +77,32 @@ class Sender:
 
     def __init__(self, *, timeout_seconds: float, allow_private: bool, max_connections: int) -> None:
         self.timeout_seconds = timeout_seconds
-        self.pool = httpcore.AsyncConnectionPool(
-            max_connections=max_connections,
-            keepalive_expiry=30.0,
-            network_backend=None if allow_private else PublicOnlyBackend(),
-        )
+        self.allow_private = allow_private
+        self.max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:  # made in the running loop, on first use
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections,
+                limit_per_host=0,
+                use_dns_cache=False,
+                resolver=None if self.allow_private else PublicOnlyResolver(),
+                keepalive_timeout=KEEPALIVE_SECONDS,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=None),  # bounded by asyncio.timeout in post()
+                auto_decompress=True,
+                trust_env=False,  # no proxies from the environment
+            )
+        return self._session
 
     async def close(self) -> None:
         """Close every pooled connection."""
-        await self.pool.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> Answer:
         """POST `body` to `url`; never raises for what the endpoint or the network did."""
@@ -90,11 +112,13 @@ class Sender:
             return round((time.monotonic() - started) * 1000)
 
         try:
-            parse_url(url)
+            target = parse_url(url)
+            if not self.allow_private:
+                refuse_private_literal(target.host)
             async with asyncio.timeout(self.timeout_seconds):
-                async with self.pool.stream("POST", url, headers=list(headers.items()), content=body) as response:
+                async with self._client().post(url, data=body, headers=headers, allow_redirects=False) as response:
                     answer = await read_answer(response)
-        except RefusedUrl as exc:
+        except (RefusedUrl, aiohttp.InvalidURL) as exc:  # InvalidURL: e.g. a legacy numeric IPv4 form
             return Answer(status_code=None, error=f"refused: {exc}", latency_ms=elapsed_ms(), refused=True)
         except TimeoutError:
             return Answer(status_code=None, error=f"timeout after {self.timeout_seconds:g}s", latency_ms=elapsed_ms())
@@ -104,16 +128,16 @@ class Sender:
         return Answer(status_code=status_code, error=error, latency_ms=elapsed_ms(), retry_after=retry_after)
 
 
-async def read_answer(response: httpcore.Response) -> tuple[int, str | None, float | None]:
+async def read_answer(response: aiohttp.ClientResponse) -> tuple[int, str | None, float | None]:
     """(status, error for a non-2xx with the start of its body, Retry-After seconds); reads at most 64 KiB."""
     body = b""
-    async for chunk in response.aiter_stream():
-        body += chunk
-        if len(body) >= MAX_BODY_READ:
+    while len(body) < MAX_BODY_READ:
+        chunk = await response.content.read(MAX_BODY_READ - len(body))
+        if not chunk:
             break
-    retry_after = next((v.decode("latin-1") for k, v in response.headers if k.lower() == b"retry-after"), None)
+        body += chunk
     error = None
     if not 200 <= response.status < 300:
         snippet = body[:ERROR_SNIPPET].decode(errors="replace").strip()
         error = f"HTTP {response.status}" + (f": {snippet}" if snippet else "")
-    return response.status, error, parse_retry_after(retry_after)
+    return response.status, error, parse_retry_after(response.headers.get("Retry-After"))

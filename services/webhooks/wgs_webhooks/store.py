@@ -6,29 +6,86 @@ time in creation order, while endpoints progress independently. A claim is a
 lease (`sending` until `lease_until`): if its worker dies, another process takes
 the delivery over when the lease expires. `FOR UPDATE SKIP LOCKED` lets several
 webhooks processes claim side by side.
+
+Every function is one statement (one round trip, its own transaction): a batch of
+events is fanned out by one multi-row INSERT; attempts that ended together are
+recorded by one statement, which also claims each endpoint's next delivery when it
+is due, so busy endpoints cost a fraction of a statement per delivery.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from wgs_db.tables import WebhookDelivery, WebhookEndpoint
+from wgs_db.engine import DB
 
-# An endpoint receives the events that happened after it was created (a minute of clock skew allowed).
+# The batch form of WebhookEndpoint.adopt_instance_webhook: the instances' legacy `webhook_url`
+# get their endpoint row (filter `*`, generated secret) once; the NOT EXISTS spares the sequence
+# and the secret generation when it is there already (the usual case).
+ADOPT = """
+INSERT INTO webhook_endpoints (tenant_id, instance_id, url, legacy, description, created_at)
+SELECT i.tenant_id, i.id, i.webhook_url, true, 'the webhook field of the instance', i.created_at
+  FROM instances i
+ WHERE i.id = ANY ($1::int[]) AND i.webhook_url IS NOT NULL
+   AND NOT EXISTS (SELECT 1 FROM webhook_endpoints l WHERE l.instance_id = i.id AND l.legacy)
+ON CONFLICT (instance_id) WHERE legacy DO NOTHING
+"""
+
+# One delivery per (event, matching enabled endpoint), created in stream order (the events' order in
+# the arrays, then endpoint id): ids are drawn in the ORDER BY's order, and an endpoint's queue is its
+# deliveries by id. An endpoint receives the events that happened after it was created (a minute of
+# clock skew allowed). A repeated event (redelivered by NATS) creates nothing.
 FAN_OUT = """
+WITH ev AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::int[], $5::timestamptz[], $6::text[])
+           WITH ORDINALITY AS ev(event_id, event_type, tenant_id, instance_id, at, payload, n)
+)
 INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, payload)
-SELECT e.id, {}, {}, {}
-  FROM webhook_endpoints e
- WHERE e.tenant_id = {} AND (e.instance_id = {} OR e.instance_id IS NULL) AND e.enabled
-   AND ({} = ANY (e.events) OR '*' = ANY (e.events))
-   AND e.created_at <= {}::timestamptz + interval '1 minute'
- ORDER BY e.id
+SELECT e.id, ev.event_id, ev.event_type, ev.payload
+  FROM ev
+  JOIN webhook_endpoints e
+    ON e.tenant_id = ev.tenant_id AND (e.instance_id = ev.instance_id OR e.instance_id IS NULL) AND e.enabled
+   AND (ev.event_type = ANY (e.events) OR '*' = ANY (e.events))
+   AND e.created_at <= ev.at + interval '1 minute'
+ ORDER BY ev.n, e.id
 ON CONFLICT (endpoint_id, event_id) DO NOTHING
 RETURNING id
 """
 
-# The oldest open delivery of every endpoint (a loose index scan of webhook_deliveries_open_idx),
-# claimed when it is due, or when the worker that claimed it lost its lease.
-CLAIM = """
+# Taking a claimed row: attempt number, lease, the open attempt record (an earlier one its worker never
+# finished is marked abandoned), and where to send it. Appended to the queries choosing `due` rows.
+_TAKE = """
+, claimed AS (
+    UPDATE webhook_deliveries d
+       SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $LEASE)
+      FROM due
+     WHERE d.id = due.id
+ RETURNING d.id, d.endpoint_id, d.event_id, d.payload, d.attempts, d.retry_base, due.prev
+), abandoned AS (
+    UPDATE webhook_attempts a
+       SET error = 'abandoned: the worker stopped before an answer'
+      FROM claimed
+     WHERE a.delivery_id = claimed.id AND a.latency_ms IS NULL AND a.error IS NULL
+), started AS (
+    INSERT INTO webhook_attempts (delivery_id, attempt) SELECT id, attempts FROM claimed
+)
+SELECT c.id, c.endpoint_id, c.event_id, c.payload, c.attempts, c.retry_base, c.prev, e.url, e.secret
+  FROM claimed c
+  JOIN webhook_endpoints e ON e.id = c.endpoint_id
+"""
+
+# A head is claimable when it is due, or when the worker that claimed it lost its lease.
+_DUE = """
+       e.enabled
+   AND ((d.status = 'pending' AND d.next_attempt_at <= now())
+        OR (d.status = 'sending' AND d.lease_until < now()))
+"""
+
+# The oldest open delivery of every endpoint (a loose index scan of webhook_deliveries_open_idx), claimed
+# when due; up to $1 of them (one per endpoint), for $2 seconds.
+CLAIM = (
+    """
 WITH RECURSIVE heads AS (
     (SELECT endpoint_id, id FROM webhook_deliveries
       WHERE status IN ('pending', 'sending') ORDER BY endpoint_id, id LIMIT 1)
@@ -39,47 +96,75 @@ WITH RECURSIVE heads AS (
             WHERE status IN ('pending', 'sending') AND endpoint_id > heads.endpoint_id
             ORDER BY endpoint_id, id LIMIT 1) next
 ), due AS (
-    SELECT d.id
+    SELECT d.id, NULL::bigint AS prev
       FROM heads
       JOIN webhook_deliveries d ON d.id = heads.id
       JOIN webhook_endpoints e ON e.id = d.endpoint_id
-     WHERE e.enabled
-       AND ((d.status = 'pending' AND d.next_attempt_at <= now())
-            OR (d.status = 'sending' AND d.lease_until < now()))
+     WHERE"""
+    + _DUE
+    + """
      ORDER BY d.next_attempt_at
-     LIMIT {}
+     LIMIT $1
        FOR UPDATE OF d SKIP LOCKED
-), claimed AS (
-    UPDATE webhook_deliveries d
-       SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => {})
-      FROM due
-     WHERE d.id = due.id
- RETURNING d.id, d.endpoint_id, d.event_id, d.payload, d.attempts, d.retry_base
-), abandoned AS (
-    UPDATE webhook_attempts a
-       SET error = 'abandoned: the worker stopped before an answer'
-      FROM claimed
-     WHERE a.delivery_id = claimed.id AND a.latency_ms IS NULL AND a.error IS NULL
-), started AS (
-    INSERT INTO webhook_attempts (delivery_id, attempt) SELECT id, attempts FROM claimed
+)"""
+    + _TAKE.replace("$LEASE", "$2")
 )
-SELECT c.id, c.endpoint_id, c.event_id, c.payload, c.attempts, c.retry_base, e.url, e.secret
-  FROM claimed c
-  JOIN webhook_endpoints e ON e.id = c.endpoint_id
-"""
 
-# The attempt is recorded whatever happened; the delivery only while this worker still holds it.
-FINISH = """
-WITH attempt AS (
-    UPDATE webhook_attempts SET status_code = {}, error = {}, latency_ms = {}
-     WHERE delivery_id = {} AND attempt = {}
+# Attempts of several workers recorded at once (one row per attempt in the arrays). Each attempt is
+# recorded whatever happened; its delivery only while this worker still holds it. When that settled the
+# delivery (delivered or dead) and the worker asked for it, the endpoint's next delivery (its new head:
+# the statement's snapshot still shows the settled ones open, hence `NOT IN done`) is claimed in the same
+# statement when due, for $9 seconds; `prev` says whose follower it is.
+FINISH = (
+    """
+WITH input AS (
+    SELECT * FROM unnest($1::int[], $2::text[], $3::int[], $4::bigint[], $5::int[], $6::text[], $7::float8[],
+                         $8::bool[])
+           AS i(status_code, error, latency_ms, delivery_id, attempt, status, delay, claim_next)
+), attempt AS (
+    UPDATE webhook_attempts a SET status_code = i.status_code, error = i.error, latency_ms = i.latency_ms
+      FROM input i
+     WHERE a.delivery_id = i.delivery_id AND a.attempt = i.attempt
+), done AS (
+    UPDATE webhook_deliveries d
+       SET status = i.status, next_attempt_at = now() + make_interval(secs => i.delay), lease_until = NULL,
+           last_status_code = i.status_code, last_error = i.error, last_latency_ms = i.latency_ms,
+           delivered_at = CASE WHEN i.status = 'delivered' THEN now() END
+      FROM input i
+     WHERE d.id = i.delivery_id AND d.status = 'sending' AND d.attempts = i.attempt
+ RETURNING d.id, d.endpoint_id, d.status, i.claim_next
+), head AS (
+    SELECT next.id, done.id AS prev
+      FROM done, LATERAL (
+           SELECT id FROM webhook_deliveries
+            WHERE endpoint_id = done.endpoint_id AND status IN ('pending', 'sending')
+              AND id NOT IN (SELECT id FROM done)
+            ORDER BY endpoint_id, id LIMIT 1) next
+     WHERE done.claim_next AND done.status IN ('delivered', 'dead')
+), due AS (
+    SELECT d.id, head.prev
+      FROM head
+      JOIN webhook_deliveries d ON d.id = head.id
+      JOIN webhook_endpoints e ON e.id = d.endpoint_id
+     WHERE"""
+    + _DUE
+    + """
+       FOR UPDATE OF d SKIP LOCKED
+)"""
+    + _TAKE.replace("$LEASE", "$9")
 )
-UPDATE webhook_deliveries
-   SET status = {}, next_attempt_at = now() + make_interval(secs => {}), lease_until = NULL,
-       last_status_code = {}, last_error = {}, last_latency_ms = {},
-       delivered_at = CASE WHEN {} THEN now() END
- WHERE id = {} AND status = 'sending' AND attempts = {}
-"""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """What fan-out needs of one event: who it is for and its frozen body."""
+
+    event_id: str
+    event_type: str
+    tenant_id: int
+    instance_id: int
+    at: datetime
+    payload: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,18 +197,32 @@ class Outcome:
     delay_seconds: float = 0.0
 
 
-async def fan_out(
-    *, event_id: str, event_type: str, tenant_id: int, instance_id: int, at: datetime, payload: str
-) -> int:
-    """One delivery per matching enabled endpoint (idempotent); the number created now."""
-    await WebhookEndpoint.adopt_instance_webhook(instance_id)
-    rows = await WebhookDelivery.raw(FAN_OUT, event_id, event_type, payload, tenant_id, instance_id, event_type, at)
+async def _fetch(sql: str, *args: Any) -> list[Any]:
+    """Run one statement on a pooled connection (its own transaction) and return its rows."""
+    assert DB.pool is not None, "open_database() first"
+    async with DB.pool.acquire() as connection:
+        return list(await connection.fetch(sql, *args))
+
+
+async def fan_out(events: Sequence[Event]) -> int:
+    """One delivery per event and matching enabled endpoint, in the events' order (idempotent);
+    the number created now. Two statements whatever the number of events."""
+    if not events:
+        return 0
+    await _fetch(ADOPT, sorted({e.instance_id for e in events}))
+    rows = await _fetch(
+        FAN_OUT,
+        [e.event_id for e in events],
+        [e.event_type for e in events],
+        [e.tenant_id for e in events],
+        [e.instance_id for e in events],
+        [e.at for e in events],
+        [e.payload for e in events],
+    )
     return len(rows)
 
 
-async def claim(limit: int, lease_seconds: float) -> list[Claim]:
-    """Lease up to `limit` due deliveries, at most one per endpoint, and open their attempt records."""
-    rows = await WebhookDelivery.raw(CLAIM, limit, lease_seconds)
+def _claims(rows: list[Any]) -> list[Claim]:
     return [
         Claim(
             id=r["id"],
@@ -139,21 +238,36 @@ async def claim(limit: int, lease_seconds: float) -> list[Claim]:
     ]
 
 
-async def finish(claim: Claim, outcome: Outcome) -> None:
-    """Record the attempt and move the delivery on (unless its lease was lost meanwhile)."""
-    await WebhookDelivery.raw(
+async def claim(limit: int, lease_seconds: float) -> list[Claim]:
+    """Lease up to `limit` due deliveries, at most one per endpoint, and open their attempt records."""
+    return _claims(await _fetch(CLAIM, limit, lease_seconds))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Finished:
+    """An attempt to record, and whether its worker wants the endpoint's next delivery."""
+
+    claim: Claim
+    outcome: Outcome
+    claim_next: bool
+
+
+async def finish(attempts: Sequence[Finished], lease_seconds: float) -> dict[int, Claim]:
+    """Record the attempts and move their deliveries on (unless a lease was lost meanwhile), in one
+    statement; for those with `claim_next`, also lease the endpoint's next delivery if the queue moved
+    on and it is due. Returns those next deliveries by the id of the delivery they follow."""
+    if not attempts:
+        return {}
+    rows = await _fetch(
         FINISH,
-        outcome.status_code,
-        outcome.error,
-        outcome.latency_ms,
-        claim.id,
-        claim.attempt,
-        outcome.status,
-        outcome.delay_seconds,
-        outcome.status_code,
-        outcome.error,
-        outcome.latency_ms,
-        outcome.status == "delivered",
-        claim.id,
-        claim.attempt,
+        [a.outcome.status_code for a in attempts],
+        [a.outcome.error for a in attempts],
+        [a.outcome.latency_ms for a in attempts],
+        [a.claim.id for a in attempts],
+        [a.claim.attempt for a in attempts],
+        [a.outcome.status for a in attempts],
+        [a.outcome.delay_seconds for a in attempts],
+        [a.claim_next for a in attempts],
+        lease_seconds,
     )
+    return {r["prev"]: claim for r, claim in zip(rows, _claims(rows), strict=True)}
