@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import httpx
 from wgs_devstack.docker_engine import DockerEngine
-from wgs_devstack.images import build_all
+from wgs_devstack.images import build_all, copy_image
 from wgs_devstack.nats import EmbeddedNats
 from wgs_devstack.postgres import EmbeddedPostgres
 from wgs_devstack.processes import free_port, run_command
@@ -25,6 +25,7 @@ from wgs_kit.waiting import wait_until
 ROOT = Path(__file__).resolve().parent.parent
 ADMIN = {"X-Admin-API-Secret": ADMIN_SECRET}
 NODE = "bench-n1"
+SANDBOX_IMAGE = "wgs-provider-sandbox:latest"
 T = TypeVar("T")
 
 
@@ -40,6 +41,20 @@ class Stack:
     client: httpx.AsyncClient
     headers: dict[str, str]
     services: list[Service]
+    extra_engines: list[DockerEngine]
+
+    async def add_node(self, name: str, settings: dict[str, str] | None = None) -> DockerEngine:
+        """Start one more node: its own Docker engine (with the sandbox image), registered, with its agent."""
+        engine = DockerEngine(self.work / f"docker-{name}", name)
+        self.extra_engines.append(engine)
+        await engine.start()
+        await copy_image(self.engine.host, engine.host, SANDBOX_IMAGE)
+        await self.client.post(
+            "/admin/nodes", json={"name": name, "dockerHost": engine.host, "publicHost": "127.0.0.1"}, headers=ADMIN
+        )
+        self.start_service(f"agent-{name}", "wgs_node_agent", agent_env(name, engine, self.work, settings))
+        await wait_until(lambda: node_is_ready(self.client, name), timeout=60, what=f"node {name} ready")
+        return engine
 
     def start_service(self, name: str, module: str, extra_env: dict[str, str] | None = None) -> Service:
         """Start one more service process (stopped with the stack)."""
@@ -47,6 +62,23 @@ class Stack:
         service.start()
         self.services.append(service)
         return service
+
+
+def agent_env(name: str, engine: DockerEngine, work: Path, settings: dict[str, str] | None) -> dict[str, str]:
+    """The environment of the node agent of node `name` on `engine`."""
+    return {
+        "WGS_NODE_NAME": name,
+        "DOCKER_HOST": engine.host,
+        "WGS_RUNTIME": "docker",
+        "WGS_NODE_DATA_DIR": str(work / f"node-{name}"),
+        **(settings or {}),
+    }
+
+
+async def node_is_ready(client: httpx.AsyncClient, name: str) -> bool:
+    """True once the node's heartbeats arrive."""
+    nodes = (await client.get("/admin/nodes", headers=ADMIN)).json()
+    return any(n["name"] == name and n["status"] == "ready" for n in nodes)
 
 
 @asynccontextmanager
@@ -60,6 +92,7 @@ async def gateway_stack(
     pg = EmbeddedPostgres(work / "pg", fsync=False)
     engine = DockerEngine(work / "docker", "bench")
     services: list[Service] = []
+    stack_engines: list[DockerEngine] = []
     try:
         await asyncio.gather(nats.start(), pg.start(), engine.start())
         await build_all(engine.host, ROOT, ["sandbox"])
@@ -71,33 +104,22 @@ async def gateway_stack(
         await api.ready()
         services.append(api)
         async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
-            stack = Stack(work, env, nats, engine, api, client, {}, services)
+            stack = Stack(work, env, nats, engine, api, client, {}, services, stack_engines)
             stack.start_service("scheduler", "wgs_scheduler")
+            stack.start_service("state", "wgs_state")
             await client.post(
                 "/admin/nodes", json={"name": NODE, "dockerHost": engine.host, "publicHost": "127.0.0.1"}, headers=ADMIN
             )
-            stack.start_service(
-                "agent",
-                "wgs_node_agent",
-                {
-                    "WGS_NODE_NAME": NODE,
-                    "DOCKER_HOST": engine.host,
-                    "WGS_RUNTIME": "docker",
-                    "WGS_NODE_DATA_DIR": str(work / "node"),
-                },
-            )
-
-            async def node_ready() -> bool:
-                nodes = (await client.get("/admin/nodes", headers=ADMIN)).json()
-                return any(n["name"] == NODE and n["status"] == "ready" for n in nodes)
-
-            await wait_until(node_ready, timeout=60, what="node ready")
+            stack.start_service("agent", "wgs_node_agent", agent_env(NODE, engine, work, None))
+            await wait_until(lambda: node_is_ready(client, NODE), timeout=60, what="node ready")
             created = await client.post("/admin/tenants", json={"name": "bench", **(tenant or {})}, headers=ADMIN)
             stack.headers = {"Authorization": f"Bearer {created.json()['apiKey']}"}
             yield stack
     finally:
         for service in reversed(services):
             await service.stop()
+        for extra in stack_engines:
+            await extra.stop()
         await engine.stop()
         await pg.stop()
         await nats.stop()

@@ -91,7 +91,7 @@ async def test_provider_answers_health_over_its_unix_socket(
     assert (await client.delete(f"/api/instances/{instance['id']}", headers=tenant.headers)).status_code == 204
 
 
-async def test_crashed_provider_is_reported_failed_then_running_after_docker_restarts_it(
+async def test_crashed_provider_is_reported_failed_then_running_after_the_agent_restarts_it(
     client: httpx.AsyncClient, node_agent: Service, engines: list[DockerEngine], migrated: dict[str, str]
 ) -> None:
     tenant = await create_tenant(client)

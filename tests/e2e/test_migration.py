@@ -14,11 +14,15 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+import msgspec
 import nats
 import pytest
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from wgs_contracts import subjects
+from wgs_contracts.messages import InstanceStatus, InstanceStatusChanged, NodeStatusChanged
 from wgs_contracts.state import RestoreBegin
 from wgs_devstack.docker_engine import DockerEngine
 from wgs_devstack.images import copy_image
@@ -62,22 +66,23 @@ class Fleet:
         return self.nodes[name]
 
 
+async def state_answers(nc: nats.NATS) -> bool:
+    """True when a state service answers restore requests."""
+    try:
+        await nc.request(subjects.STATE_RESTORE_BEGIN, encode(RestoreBegin(instance_id=0)), timeout=1)
+    except (NoRespondersError, NatsTimeoutError):
+        return False
+    return True
+
+
 @pytest.fixture(scope="module")
 async def state_service(migrated: dict[str, str], work_dir: Path) -> AsyncIterator[Service]:
     """The state service, answering restores."""
     service = Service("state-e2e", "wgs_state", migrated, work_dir / "logs")
     service.start()
     nc = await nats.connect(migrated["NATS_URL"])
-
-    async def answering() -> bool:
-        try:
-            await nc.request(subjects.STATE_RESTORE_BEGIN, encode(RestoreBegin(instance_id=0)), timeout=1)
-        except (NoRespondersError, NatsTimeoutError):
-            return False
-        return True
-
     try:
-        await wait_until(answering, timeout=30, what="the state service")
+        await wait_until(lambda: state_answers(nc), timeout=30, what="the state service")
         yield service
     finally:
         await nc.close()
@@ -338,8 +343,41 @@ async def test_drain_moves_every_instance_off_a_node_and_cordons_it(client: http
         await client.delete(f"/api/instances/{instance['id']}", headers=tenant.headers)
 
 
+async def test_a_failed_final_snapshot_keeps_the_instance_where_it_was(
+    client: httpx.AsyncClient, fleet: Fleet, state_service: Service, db: asyncpg.Pool, migrated: dict[str, str]
+) -> None:
+    tenant = await create_tenant(client)
+    instance = await sandbox_on(client, fleet, tenant, "m1")
+    await state_service.stop()  # the old node cannot store the final snapshot
+    try:
+        response = await migrate(client, tenant, instance["id"], "m2")
+    finally:
+        state_service.start()
+    assert response.status_code == 503, response.text
+    assert "final snapshot failed" in response.json()["error"]
+    row = await db.fetchrow("SELECT node_id, generation FROM instances WHERE id = $1", instance["id"])
+    assert (row["node_id"], row["generation"]) == (fleet["m1"].id, instance["generation"])
+    view = await wait_until(
+        lambda: status_is(client, tenant, instance["id"], "running"), timeout=30, what="running on m1 again"
+    )
+    assert view["nodeId"] == fleet["m1"].id
+    assert len(await running_containers(fleet["m1"], instance["id"])) == 1
+    assert await containers_of(fleet["m2"].engine, instance["id"]) == []
+    nc = await nats.connect(migrated["NATS_URL"])
+    try:
+        await wait_until(lambda: state_answers(nc), timeout=30, what="the state service back")
+    finally:
+        await nc.close()
+    assert (await client.delete(f"/api/instances/{instance['id']}", headers=tenant.headers)).status_code == 204
+
+
+async def status_is(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, status: str) -> dict | None:
+    view = (await client.get(f"/api/instances/{instance_id}", headers=tenant.headers)).json()
+    return view if view["status"] == status else None
+
+
 async def test_failover_restores_a_lost_nodes_instance_elsewhere_and_never_runs_two(
-    client: httpx.AsyncClient, fleet: Fleet, db: asyncpg.Pool
+    client: httpx.AsyncClient, fleet: Fleet, db: asyncpg.Pool, migrated: dict[str, str]
 ) -> None:
     tenant_a, tenant_b = await create_tenant(client), await create_tenant(client)
     a = await sandbox_on(client, fleet, tenant_a, "m1")
@@ -367,6 +405,9 @@ async def test_failover_restores_a_lost_nodes_instance_elsewhere_and_never_runs_
             await asyncio.sleep(0.1)
 
     watcher = asyncio.create_task(watch_both_engines())
+    nc = await nats.connect(migrated["NATS_URL"])
+    status_events = await nc.subscribe(subjects.instance_status(a["id"]))
+    node_events = await nc.subscribe(subjects.node_status("m1"))
     try:
         await fleet["m1"].agent.kill9()
         killed_at = asyncio.get_running_loop().time()
@@ -378,6 +419,11 @@ async def test_failover_restores_a_lost_nodes_instance_elsewhere_and_never_runs_
 
         view = await wait_until(moved, timeout=30, interval=0.2, what="instance running on m2")
         assert asyncio.get_running_loop().time() - killed_at < 30
+        # The tenant is told (instance status, hence webhooks) and operators too (node status).
+        told = [msgspec.json.decode(m.data, type=InstanceStatusChanged) for m in await drain(status_events)]
+        assert any(e.status is InstanceStatus.SCHEDULED and "node m1 lost" in (e.reason or "") for e in told)
+        lost = msgspec.json.decode((await node_events.next_msg(timeout=5)).data, type=NodeStatusChanged)
+        assert (lost.status, lost.moved_instances) == ("lost", (a["id"],))
         assert file_hashes(fleet["m2"].state_dir(a["id"]), expected) == expected
         sent = await client.post(
             f"/api/instances/{a['id']}/send",
@@ -400,6 +446,7 @@ async def test_failover_restores_a_lost_nodes_instance_elsewhere_and_never_runs_
     finally:
         watching = False
         await watcher
+        await nc.close()
     assert most_running == 1, "the instance ran on both nodes at once"
     stale_uploads = await db.fetchval(
         "SELECT count(*) FROM snapshots WHERE instance_id = $1 AND version > $2 AND generation < $3",
@@ -410,6 +457,16 @@ async def test_failover_restores_a_lost_nodes_instance_elsewhere_and_never_runs_
     assert stale_uploads == 0
     for tenant, instance in ((tenant_a, a), (tenant_b, b)):
         await client.delete(f"/api/instances/{instance['id']}", headers=tenant.headers)
+
+
+async def drain(subscription: Subscription) -> list[Msg]:
+    """Every message the subscription holds now."""
+    found = []
+    while True:
+        try:
+            found.append(await subscription.next_msg(timeout=0.2))
+        except NatsTimeoutError:
+            return found
 
 
 async def node_ready_again(client: httpx.AsyncClient, node: Node) -> None:

@@ -32,6 +32,8 @@ from wgs_devstack.services import ApiService, Service
 from wgs_kit.messaging import decode, encode
 from wgs_kit.snapshots import SnapshotError, restore_folder, upload_folder
 from wgs_kit.waiting import wait_until
+from wgs_node_agent.runtime.base import InstancePaths
+from wgs_node_agent.snapshots import Snapshotter
 
 from tests.support.api import ADMIN, Tenant, create_tenant, unique_phone
 from tests.support.files import tree
@@ -369,3 +371,36 @@ async def test_admin_and_tenant_endpoints(nc, instance, tenant, client, db, tmp_
     assert body["takenAt"]
     other = await create_tenant(client)
     assert (await client.get(last, headers=other.headers)).status_code == 404
+
+
+async def test_agent_snapshotter_uploads_only_changes_and_restores_only_newer_versions(
+    nc: NatsClient, instance: int, tmp_path: Path, db: asyncpg.Pool
+) -> None:
+    node_a = InstancePaths.under(tmp_path / "a", instance)
+    node_b = InstancePaths.under(tmp_path / "b", instance)
+    write_folder(node_a.state_dir, "paired")
+    snapshotter = Snapshotter(lambda: nc, restore_timeout_seconds=5)
+    paused: list[str] = []
+
+    async def pause() -> None:
+        paused.append("pause")
+
+    async def unpause() -> None:
+        paused.append("unpause")
+
+    first = await snapshotter.take(instance, 1, node_a, pause=pause, unpause=unpause)
+    assert first.version is not None
+    assert paused == ["pause", "unpause"]
+    assert first.pause_ms > 0
+    unchanged = await snapshotter.take(instance, 1, node_a)
+    assert unchanged.version is None  # same content: nothing uploaded
+    write_folder(node_a.state_dir, "paired, one message later")
+    second = await snapshotter.take(instance, 1, node_a)
+    assert second.version == first.version + 1
+    assert [v for v, _ in await versions(db, instance)] == [second.version, first.version]
+
+    # Another node restores the newest version once; a node that has it already restores nothing.
+    assert await snapshotter.restore_if_newer(instance, node_b) == second.version
+    assert tree(node_b.state_dir) == tree(node_a.state_dir)
+    assert await snapshotter.restore_if_newer(instance, node_b) is None
+    assert await snapshotter.restore_if_newer(instance, node_a) is None

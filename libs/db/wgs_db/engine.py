@@ -18,9 +18,15 @@ DB = DeferredPostgresEngine(config={})
 
 
 async def open_database(dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
-    """Point the engine at `dsn` and start its connection pool."""
+    """Point the engine at `dsn` and start its connection pool.
+
+    Without asyncpg's idle-connection timers: such a timer, set whenever a connection goes back
+    to the pool, keeps the context of the request it served (e.g. a snapshot chunk) alive until it
+    would have fired, 300 s later, even once cancelled; storing a large snapshot held up to a
+    hundred chunks in memory that way.
+    """
     DB.config = {"dsn": dsn}
-    await DB.start_connection_pool(min_size=min_size, max_size=max_size)
+    await DB.start_connection_pool(min_size=min_size, max_size=max_size, max_inactive_connection_lifetime=0)
 
 
 async def close_database() -> None:

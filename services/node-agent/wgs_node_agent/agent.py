@@ -56,11 +56,13 @@ class NodeAgent:
         self.ledger = GenerationLedger(settings.data_dir / "generations.json")
         self._locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._touched_at: dict[int, float] = {}
-        self._removing: set[str] = set()
+        # Containers the agent stops or removes itself (kept after: their `die` event may come late).
+        self._removed_by_agent: OrderedDict[str, None] = OrderedDict()
         self._reported_deaths: set[str] = set()
         self._seen_events: OrderedDict[tuple[str, str, int], None] = OrderedDict()
         self._handed_off: dict[int, tuple[int, float]] = {}  # instance → (generation, when)
         self._crashes: dict[str, tuple[int, float]] = {}  # container → (crashes in a row, when last)
+        self._restarting: set[int] = set()  # instances whose crashed container the agent restarts itself
         self._background: set[asyncio.Task[None]] = set()
         self.sessions: dict[int, InstanceSession] = {}
         self.snapshots = Snapshotter(
@@ -242,7 +244,10 @@ class NodeAgent:
         """Snapshot a container that stopped on its own; restart it (with backoff) if it crashed."""
         instance_id = container.instance_id
         async with self._locks[instance_id]:
-            if self.ledger.is_stale(instance_id, container.generation) or container.container_id in self._removing:
+            if (
+                self.ledger.is_stale(instance_id, container.generation)
+                or container.container_id in self._removed_by_agent
+            ):
                 return
             try:
                 outcome = await self.snapshots.take(instance_id, container.generation, self.paths(instance_id))
@@ -252,6 +257,15 @@ class NodeAgent:
                 await self._publish_snapshot(instance_id, container.generation, "stopped", outcome)
         if exit_code == 0:
             return  # a clean exit: the next reconcile starts it again
+        self._restarting.add(instance_id)
+        try:
+            await self._restart_crashed(container)
+        finally:
+            self._restarting.discard(instance_id)
+
+    async def _restart_crashed(self, container: ManagedContainer) -> None:
+        """Start a crashed container again after a backoff growing with its crashes in a row."""
+        instance_id = container.instance_id
         now = asyncio.get_running_loop().time()
         crashes, last = self._crashes.get(container.container_id, (0, now))
         crashes = 1 if now - last > CRASH_RESET_SECONDS else crashes + 1
@@ -303,11 +317,10 @@ class NodeAgent:
             )
 
     async def _remove(self, container: ManagedContainer) -> None:
-        self._removing.add(container.container_id)
-        try:
-            await self.runtime.remove(container, self.settings.stop_timeout_seconds)
-        finally:
-            self._removing.discard(container.container_id)
+        self._removed_by_agent[container.container_id] = None
+        while len(self._removed_by_agent) > SEEN_EVENTS_LIMIT:
+            self._removed_by_agent.popitem(last=False)
+        await self.runtime.remove(container, self.settings.stop_timeout_seconds)
 
     async def on_container_event(self, event: ContainerEvent) -> None:
         """Report a container that died on its own (`failed`, or `stopped` on exit 0) and its restart.
@@ -322,7 +335,7 @@ class NodeAgent:
         while len(self._seen_events) > SEEN_EVENTS_LIMIT:
             self._seen_events.popitem(last=False)
         container = event.container
-        if container.container_id in self._removing or self.ledger.is_stale(
+        if container.container_id in self._removed_by_agent or self.ledger.is_stale(
             container.instance_id, container.generation
         ):
             return
@@ -365,8 +378,10 @@ class NodeAgent:
                     )
         running = {(c.instance_id, c.generation) for c in actual if c.running}
         for instance_id, assignment in wanted.items():
-            if self._touched_at.get(instance_id, 0.0) > asked_at or self._was_handed_off(
-                instance_id, assignment.generation
+            if (
+                self._touched_at.get(instance_id, 0.0) > asked_at
+                or instance_id in self._restarting
+                or self._was_handed_off(instance_id, assignment.generation)
             ):
                 continue
             if (instance_id, assignment.generation) not in running:

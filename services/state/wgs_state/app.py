@@ -7,7 +7,7 @@ from faststream.nats import NatsMessage
 from wgs_contracts import headers, subjects
 from wgs_contracts.state import RestoreBegin, RestoreChunk, StateRefused, UploadBegin, UploadCommit
 from wgs_db import snapshots
-from wgs_db.engine import DB, close_database
+from wgs_db.engine import close_database, open_database
 from wgs_kit.lifecycle import cancel_all, wait_for_shutdown
 from wgs_kit.messaging import decode, encode, make_broker
 
@@ -16,14 +16,6 @@ from wgs_state.service import StateService
 
 log = logging.getLogger(__name__)
 QUEUE_GROUP = "state"
-
-
-async def open_database(dsn: str) -> None:
-    """The engine's pool, without asyncpg's idle-connection timers. Such a timer, set whenever a connection
-    goes back to the pool, keeps the context of the request it served (so the chunk in it) until it would have
-    fired, 300 s later, even once cancelled: storing a large snapshot held up to a hundred chunks in memory."""
-    DB.config = {"dsn": dsn}
-    await DB.start_connection_pool(min_size=1, max_size=10, max_inactive_connection_lifetime=0)
 
 
 async def run(settings: Settings) -> None:
