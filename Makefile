@@ -32,3 +32,4 @@ bench: install
 	$(UV) run python -m bench.lifecycle
 	$(UV) run python -m bench.send
 	$(UV) run python -m bench.webhooks
+	$(UV) run python -m bench.migrate
