@@ -26,6 +26,7 @@ import httpx
 from wgs_devstack.processes import ManagedProcess, free_port
 from wgs_kit.waiting import wait_until
 
+from bench.cpu import cpu_ms_per_unit, cpu_reading
 from bench.stack import ROOT, Stack, cancel_on_sigterm, gateway_stack, percentile
 
 TARGET_THROUGHPUT = 1000.0
@@ -171,10 +172,13 @@ async def measure(
     limits = httpx.Limits(max_connections=flight, max_keepalive_connections=flight)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         await closed_loop(client, url, body, headers, min(200, sends), flight)  # warm-up
+        before = cpu_reading()
         if shutil.which("wrk"):
             throughput = await wrk_closed_loop(url, body, headers, flight, seconds, work)
         else:
             throughput = await closed_loop(client, url, body, headers, sends, flight)
+        # Work a send causes after its answer (events, receipts) is still running: included up to here.
+        throughput["cpu_ms_per_send"] = cpu_ms_per_unit(before, cpu_reading(), throughput["accepted"])
     sustainable = await open_loop(url, body, headers, max(1.0, throughput["per_second"] / 2), seconds)
     latency = await open_loop(url, body, headers, rate, seconds)  # last: it may overload the server
     return {"throughput": throughput, "latency": latency, "latency_at_half_capacity": sustainable}
@@ -237,6 +241,8 @@ def print_table(result: dict) -> None:
             f"{latency['p99_ms']!s:>10}{latency['failed']:>8}{row['latency_at_half_capacity']['p99_ms']!s:>12}"
         )
     print(f"targets: >= {TARGET_THROUGHPUT:.0f} accepted/s; p99 <= {TARGET_P99_MS:.0f} ms at the offered rate")
+    spent = result["gateway_send"]["throughput"]["cpu_ms_per_send"]
+    print("gateway CPU ms per accepted send: " + ", ".join(f"{name} {ms}" for name, ms in spent.items()))
 
 
 def main() -> None:

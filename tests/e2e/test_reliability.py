@@ -161,3 +161,27 @@ async def test_agent_restart_adopts_running_containers(
     assert after["State"]["Running"]
     await delete(client, tenant, instance["id"])
     await delete(client, tenant, marker["id"])
+
+
+async def test_agent_unpauses_a_container_left_paused_by_a_snapshot_it_never_finished(
+    client: httpx.AsyncClient, node_agent: Service, engines: list[DockerEngine]
+) -> None:
+    tenant = await create_tenant(client)
+    response = await client.post(
+        "/api/instances",
+        json={"phone": unique_phone(), "provider": "sandbox", "resources": SMALL},
+        headers=tenant.headers,
+    )
+    assert response.status_code == 200, response.text
+    instance = response.json()
+    await node_agent.kill9()  # as if it died between pause and unpause
+    async with aiodocker.Docker(url=engines[0].host) as docker:
+        await docker.containers.container(f"wgs-instance-{instance['id']}").pause()
+    node_agent.start()
+
+    async def thawed() -> bool:
+        [container] = await containers_of(engines[0], instance["id"])
+        return container["State"]["Running"] and not container["State"]["Paused"]
+
+    await wait_until(thawed, timeout=30, interval=0.2, what="container unpaused by the agent")
+    await delete(client, tenant, instance["id"])

@@ -32,7 +32,7 @@ async def test_instance_is_placed_and_its_node_gets_the_start_command(
             response = await client.post("/api/instances?wait=0", json=body, headers=tenant.headers)
             assert response.status_code == 202, response.text
             instance = response.json()
-            assert instance["status"] == "pending"
+            assert instance["status"] in ("pending", "scheduled")  # not waited for: as far as it got
             message = await commands.next_msg(timeout=30)
             command = msgspec.json.decode(message.data, type=NodeCommand)
             assert isinstance(command, StartInstance)

@@ -1,5 +1,7 @@
 """The Piccolo engine every table is bound to; services open its pool in their lifespan."""
 
+from typing import Any
+
 from piccolo.engine.postgres import PostgresEngine
 
 
@@ -33,3 +35,13 @@ async def close_database() -> None:
     """Close the connection pool (safe to call twice)."""
     if DB.pool is not None:
         await DB.close_connection_pool()
+
+
+async def fetch(sql: str, *args: Any) -> list[Any]:
+    """Run one SQL statement (`$1` placeholders) on a pooled connection, in its own transaction; its rows.
+
+    For hot paths: plain asyncpg, without Piccolo's query building.
+    """
+    assert DB.pool is not None, "open_database() first"
+    async with DB.pool.acquire() as connection:
+        return list(await connection.fetch(sql, *args))

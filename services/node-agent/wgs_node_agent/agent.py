@@ -357,6 +357,9 @@ class NodeAgent:
         wanted = {a.spec.instance_id: a for a in reply.assignments}
         actual = await self.runtime.list_managed()
         for container in actual:
+            if container.paused:
+                await self._thaw(container)
+        for container in actual:
             if self._touched_at.get(container.instance_id, 0.0) > asked_at:
                 continue
             assignment = wanted.get(container.instance_id)
@@ -388,6 +391,14 @@ class NodeAgent:
                 await self.start(assignment.spec, assignment.generation)
             else:
                 await self._open_session(assignment.spec, assignment.generation)
+
+    async def _thaw(self, container: ManagedContainer) -> None:
+        """Unpause a container no snapshot is copying (a previous agent died while it was paused)."""
+        async with self._locks[container.instance_id]:  # a snapshot in progress holds it while paused
+            current = [c for c in await self.runtime.list_managed() if c.container_id == container.container_id]
+            if current and current[0].paused:
+                log.warning("instance %d: unpausing its container, left paused", container.instance_id)
+                await self.runtime.unpause(container)
 
     async def fetch_assignments(self) -> tuple[AssignmentsReply, float]:
         """Ask the scheduler what this node should run; also returns when it was asked."""

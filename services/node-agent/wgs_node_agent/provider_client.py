@@ -1,10 +1,16 @@
-"""HTTP/1.1 to one provider over its unix socket."""
+"""HTTP/1.1 to one provider over its unix socket.
 
+aiohttp rather than httpx: httpcore's connection pool costs CPU per request that grows
+with the pool, and every send, event page and receipt of an instance passes here.
+"""
+
+import asyncio
 from pathlib import Path
 
-import httpx
+import aiohttp
 
 PROVIDER_BASE_URL = "http://provider"
+JSON = "application/json"
 
 
 class ProviderUnavailable(Exception):
@@ -15,24 +21,36 @@ class ProviderClient:
     """Calls the provider contract of one instance."""
 
     def __init__(self, socket: Path) -> None:
-        self.http = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=str(socket)), base_url=PROVIDER_BASE_URL)
+        self.socket = socket
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                base_url=PROVIDER_BASE_URL,
+                connector=aiohttp.UnixConnector(path=str(self.socket), limit=16),
+                timeout=aiohttp.ClientTimeout(total=None),  # each call bounds itself
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+        return self._session
 
     async def call(
         self, method: str, path: str, body: bytes | None = None, *, timeout: float = 10.0
     ) -> tuple[int, bytes, str]:
         """(status, body, content type) of one request; ProviderUnavailable when nobody answers."""
         try:
-            response = await self.http.request(
-                method,
-                path,
-                content=body,
-                headers={"content-type": "application/json"} if body is not None else None,
-                timeout=timeout,
-            )
-        except httpx.TransportError as exc:
+            async with (
+                asyncio.timeout(timeout),
+                self._client().request(
+                    method, path, data=body, headers={"Content-Type": JSON} if body is not None else None
+                ) as response,
+            ):
+                return response.status, await response.read(), response.headers.get("Content-Type", JSON)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise ProviderUnavailable(repr(exc)) from exc
-        return response.status_code, response.content, response.headers.get("content-type", "application/json")
 
     async def close(self) -> None:
         """Close the connection pool."""
-        await self.http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None

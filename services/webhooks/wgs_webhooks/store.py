@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from wgs_db.engine import DB
+from wgs_db.engine import fetch
 
 # The batch form of WebhookEndpoint.adopt_instance_webhook: the instances' legacy `webhook_url`
 # get their endpoint row (filter `*`, generated secret) once; the NOT EXISTS spares the sequence
@@ -197,20 +197,13 @@ class Outcome:
     delay_seconds: float = 0.0
 
 
-async def _fetch(sql: str, *args: Any) -> list[Any]:
-    """Run one statement on a pooled connection (its own transaction) and return its rows."""
-    assert DB.pool is not None, "open_database() first"
-    async with DB.pool.acquire() as connection:
-        return list(await connection.fetch(sql, *args))
-
-
 async def fan_out(events: Sequence[Event]) -> int:
     """One delivery per event and matching enabled endpoint, in the events' order (idempotent);
     the number created now. Two statements whatever the number of events."""
     if not events:
         return 0
-    await _fetch(ADOPT, sorted({e.instance_id for e in events}))
-    rows = await _fetch(
+    await fetch(ADOPT, sorted({e.instance_id for e in events}))
+    rows = await fetch(
         FAN_OUT,
         [e.event_id for e in events],
         [e.event_type for e in events],
@@ -240,7 +233,7 @@ def _claims(rows: list[Any]) -> list[Claim]:
 
 async def claim(limit: int, lease_seconds: float) -> list[Claim]:
     """Lease up to `limit` due deliveries, at most one per endpoint, and open their attempt records."""
-    return _claims(await _fetch(CLAIM, limit, lease_seconds))
+    return _claims(await fetch(CLAIM, limit, lease_seconds))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,7 +251,7 @@ async def finish(attempts: Sequence[Finished], lease_seconds: float) -> dict[int
     on and it is due. Returns those next deliveries by the id of the delivery they follow."""
     if not attempts:
         return {}
-    rows = await _fetch(
+    rows = await fetch(
         FINISH,
         [a.outcome.status_code for a in attempts],
         [a.outcome.error for a in attempts],

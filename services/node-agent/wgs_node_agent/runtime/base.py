@@ -45,6 +45,7 @@ class ManagedContainer:
     generation: int
     provider: str
     running: bool
+    paused: bool = False  # frozen (running, but not serving): left so by an agent that died mid-snapshot
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -40,7 +40,9 @@ def container_name(instance_id: int) -> str:
     return f"wgs-instance-{instance_id}"
 
 
-def managed_from_labels(container_id: str, container_labels: dict[str, str], running: bool) -> ManagedContainer:
+def managed_from_labels(
+    container_id: str, container_labels: dict[str, str], running: bool, *, paused: bool = False
+) -> ManagedContainer:
     """Rebuild what the agent knows of a container from its labels."""
     return ManagedContainer(
         container_id=ContainerId(container_id),
@@ -49,6 +51,7 @@ def managed_from_labels(container_id: str, container_labels: dict[str, str], run
         generation=int(container_labels.get(labels.GENERATION, "0")),
         provider=container_labels.get(labels.PROVIDER, ""),
         running=running,
+        paused=paused,
     )
 
 
@@ -129,7 +132,12 @@ class DockerRuntime:
         """Every labelled container on the engine."""
         found = await self.docker.containers.list(all=True, filters={"label": [f"{labels.MANAGED}=true"]})
         return [
-            managed_from_labels(c.id, c._container.get("Labels") or {}, c._container.get("State") == "running")
+            managed_from_labels(
+                c.id,
+                c._container.get("Labels") or {},
+                c._container.get("State") in ("running", "paused"),
+                paused=c._container.get("State") == "paused",
+            )
             for c in found
         ]
 
@@ -149,7 +157,9 @@ class DockerRuntime:
             existing_labels = existing._container["Config"]["Labels"]
             current = managed_from_labels(existing.id, existing_labels, existing._container["State"]["Running"])
             if current.generation == generation:
-                if not current.running:
+                if existing._container["State"].get("Paused"):
+                    await existing.unpause()
+                elif not current.running:
                     await existing.start()
                 log.info("adopted container %s of instance %d", existing.id[:12], spec.instance_id)
                 return ManagedContainer(**{**current.__dict__, "running": True})

@@ -31,6 +31,14 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def pid_stopped(pid: int) -> bool:
+    """True when the process is stopped by a signal (SIGSTOP: a pause the agent did not undo)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
+    except (OSError, IndexError):
+        return False
+
+
 class ProcessRuntime:
     """Sandbox providers as child processes; each one's record lives beside its folders."""
 
@@ -56,6 +64,7 @@ class ProcessRuntime:
                     generation=data["generation"],
                     provider=data["provider"],
                     running=pid_alive(data["pid"]),
+                    paused=pid_stopped(data["pid"]),
                 )
             )
         return found

@@ -6,7 +6,7 @@ from typing import Any
 
 import asyncpg
 import msgspec
-from wgs_db.engine import DB
+from wgs_db.engine import DB, fetch
 from wgs_db.tables import ApiKey, Tenant
 
 from wgs_api.domain.accounts import keys, schemas
@@ -170,14 +170,14 @@ async def revoke_key(tenant_id: int, key_id: int) -> None:
 
 async def tenant_for_key(key: str) -> int | None:
     """The tenant id an unrevoked key belongs to; marks the key used at most once a minute."""
-    row = (
-        await ApiKey.select(ApiKey.id, ApiKey.tenant, ApiKey.last_used_at)
-        .where((ApiKey.key_hash == keys.hash_key(key)) & ApiKey.revoked_at.is_null())
-        .first()
+    rows = await fetch(
+        "SELECT id, tenant_id, last_used_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        keys.hash_key(key),
     )
-    if row is None:
+    if not rows:
         return None
+    row = rows[0]
     last_used = row["last_used_at"]
     if last_used is None or last_used < datetime.now(UTC) - KEY_USE_RESOLUTION:
-        await ApiKey.raw("UPDATE api_keys SET last_used_at = now() WHERE id = {}", row["id"])
+        await fetch("UPDATE api_keys SET last_used_at = now() WHERE id = $1", row["id"])
     return int(row["tenant_id"])

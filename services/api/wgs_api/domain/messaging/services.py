@@ -11,11 +11,12 @@ import segno
 from wgs_contracts.instance_events import DeliveryStatus, OutboundMessage, ProviderCall, ProviderReply
 from wgs_contracts.messages import InstanceStatus, Provider
 from wgs_contracts.provider_api import SendRequest
+from wgs_db.engine import fetch
 from wgs_db.tables import Instance, Node
 
 from wgs_api.domain.instances.services import fetch_own
 from wgs_api.domain.messaging import schemas
-from wgs_api.domain.messaging.rate_limit import take_token
+from wgs_api.domain.messaging.rate_limit import send_context
 from wgs_api.domain.messaging.validation import validate_send
 from wgs_api.errors import ApiError, Conflict, Invalid, NotFound, RateLimited, Unavailable
 from wgs_api.messaging import ApiMessaging
@@ -107,16 +108,11 @@ async def sandbox_scan(messaging: ApiMessaging, tenant_id: int, instance_id: int
     return result
 
 
-SEND_CONTEXT = """
-SELECT i.id, i.status, i.desired_state, n.name AS node, t.send_rate_per_second, t.send_burst
-FROM instances i JOIN tenants t ON t.id = i.tenant_id LEFT JOIN nodes n ON n.id = i.node_id
-WHERE i.id = {} AND i.tenant_id = {}
-"""
 RECORD_MESSAGE = """
 WITH message AS (
-    INSERT INTO messages (id, instance_id, tenant_id, recipient, type) VALUES ({}, {}, {}, {}, {}) RETURNING id
+    INSERT INTO messages (id, instance_id, tenant_id, recipient, type) VALUES ($1, $2, $3, $4, $5) RETURNING id
 )
-INSERT INTO message_statuses (message_id, status) SELECT id, {} FROM message ON CONFLICT DO NOTHING
+INSERT INTO message_statuses (message_id, status) SELECT id, $6 FROM message ON CONFLICT DO NOTHING
 """
 
 
@@ -125,25 +121,30 @@ async def send(
 ) -> tuple[schemas.SendResult, bool]:
     """Send now when the instance runs (sent=True), else queue durably (sent=False).
 
-    Four round trips to PostgreSQL on the hot path: the key, the instance with its
-    node and the tenant's rate, the token bucket, and the message with its status.
+    Three round trips to PostgreSQL on the hot path: the key; the instance with its node
+    and the tenant's rate, spending a token; the message with its status. A body that
+    fails validation spends no token.
     """
-    rows = await Instance.raw(SEND_CONTEXT, instance_id, tenant_id)
-    if not rows:
+    try:
+        recipient, content = validate_send(body)
+    except Invalid:
+        await fetch_own(tenant_id, instance_id)  # 404 first, as for any other call on a missing instance
+        raise
+    context = await send_context(instance_id, tenant_id)
+    if context is None:
         raise NotFound("Instance not found")
-    context = rows[0]
-    if context["desired_state"] != "running":
+    if context.desired_state != "running":
         raise Conflict("Instance is being deleted.")
-    recipient, content = validate_send(body)
-    wait = await take_token(instance_id, context["send_rate_per_second"], context["send_burst"])
-    if wait is not None:
-        raise RateLimited(f"Send rate limit of {context['send_rate_per_second']:g}/s exceeded.", retry_after=wait)
+    if context.retry_after is not None:
+        raise RateLimited(
+            f"Send rate limit of {context.rate_per_second:g}/s exceeded.", retry_after=context.retry_after
+        )
     message = OutboundMessage(id=uuid4().hex, instance_id=instance_id, to=recipient, content=content)
     sent = False
-    if context["node"] is not None and context["status"] == InstanceStatus.RUNNING.value:
+    if context.node is not None and context.status == InstanceStatus.RUNNING.value:
         request = SendRequest(id=message.id, to=recipient, content=content)
         call = ProviderCall(instance_id=instance_id, method="POST", path="/messages", body=msgspec.json.encode(request))
-        reply = await messaging.call_provider(context["node"], call)
+        reply = await messaging.call_provider(context.node, call)
         if reply is not None and reply.status not in (200, 404, 504):
             error = provider_error(reply)
             if reply.status == 503:
@@ -155,7 +156,7 @@ async def send(
     if not sent:
         await messaging.enqueue_send(message)
     status = DeliveryStatus.SENT if sent else DeliveryStatus.QUEUED
-    await Instance.raw(RECORD_MESSAGE, message.id, instance_id, tenant_id, recipient, content.type.value, status.value)
+    await fetch(RECORD_MESSAGE, message.id, instance_id, tenant_id, recipient, content.type.value, status.value)
     return schemas.SendResult(status="ok" if sent else "queued", id=message.id), sent
 
 
