@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from wgs_kit.waiting import wait_until
-from wgs_sandbox import provider as provider_module
+from wgs_sandbox import state as state_module
 from wgs_sandbox import store
 from wgs_sandbox.http import Request
 from wgs_sandbox.provider import SandboxProvider
@@ -357,8 +357,8 @@ async def test_ack_drops_events_up_to_seq(provider):
 
 
 async def test_outbox_and_remembered_ids_are_bounded(provider, monkeypatch):
-    monkeypatch.setattr(provider_module, "MAX_OUTBOX", 3)
-    monkeypatch.setattr(provider_module, "MAX_REMEMBERED", 2)
+    monkeypatch.setattr(state_module, "MAX_OUTBOX", 3)
+    monkeypatch.setattr(state_module, "MAX_REMEMBERED", 2)
     await pair(provider)
     for number in range(3):
         await send(provider, f"m{number}")
@@ -376,7 +376,7 @@ async def test_state_survives_a_new_provider_on_the_same_folder(make, tmp_path):
     await call(first, "POST", "/sandbox/deliver", {"id": "x1", "from": PEER, "content": TEXT})
     await call(first, "POST", "/events/ack", {"seq": 2})
     seq = await last_seq(first)
-    assert not (tmp_path / (store.STATE_FILE + ".tmp")).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [store.journal_file(1)]
 
     second = make()
     health = (await call(second, "GET", "/health"))[1]
@@ -405,11 +405,17 @@ async def test_unpaired_restart_gets_a_new_qr_and_continues_the_sequence(make):
 
 
 async def test_a_corrupt_state_file_refuses_to_start(tmp_path):
-    (tmp_path / store.STATE_FILE).write_text("{not json")
+    (tmp_path / store.LEGACY_FILE).write_text("{not json")
     with pytest.raises(ValueError, match="Expecting property name"):
         SandboxProvider(instance_id="7", data_dir=tmp_path)
-    (tmp_path / store.STATE_FILE).write_text("[]")
+    (tmp_path / store.LEGACY_FILE).write_text("[]")
     with pytest.raises(ValueError, match="not a version 1"):
+        SandboxProvider(instance_id="7", data_dir=tmp_path)
+    (tmp_path / store.SNAPSHOT_FILE).write_text("{not json")
+    with pytest.raises(ValueError, match="Expecting property name"):
+        SandboxProvider(instance_id="7", data_dir=tmp_path)
+    (tmp_path / store.SNAPSHOT_FILE).write_text('{"version": 3, "journal": 1, "state": {}}')
+    with pytest.raises(ValueError, match="snapshot version 3, this provider reads 2"):
         SandboxProvider(instance_id="7", data_dir=tmp_path)
 
 

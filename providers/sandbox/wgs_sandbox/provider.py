@@ -4,7 +4,8 @@ A simulated WhatsApp connection: pairing by QR or pair code completes through th
 sandbox-only `POST /sandbox/scan`; sends leave as `sandbox.outbound` events for the
 node agent to route to the recipient instance, which gets them by `POST /sandbox/deliver`
 and answers with `sandbox.receipt` events routed back by `POST /sandbox/receipt`.
-Whatever must survive a restart is saved before the answer leaves.
+Whatever must survive a restart is saved before the answer leaves: each request's changes
+are one record of the store's journal (`wgs_sandbox.store`), appended with group commit.
 """
 
 import asyncio
@@ -21,12 +22,11 @@ from typing import Any
 
 from wgs_sandbox import store, validation
 from wgs_sandbox.http import HttpError, Request, Response
+from wgs_sandbox.state import State
 
 log = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 30.0
 PAGE_SIZE = 1000
-MAX_OUTBOX = 10_000
-MAX_REMEMBERED = 10_000
 MAX_PAIR_CODES = 16
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
@@ -47,13 +47,6 @@ def advances(current: str, new: str) -> bool:
     if new == "failed":
         return current == "sent"
     return STATUS_RANK[new] > STATUS_RANK[current]
-
-
-def remember(mapping: dict[str, Any], key: str, value: Any) -> None:
-    """Add `key`, forgetting the oldest keys beyond MAX_REMEMBERED."""
-    mapping[key] = value
-    while len(mapping) > MAX_REMEMBERED:
-        del mapping[next(iter(mapping))]
 
 
 def query_number(request: Request, name: str, cast: Callable[[str], float], default: float) -> float:
@@ -88,12 +81,8 @@ class SandboxProvider:
         self.own_phone = phone or f"sandbox-{instance_id}"
         self.qr_seconds = qr_seconds
         self.clock = clock
-        saved = store.load(data_dir) or {}
-        self.phone_id: str | None = saved.get("phone_id")  # set while paired
-        self.next_seq: int = saved.get("next_seq", 1)
-        self.outbox: list[dict[str, Any]] = saved.get("outbox", [])
-        self.sent: dict[str, str] = saved.get("sent", {})  # message id -> delivery status
-        self.delivered: dict[str, None] = dict.fromkeys(saved.get("delivered", []))  # inbound ids
+        self.store = store.Store(data_dir)
+        self.saved: State = self.store.state  # changed only through `_change`
         self.state = "starting"
         self.reason: str | None = None
         self.started_at = clock()
@@ -101,11 +90,12 @@ class SandboxProvider:
         self.qr: str | None = None
         self.qr_expires_at = math.inf
         self.pair_codes: list[str] = []
-        self._dirty = False
-        self._pending: bytes | None = None  # the newest encoded state not yet on disk
-        self._pending_version = 0
-        self._written_version = 0
-        self._write_lock = asyncio.Lock()
+        self._ops: list[list[Any]] = []  # changes since the last record was sealed
+        self._records: list[bytes] = []  # sealed records not yet handed to the store
+        self._sealed = 0  # records sealed so far
+        self._durable = 0  # records on disk so far
+        self._flusher: asyncio.Task[None] | None = None
+        self._compaction: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()  # set, then replaced, on every new event
         self._routes: dict[str, dict[str, Route]] = {
             "/health": {"GET": self._health},
@@ -119,6 +109,30 @@ class SandboxProvider:
             "/sandbox/deliver": {"POST": self._deliver},
             "/sandbox/receipt": {"POST": self._receipt},
         }
+
+    @property
+    def phone_id(self) -> str | None:
+        """The linked phone id, None while unlinked."""
+        return self.saved.phone_id
+
+    @property
+    def next_seq(self) -> int:
+        return self.saved.next_seq
+
+    @property
+    def outbox(self) -> list[dict[str, Any]]:
+        """Unacknowledged events, by seq."""
+        return self.saved.outbox
+
+    @property
+    def sent(self) -> dict[str, str]:
+        """Sent message id -> delivery status."""
+        return self.saved.sent
+
+    @property
+    def delivered(self) -> dict[str, None]:
+        """Ids of delivered inbound messages."""
+        return self.saved.delivered
 
     async def handle(self, request: Request) -> Response:
         """Route a provider-contract request; state changes are saved before it returns."""
@@ -146,7 +160,6 @@ class SandboxProvider:
                 self._start_pairing(None)
         elif self.state == "qr" and now >= self.qr_expires_at:
             self._new_qr()
-        self._snapshot()
 
     async def run(self) -> None:
         """Tick whenever time brings a change, so QR events happen without requests."""
@@ -161,45 +174,65 @@ class SandboxProvider:
 
     # --- state and outbox ---------------------------------------------------------------------
 
+    def _change(self, op: list[Any]) -> None:
+        """Apply a state operation and queue it for the journal."""
+        if dropped := self.saved.apply(op):
+            log.warning("outbox full: dropped the oldest %d unacknowledged event(s)", dropped)
+        self._ops.append(op)
+
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
-        self.outbox.append({"seq": self.next_seq, "type": kind, "at": utc_now(), "data": data})
-        self.next_seq += 1
-        if len(self.outbox) > MAX_OUTBOX:
-            log.warning("outbox over %d events: dropping the oldest unacknowledged", MAX_OUTBOX)
-            del self.outbox[: len(self.outbox) - MAX_OUTBOX]
-        self._dirty = True
+        self._change(["e", {"seq": self.saved.next_seq, "type": kind, "at": utc_now(), "data": data}])
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _snapshot(self) -> None:
-        """Encode the state if it changed since the last snapshot."""
-        if self._dirty:
-            self._pending = store.encode(
-                {
-                    "phone_id": self.phone_id,
-                    "next_seq": self.next_seq,
-                    "outbox": self.outbox,
-                    "sent": self.sent,
-                    "delivered": list(self.delivered),
-                }
-            )
-            self._pending_version += 1
-            self._dirty = False
+    def _seal(self) -> None:
+        """Close the changes made so far into one journal record (they replay all or not at all)."""
+        if self._ops:
+            self._records.append(store.encode_record(self._ops))
+            self._ops = []
+            self._sealed += 1
 
     async def commit(self) -> None:
         """Return once every change made so far is on disk.
 
-        Group commit: one write (in a thread) at a time, each carrying the newest
-        state, so concurrent requests share a write instead of queueing one each.
+        Group commit: one append (in a thread) at a time, each carrying every record sealed
+        until it starts, so concurrent requests share an fsync instead of queueing one each.
+        Callers wait on a shielded task: a cancelled request cannot cut a write short.
         """
-        self._snapshot()
-        wanted = self._pending_version
-        async with self._write_lock:
-            if self._written_version >= wanted or self._pending is None:
-                return
-            payload, version = self._pending, self._pending_version
-            await asyncio.to_thread(store.write, self.data_dir, payload)
-            self._written_version = version
+        self._seal()
+        wanted = self._sealed
+        while self._durable < wanted:
+            if self._flusher is None or self._flusher.done():
+                self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            await asyncio.shield(self._flusher)
+
+    async def _flush(self) -> None:
+        """Append the sealed records; start a compaction when the journal is over its bound."""
+        if self._compaction is not None:
+            with contextlib.suppress(Exception):  # logged by the compaction; retried when due again
+                await self._compaction
+            self._compaction = None
+        self._seal()
+        records, upto = self._records, self._sealed
+        self._records = []
+        payload = b"".join(records)
+        # The state now is exactly the state after these records: that is what a snapshot must hold.
+        snapshot = self.saved.copy() if self.store.compaction_due(len(payload)) else None
+        try:
+            await asyncio.to_thread(self.store.append, payload)
+        except Exception:
+            self._records[:0] = records  # retried by the next commit, after the damaged tail is cut off
+            raise
+        self._durable = upto
+        if snapshot is not None:
+            self._compaction = asyncio.get_running_loop().create_task(self._compact(snapshot))
+
+    async def _compact(self, snapshot: State) -> None:
+        try:
+            await asyncio.to_thread(self.store.compact, snapshot)
+        except Exception:
+            log.exception("compacting the state journal failed")
+            raise
 
     def _set_state(self, state: str, reason: str | None = None) -> None:
         self.state, self.reason = state, reason
@@ -266,7 +299,8 @@ class SandboxProvider:
             raise validation.invalid("qr", "does not match the current QR")
         if code and code.replace("-", "").upper() not in self.pair_codes:
             raise validation.invalid("code", "unknown or expired pair code")
-        self.phone_id, self.qr, self.qr_expires_at = self.own_phone, None, math.inf
+        self._change(["p", self.own_phone])
+        self.qr, self.qr_expires_at = None, math.inf
         self.pair_codes.clear()
         self._set_state("connected")
         log.info("paired as %s", self.phone_id)
@@ -276,7 +310,8 @@ class SandboxProvider:
         if self.state == "connected":
             self._set_state("disconnected", "logged out")
             log.info("logged out")
-        self.phone_id = None
+        if self.phone_id is not None:
+            self._change(["p", None])
         self._start_pairing("logged out")
         return Response(200, {"state": "qr"})
 
@@ -290,7 +325,7 @@ class SandboxProvider:
             return Response(200, answer)
         if self.state != "connected":
             raise HttpError(503, "Client not connected")
-        remember(self.sent, message_id, "sent")
+        self._change(["s", message_id, "sent"])
         self._emit("message.status", {"message_id": message_id, "status": "sent", "reason": None})
         self._emit("sandbox.outbound", {"id": message_id, "to": to, "from": self.phone_id, "content": content})
         return Response(200, answer)
@@ -303,7 +338,7 @@ class SandboxProvider:
         if message_id not in self.delivered:
             if self.state != "connected":
                 raise HttpError(503, "Client not connected")
-            remember(self.delivered, message_id, None)
+            self._change(["d", message_id])
             self._emit(
                 "message", {"message_id": message_id, "sender": sender, "recipient": self.phone_id, "content": content}
             )
@@ -323,7 +358,7 @@ class SandboxProvider:
         if advances(current, status):
             if status == "read" and current == "sent":  # the read receipt overtook the delivery one
                 self._emit("message.status", {"message_id": message_id, "status": "delivered", "reason": None})
-            self.sent[message_id] = status
+            self._change(["s", message_id, status])
             self._emit("message.status", {"message_id": message_id, "status": status, "reason": reason})
         return Response(200, {"id": message_id, "status": self.sent[message_id]})
 
@@ -346,7 +381,6 @@ class SandboxProvider:
         seq = request.json_object().get("seq")
         if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
             raise validation.invalid("seq", "expected an integer >= 0")
-        if drop := bisect.bisect_right(self.outbox, seq, key=lambda event: event["seq"]):
-            del self.outbox[:drop]
-            self._dirty = True
+        if self.outbox and self.outbox[0]["seq"] <= seq:
+            self._change(["a", seq])
         return Response(200, {"acked": seq, "pending": len(self.outbox)})
