@@ -21,6 +21,7 @@ from nats.js.errors import NotFoundError
 from wgs_contracts import headers, subjects
 from wgs_contracts.messages import CreateInstance
 from wgs_contracts.streams import DEAD_LETTERS, StreamSpec
+from wgs_kit.batched import consumer_config, differs, ensure_pull_consumer
 from wgs_kit.logs import trace_id_var
 from wgs_kit.messaging import (
     decode,
@@ -253,3 +254,29 @@ async def test_publish_durable_deduplicates_by_msg_id(guard: GuardStream) -> Non
     first = await guard.js.get_msg(guard.spec.name, seq=1)
     assert (first.headers or {})[headers.MSG_ID] == f"same-{guard.token}"
     assert (first.headers or {})[headers.TRACE_ID] == "t1"  # the repeat did not replace it
+
+
+async def test_ensure_pull_consumer_updates_an_existing_consumer_keeping_its_position(guard: GuardStream) -> None:
+    durable = guard.consumer("upgrade")
+    old = consumer_config(durable, [guard.subject(">")], max_deliver=8, ack_wait_seconds=30.0)
+    await ensure_pull_consumer(guard.js, guard.spec.name, old)
+    await guard.js.publish(guard.subject("a"), b"1", stream=guard.spec.name)
+    await guard.js.publish(guard.subject("b"), b"2", stream=guard.spec.name)
+    sub = await guard.js.pull_subscribe_bind(durable=durable, stream=guard.spec.name)
+    for msg in await sub.fetch(2, timeout=5):
+        await msg.ack_sync()
+    await sub.unsubscribe()
+
+    new = consumer_config(durable, [guard.subject("a"), guard.subject("c")], max_deliver=3, ack_wait_seconds=10.0)
+    info = await ensure_pull_consumer(guard.js, guard.spec.name, new)
+    assert set(info.config.filter_subjects or ()) == {guard.subject("a"), guard.subject("c")}
+    assert info.config.max_deliver == 3
+    assert differs(info.config, new) == []
+    assert info.ack_floor is not None
+    assert info.ack_floor.stream_seq == 2  # the same consumer: what it acknowledged stays acknowledged
+    assert (await ensure_pull_consumer(guard.js, guard.spec.name, new)).ack_floor == info.ack_floor  # no-op
+
+    await guard.js.publish(guard.subject("b"), b"3", stream=guard.spec.name)
+    await guard.js.publish(guard.subject("c"), b"4", stream=guard.spec.name)
+    info = await guard.consumer_info(durable)
+    assert info.num_pending == 1  # only `c`: `b` is no longer selected

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 import pytest
 from wgs_contracts import SCHEMA_VERSION, labels, subjects
+from wgs_contracts.instance_events import EVENT_KINDS
 from wgs_contracts.messages import (
     WIRE_TYPES,
     AssignmentsReply,
@@ -271,6 +272,15 @@ def test_builders_produce_documented_names():
     assert subjects.INSTANCE_CREATE == "wgs.cmd.instance.create"
     assert subjects.INSTANCE_DELETE == "wgs.cmd.instance.delete"
     assert subjects.SCHEDULER_LEADER == "wgs.evt.scheduler.leader"
+
+
+def test_per_kind_filters_match_the_event_kinds():
+    assert subjects.all_instance_events_of(EVENT_KINDS["instance.status"]) == subjects.ALL_INSTANCE_STATUS
+    assert subjects.all_instance_events_of(EVENT_KINDS["connection"]) == subjects.ALL_INSTANCE_CONNECTION
+    assert subjects.all_instance_events_of(EVENT_KINDS["message.status"]) == subjects.ALL_MESSAGE_STATUS
+    for tag, kind in EVENT_KINDS.items():
+        assert subject_matches(subjects.all_instance_events_of(kind), subjects.instance_event(7, kind)), tag
+        assert subject_matches(subjects.ALL_INSTANCE_EVENTS, subjects.instance_event(7, kind)), tag
 
 
 def test_builders_match_their_wildcards():

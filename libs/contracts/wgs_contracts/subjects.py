@@ -15,6 +15,8 @@ ALL_NODE_COMMANDS: Final = "wgs.node.*.cmd"
 # Public events (instance events are in JetStream stream EVENTS; heartbeats are core NATS).
 ALL_INSTANCE_STATUS: Final = "wgs.evt.instance.*.status"
 ALL_INSTANCE_EVENTS: Final = "wgs.evt.instance.>"
+ALL_INSTANCE_CONNECTION: Final = "wgs.evt.instance.*.connection"
+ALL_MESSAGE_STATUS: Final = "wgs.evt.instance.*.message_status"
 ALL_NODE_HEARTBEATS: Final = "wgs.evt.node.*.heartbeat"
 ALL_NODE_STATUS: Final = "wgs.evt.node.*.status"
 ALL_NODE_SNAPSHOTS: Final = "wgs.evt.node.*.snapshot"
@@ -48,6 +50,11 @@ def node_commands(node: str) -> str:
 def instance_status(instance_id: int) -> str:
     """Subject of one instance's status events."""
     return f"wgs.evt.instance.{instance_id}.status"
+
+
+def all_instance_events_of(kind: str) -> str:
+    """Subject of one kind of every instance's events (`kind` as in `instance_events.EVENT_KINDS`)."""
+    return f"wgs.evt.instance.*.{kind}"
 
 
 def instance_event(instance_id: int, kind: str) -> str:

@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await open_database(settings.database_url, max_size=20)
-        messaging = ApiMessaging(settings.nats_url)
+        messaging = ApiMessaging(settings.nats_url, events_max_deliver=settings.events_max_deliver)
         await messaging.start()
         app.state.messaging = messaging
         try:

@@ -25,6 +25,7 @@ class Settings:
     pids_limit: int
     migrate_timeout_seconds: float
     drain_timeout_seconds: float
+    events_max_deliver: int
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -45,6 +46,7 @@ class Settings:
             pids_limit=env_int("WGS_PIDS_LIMIT", 256),
             migrate_timeout_seconds=env_float("WGS_API_MIGRATE_TIMEOUT_SECONDS", 240.0),
             drain_timeout_seconds=env_float("WGS_API_DRAIN_TIMEOUT_SECONDS", 3600.0),
+            events_max_deliver=env_int("WGS_API_EVENTS_MAX_DELIVER", 8),
         )
 
 

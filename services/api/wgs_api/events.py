@@ -1,14 +1,62 @@
-"""Recording instance events on the rows the API serves (idempotent: events may repeat)."""
+"""Recording instance events on the rows the API serves (idempotent: events may repeat).
 
+The API's durable consumer `api-instance-events` (see `wgs_api.messaging`) takes only the kinds
+applied here, `APPLIED_EVENTS`, in batches (up to 100 per fetch):
+
+- instance status (`apply_status`, guarded by generation and `status_at`) and connection changes
+  (guarded by generation) are applied one statement each, in stream order, so that the last of an
+  instance's events in the stream wins as it did one by one;
+- the batch's message statuses are recorded by one multi-row INSERT ... ON CONFLICT DO NOTHING
+  (each status of a message once; a repeated event, even within the batch, adds nothing), their
+  `at` taken row by row in stream order so that a history keeps its order.
+
+A batch that fails is applied again one event at a time (`wgs_kit.batched`); every statement is
+idempotent, so what the failed attempt already wrote is harmless.
+"""
+
+from collections.abc import Sequence
+from typing import Final
+
+from nats.aio.msg import Msg
+from wgs_contracts import subjects
 from wgs_contracts.instance_events import ConnectionChanged, InstanceEvent, MessageStatusChanged
 from wgs_contracts.messages import InstanceStatusChanged
+from wgs_db.engine import DB
 from wgs_db.tables import Instance
+from wgs_kit.messaging import decode
 
 from wgs_api.domain.instances.status import apply_status
 
+# The kinds the API applies: its consumer's filter subjects (nats-server 2.10+ multi-filter consumer).
+APPLIED_EVENTS: Final = (subjects.ALL_INSTANCE_STATUS, subjects.ALL_INSTANCE_CONNECTION, subjects.ALL_MESSAGE_STATUS)
+
+# One row per status event, `at` drawn per row in the arrays' (stream) order.
+RECORD_MESSAGE_STATUSES = """
+INSERT INTO message_statuses (message_id, status, reason, at)
+SELECT message_id, status, reason, clock_timestamp()
+  FROM unnest($1::text[], $2::text[], $3::text[]) AS e(message_id, status, reason)
+ON CONFLICT DO NOTHING
+"""
+
+
+async def apply_messages(msgs: list[Msg]) -> None:
+    """Decode a batch of stream messages and apply them (the handler of the API's batched consumer)."""
+    await apply_events([decode(msg.data, InstanceEvent) for msg in msgs])  # type: ignore[arg-type]
+
+
+async def apply_events(events: Sequence[InstanceEvent]) -> None:
+    """Apply events in order: status and connection changes one by one, message statuses in one INSERT."""
+    statuses: list[MessageStatusChanged] = []
+    for event in events:
+        if isinstance(event, MessageStatusChanged):
+            statuses.append(event)
+        else:
+            await apply_event(event)
+    await record_message_statuses(statuses)
+
 
 async def apply_event(event: InstanceEvent) -> None:
-    """Apply one event: instance status, connection state, or a message's status."""
+    """Apply one event: instance status, connection state, or a message's status; other kinds change nothing."""
     if isinstance(event, InstanceStatusChanged):
         await apply_status(event)
     elif isinstance(event, ConnectionChanged):
@@ -21,14 +69,18 @@ async def apply_event(event: InstanceEvent) -> None:
             event.generation,
         )
     elif isinstance(event, MessageStatusChanged):
-        await record_message_status(event.message_id, event.status.value, event.reason)
+        await record_message_statuses([event])
 
 
-async def record_message_status(message_id: str, status: str, reason: str | None) -> None:
-    """Remember that a message reached `status` (once)."""
-    await Instance.raw(
-        "INSERT INTO message_statuses (message_id, status, reason) VALUES ({}, {}, {}) ON CONFLICT DO NOTHING",
-        message_id,
-        status,
-        reason,
-    )
+async def record_message_statuses(events: Sequence[MessageStatusChanged]) -> None:
+    """Remember that each message reached its status (once), in one statement."""
+    if not events:
+        return
+    assert DB.pool is not None, "open_database() first"
+    async with DB.pool.acquire() as connection:  # plain asyncpg: this is the hot path
+        await connection.execute(
+            RECORD_MESSAGE_STATUSES,
+            [e.message_id for e in events],
+            [e.status.value for e in events],
+            [e.reason for e in events],
+        )

@@ -1,68 +1,80 @@
-"""The API's NATS side: commands, relayed provider calls, queued sends, following instance events."""
+"""The API's NATS side: commands, relayed provider calls, queued sends, following instance events.
+
+Instance events reach the API twice:
+
+- the durable consumer `api-instance-events` on WGS_EVENTS, shared by the API processes, applies
+  them to the rows (`wgs_api.events`). It filters on the kinds the API applies (status,
+  connection, message status: nats-server 2.10+ filter subjects), so inbound messages, QR codes
+  and the like never reach it, and takes them in batches through a plain nats-py pull loop
+  (`wgs_kit.batched`) on the broker's connection: fetch up to `EVENTS_FETCH_BATCH`, apply in
+  stream order, ack; a failed batch is applied one by one with redelivery, `max_deliver` and
+  dead letters on `wgs.dlq.api-instance-events`. A consumer left by an earlier release (one
+  filter `wgs.evt.instance.>`) is updated in place when an API process starts.
+- every API process also watches status events on core NATS (`watch_status`), so that a
+  request can wait for its instance's next state (`StatusBoard`).
+"""
 
 import logging
 from typing import TypeVar
 
 import msgspec
-from faststream.nats import NatsBroker, NatsMessage
+from faststream.nats import NatsBroker
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from wgs_contracts import streams, subjects
-from wgs_contracts.instance_events import InstanceEvent, OutboundMessage, ProviderCall, ProviderReply
+from wgs_contracts.instance_events import OutboundMessage, ProviderCall, ProviderReply
 from wgs_contracts.messages import ControlCommand, InstanceStatusChanged
-from wgs_kit.messaging import (
-    decode,
-    durable_subscriber,
-    encode,
-    guarded_delivery,
-    make_broker,
-    publish_durable,
-    trace_headers,
-)
+from wgs_kit.batched import BatchedPullConsumer
+from wgs_kit.messaging import decode, encode, make_broker, publish_durable, trace_headers
 
 from wgs_api.domain.instances.status import StatusBoard
 from wgs_api.errors import TimedOut, Unavailable
-from wgs_api.events import apply_event
+from wgs_api.events import APPLIED_EVENTS, apply_messages
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 EVENTS_CONSUMER = "api-instance-events"
 EVENTS_MAX_DELIVER = 8
+EVENTS_ACK_WAIT_SECONDS = 30.0
+EVENTS_FETCH_BATCH = 100
 
 
 class ApiMessaging:
     """Owns the broker of one API process; started and stopped by the app lifespan."""
 
-    def __init__(self, nats_url: str) -> None:
+    def __init__(self, nats_url: str, *, events_max_deliver: int = EVENTS_MAX_DELIVER) -> None:
         self.broker: NatsBroker = make_broker(nats_url, "wgs-api")
         self.board = StatusBoard()
+        self.events_max_deliver = events_max_deliver
+        self.events: BatchedPullConsumer | None = None
         self._register_subscribers()
 
     def _register_subscribers(self) -> None:
-        broker = self.broker
         board = self.board
 
-        @durable_subscriber(
-            broker,
-            stream=streams.EVENTS,
-            subject=subjects.ALL_INSTANCE_EVENTS,
-            durable=EVENTS_CONSUMER,
-            max_deliver=EVENTS_MAX_DELIVER,
-        )
-        async def record_event(body: bytes, msg: NatsMessage) -> None:
-            async with guarded_delivery(broker, msg, consumer=EVENTS_CONSUMER, max_deliver=EVENTS_MAX_DELIVER):
-                await apply_event(decode(body, InstanceEvent))  # type: ignore[arg-type]
-
-        @broker.subscriber(subjects.ALL_INSTANCE_STATUS, no_reply=True)
+        @self.broker.subscriber(subjects.ALL_INSTANCE_STATUS, no_reply=True)
         async def watch_status(body: bytes) -> None:
             board.dispatch(decode(body, InstanceStatusChanged))
 
     async def start(self) -> None:
-        """Connect and start consuming."""
+        """Connect, start watching status events and consuming the events the API applies."""
         await self.broker.start()
+        self.events = BatchedPullConsumer(
+            self.broker.connection.jetstream(),
+            apply_messages,
+            stream=streams.EVENTS,
+            durable=EVENTS_CONSUMER,
+            filter_subjects=APPLIED_EVENTS,
+            max_deliver=self.events_max_deliver,
+            ack_wait_seconds=EVENTS_ACK_WAIT_SECONDS,
+            fetch_batch=EVENTS_FETCH_BATCH,
+        )
+        await self.events.start()
 
     async def stop(self) -> None:
-        """Drain and disconnect."""
+        """Finish the batch being applied (bounded), then drain and disconnect."""
+        if self.events is not None:
+            await self.events.stop()
         await self.broker.stop()
 
     async def send_command(self, command: ControlCommand, *, msg_id: str) -> None:
@@ -75,13 +87,13 @@ class ApiMessaging:
 
     async def call_provider(self, node: str, call: ProviderCall, *, timeout: float = 10.0) -> ProviderReply | None:
         """Relay an HTTP call to an instance's provider via its node agent; None when nobody answers."""
-        try:
-            response = await self.broker.request(
-                encode(call), subjects.provider_calls(node), headers=trace_headers(), timeout=timeout
+        try:  # plain nats-py: this is every send's hop, FastStream's request wrapper costs more than the call
+            response = await self.broker.connection.request(
+                subjects.provider_calls(node), encode(call), timeout=timeout, headers=trace_headers()
             )
         except (NoRespondersError, NatsTimeoutError, TimeoutError):
             return None
-        return decode(response.body, ProviderReply)
+        return decode(response.data, ProviderReply)
 
     async def ask_scheduler(self, subject: str, request: msgspec.Struct, reply_type: type[R], *, timeout: float) -> R:
         """A request to the scheduler leader and its reply; 503 when no scheduler leads, 504 after `timeout`."""
