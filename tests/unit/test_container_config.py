@@ -1,12 +1,13 @@
 """The Docker create body of an instance and the labels the agent rebuilds its state from."""
 
+import os
 from pathlib import Path
 
 import pytest
 from wgs_contracts import labels
 from wgs_contracts.messages import InstanceSpec, Provider
-from wgs_node_agent.runtime.base import InstancePaths, ManagedContainer
-from wgs_node_agent.runtime.docker import container_config, container_name, managed_from_labels
+from wgs_node_agent.runtime.base import PROVIDER_UID, InstancePaths, ManagedContainer
+from wgs_node_agent.runtime.docker import container_config, container_name, managed_from_labels, prepare_folders
 
 SPEC = InstanceSpec(
     instance_id=7,
@@ -123,3 +124,13 @@ def test_labels_missing_optional_keys():
 def test_labels_without_instance_id_are_rejected():
     with pytest.raises(KeyError):
         managed_from_labels("abc", {labels.MANAGED: "true"}, running=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing owners needs root (as the agent has)")
+def test_prepare_folders_gives_a_restored_state_folder_to_the_provider_user(tmp_path: Path) -> None:
+    paths = InstancePaths.under(tmp_path, 7)
+    (paths.state_dir / "nested").mkdir(parents=True)
+    (paths.state_dir / "nested" / "journal-00000001.jsonl").write_text("{}\n")  # unpacked by root
+    prepare_folders(paths)
+    for path in (paths.state_dir, paths.state_dir / "nested", paths.state_dir / "nested" / "journal-00000001.jsonl"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (PROVIDER_UID, PROVIDER_UID)

@@ -9,6 +9,7 @@ from wgs_contracts.instance_events import ProviderCall
 from wgs_contracts.messages import HandOffRequest, NodeCommand
 from wgs_kit.lifecycle import cancel_all, wait_for_shutdown
 from wgs_kit.messaging import decode, durable_subscriber, encode, guarded_delivery, make_broker
+from wgs_kit.requests import RequestServer
 
 from wgs_node_agent.agent import NodeAgent
 from wgs_node_agent.config import Settings
@@ -80,15 +81,16 @@ async def run(settings: Settings) -> None:
         async with guarded_delivery(broker, msg, consumer=consumer, max_deliver=COMMAND_MAX_DELIVER):
             await agent.handle(decode(body, NodeCommand))  # type: ignore[arg-type]
 
-    @broker.subscriber(subjects.provider_calls(settings.node_name))
     async def on_provider_call(body: bytes) -> bytes:
         return encode(await agent.relay(decode(body, ProviderCall)))
 
-    @broker.subscriber(subjects.node_handoff(settings.node_name))
     async def on_handoff(body: bytes) -> bytes:
         return encode(await agent.handoff(decode(body, HandOffRequest)))
 
     await broker.start()
+    requests = RequestServer(broker.connection)  # concurrently: each relayed call waits on its provider
+    await requests.serve(subjects.provider_calls(settings.node_name), on_provider_call)
+    await requests.serve(subjects.node_handoff(settings.node_name), on_handoff)
     log.info("node agent %s up with the %s runtime", settings.node_name, runtime.name)
     tasks = [
         asyncio.create_task(heartbeat_forever(agent, settings.heartbeat_seconds)),
@@ -97,6 +99,7 @@ async def run(settings: Settings) -> None:
         asyncio.create_task(snapshot_forever(agent, settings.snapshot_seconds)),
     ]
     await wait_for_shutdown()
+    await requests.close()
     await cancel_all(tasks)
     await agent.close_sessions()
     await broker.stop()

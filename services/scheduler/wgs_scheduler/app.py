@@ -2,12 +2,9 @@
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from faststream.nats import NatsMessage
-from nats.aio.msg import Msg
-from nats.aio.subscription import Subscription
 from wgs_contracts import streams, subjects
 from wgs_contracts.messages import (
     AssignmentsRequest,
@@ -27,6 +24,7 @@ from wgs_kit.messaging import (
     make_broker,
     publish_core,
 )
+from wgs_kit.requests import RequestServer
 
 from wgs_scheduler.config import Settings
 from wgs_scheduler.leader import LeaderElection
@@ -69,8 +67,7 @@ async def run(settings: Settings) -> None:
             await scheduler.handle(decode(body, ControlCommand))  # type: ignore[arg-type]
 
     leader_tasks: list[asyncio.Task[None]] = []
-    leader_rpcs: list[Subscription] = []
-    moves: set[asyncio.Task[None]] = set()
+    leader_requests: list[RequestServer] = []
 
     async def every(seconds: float, work: Callable[[], Awaitable[None]], what: str, *, after: float = 0.0) -> None:
         await asyncio.sleep(after)
@@ -81,22 +78,12 @@ async def run(settings: Settings) -> None:
             except Exception:
                 log.exception("%s failed", what)
 
-    async def answer_migrate(msg: Msg) -> None:
-        request = decode(msg.data, MigrateRequest)
-        await msg.respond(encode(await mover.migrate(request.instance_id, request.target_node)))
+    async def answer_migrate(body: bytes) -> bytes:
+        request = decode(body, MigrateRequest)
+        return encode(await mover.migrate(request.instance_id, request.target_node))
 
-    async def answer_drain(msg: Msg) -> None:
-        await msg.respond(encode(await mover.drain(decode(msg.data, DrainRequest).node)))
-
-    def in_background(handler: Callable[[Msg], Coroutine[Any, Any, None]]) -> Callable[[Msg], Awaitable[None]]:
-        """Run each request in its own task: a migration waits for nodes, others must not wait behind it."""
-
-        async def spawn(msg: Msg) -> None:
-            task = asyncio.create_task(handler(msg))
-            moves.add(task)
-            task.add_done_callback(moves.discard)
-
-        return spawn
+    async def answer_drain(body: bytes) -> bytes:
+        return encode(await mover.drain(decode(body, DrainRequest).node))
 
     async def on_elected() -> None:
         await commands.start()
@@ -104,19 +91,17 @@ async def run(settings: Settings) -> None:
         # A new leader first hears heartbeats for one timeout: nodes were not silent, this scheduler was.
         failover = every(settings.leader_poll_seconds, mover.fail_over, "failover", after=settings.node_timeout_seconds)
         leader_tasks.extend([asyncio.create_task(retry), asyncio.create_task(failover)])
-        nc = broker.connection
-        for subject, handler in (
-            (subjects.SCHEDULER_MIGRATE, answer_migrate),
-            (subjects.SCHEDULER_DRAIN, answer_drain),
-        ):
-            leader_rpcs.append(await nc.subscribe(subject, queue=QUEUE_GROUP, cb=in_background(handler)))
+        requests = RequestServer(broker.connection)  # a migration waits for nodes: one task per request
+        await requests.serve(subjects.SCHEDULER_MIGRATE, answer_migrate, queue=QUEUE_GROUP)
+        await requests.serve(subjects.SCHEDULER_DRAIN, answer_drain, queue=QUEUE_GROUP)
+        leader_requests.append(requests)
         await publish_core(broker, subjects.SCHEDULER_LEADER, SchedulerLeaderElected(holder=settings.holder))
 
     async def on_deposed() -> None:
-        for rpc in leader_rpcs:
-            await rpc.unsubscribe()
-        leader_rpcs.clear()
-        await cancel_all([*leader_tasks, *moves])
+        for requests in leader_requests:
+            await requests.close()
+        leader_requests.clear()
+        await cancel_all(leader_tasks)
         leader_tasks.clear()
         await commands.stop()
 

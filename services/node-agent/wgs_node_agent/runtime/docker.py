@@ -101,11 +101,17 @@ def container_config(
 
 
 def prepare_folders(paths: InstancePaths) -> None:
-    """Create the instance's folders, owned by the provider's non-root user."""
+    """Create the instance's folders, owned by the provider's non-root user, with everything in them.
+
+    A restored state folder was unpacked by the agent: its files must become the provider's again.
+    """
     for folder in (paths.state_dir, paths.socket_dir):
         folder.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
-            os.chown(folder, PROVIDER_UID, PROVIDER_UID)
+            for root, dirs, files in os.walk(folder):
+                os.chown(root, PROVIDER_UID, PROVIDER_UID)
+                for name in dirs + files:
+                    os.chown(os.path.join(root, name), PROVIDER_UID, PROVIDER_UID, follow_symlinks=False)
         folder.chmod(0o770)
 
 
