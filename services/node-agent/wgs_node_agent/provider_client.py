@@ -23,8 +23,11 @@ class ProviderClient:
     def __init__(self, socket: Path) -> None:
         self.socket = socket
         self._session: aiohttp.ClientSession | None = None
+        self._closed = False
 
     def _client(self) -> aiohttp.ClientSession:
+        if self._closed:  # a call still running when its session stopped must not open a new pool
+            raise ProviderUnavailable("the instance's session on this node stopped")
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 base_url=PROVIDER_BASE_URL,
@@ -50,7 +53,8 @@ class ProviderClient:
             raise ProviderUnavailable(repr(exc)) from exc
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool; later calls fail with ProviderUnavailable."""
+        self._closed = True
         if self._session is not None:
             await self._session.close()
             self._session = None
