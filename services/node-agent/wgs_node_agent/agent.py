@@ -102,6 +102,13 @@ class NodeAgent:
                 log.info("ignoring start of instance %d gen %d: stale", spec.instance_id, generation)
                 return
             self.ledger.record(spec.instance_id, generation)
+            session = self.sessions.get(spec.instance_id)
+            if (
+                session is not None
+                and session.generation == generation
+                and await self._has_container(spec.instance_id, generation, running=True)
+            ):
+                return  # already runs (a repeated command, or a reconcile that listed before it started)
             await self.report(spec.instance_id, spec.tenant_id, generation, InstanceStatus.STARTING)
             paths = self.paths(spec.instance_id)
             try:
@@ -116,9 +123,10 @@ class NodeAgent:
             await self._open_session(spec, generation)
             await self.report(spec.instance_id, spec.tenant_id, generation, InstanceStatus.RUNNING)
 
-    async def _has_container(self, instance_id: int, generation: int) -> bool:
+    async def _has_container(self, instance_id: int, generation: int, *, running: bool = False) -> bool:
         return any(
-            c.instance_id == instance_id and c.generation == generation for c in await self.runtime.list_managed()
+            c.instance_id == instance_id and c.generation == generation and (c.running or not running)
+            for c in await self.runtime.list_managed()
         )
 
     async def _open_session(self, spec: InstanceSpec, generation: int) -> None:
