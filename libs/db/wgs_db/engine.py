@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import asyncpg
 from piccolo.engine.postgres import PostgresEngine
 
 
@@ -19,16 +20,27 @@ class DeferredPostgresEngine(PostgresEngine):
 DB = DeferredPostgresEngine(config={})
 
 
+async def keep_session(connection: asyncpg.Connection) -> None:
+    """Pool reset hook: nothing to undo (asyncpg still rolls back an open transaction itself).
+
+    Pooled connections never change session state (no SET, LISTEN or session advisory locks;
+    the scheduler's leader lock has its own connection), so the default reset, one more round
+    trip (`RESET ALL; UNLISTEN *; ...`) per release, was a sixth of the API's CPU per send.
+    """
+
+
 async def open_database(dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
     """Point the engine at `dsn` and start its connection pool.
 
     Without asyncpg's idle-connection timers: such a timer, set whenever a connection goes back
     to the pool, keeps the context of the request it served (e.g. a snapshot chunk) alive until it
     would have fired, 300 s later, even once cancelled; storing a large snapshot held up to a
-    hundred chunks in memory that way.
+    hundred chunks in memory that way. And without a session reset on release (`keep_session`).
     """
     DB.config = {"dsn": dsn}
-    await DB.start_connection_pool(min_size=min_size, max_size=max_size, max_inactive_connection_lifetime=0)
+    await DB.start_connection_pool(
+        min_size=min_size, max_size=max_size, max_inactive_connection_lifetime=0, reset=keep_session
+    )
 
 
 async def close_database() -> None:

@@ -3,6 +3,16 @@
 import asyncio
 import contextlib
 import signal
+from collections.abc import Coroutine
+from typing import Any
+
+import uvloop
+
+
+def run_service(main: Coroutine[Any, Any, None]) -> None:
+    """Run a service's main coroutine on uvloop (as uvicorn runs the API): NATS-heavy loops spend
+    noticeably less CPU per message than on the default event loop."""
+    uvloop.run(main)
 
 
 async def wait_for_shutdown() -> None:

@@ -1,7 +1,6 @@
 """`wgs-scheduler`: run one scheduler process (several may run; one leads)."""
 
-import asyncio
-
+from wgs_kit.lifecycle import run_service
 from wgs_kit.logs import configure_logging
 
 from wgs_scheduler.app import run
@@ -11,7 +10,7 @@ from wgs_scheduler.config import Settings
 def main() -> None:
     """Console entry point."""
     configure_logging("scheduler")
-    asyncio.run(run(Settings.from_env()))
+    run_service(run(Settings.from_env()))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """`wgs-state`: run the state service."""
 
-import asyncio
-
+from wgs_kit.lifecycle import run_service
 from wgs_kit.logs import configure_logging
 
 from wgs_state.app import run
@@ -11,7 +10,7 @@ from wgs_state.config import Settings
 def main() -> None:
     """Console entry point."""
     configure_logging("state")
-    asyncio.run(run(Settings.from_env()))
+    run_service(run(Settings.from_env()))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,6 @@
 """`wgs-webhooks`: run the webhooks service."""
 
-import asyncio
-
+from wgs_kit.lifecycle import run_service
 from wgs_kit.logs import configure_logging
 
 from wgs_webhooks.app import run
@@ -11,7 +10,7 @@ from wgs_webhooks.config import Settings
 def main() -> None:
     """Console entry point."""
     configure_logging("webhooks")
-    asyncio.run(run(Settings.from_env()))
+    run_service(run(Settings.from_env()))
 
 
 if __name__ == "__main__":
