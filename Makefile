@@ -33,4 +33,5 @@ bench: install
 	$(UV) run python -m bench.send
 	$(UV) run python -m bench.webhooks
 	$(UV) run python -m bench.api_events
+	$(UV) run python -m bench.sandbox_store
 	$(UV) run python -m bench.migrate
