@@ -28,6 +28,16 @@ async def create_pending(client: httpx.AsyncClient, tenant: Tenant) -> dict:
     return response.json()
 
 
+async def create_running(client: httpx.AsyncClient, tenant: Tenant) -> dict:
+    response = await client.post(
+        "/api/instances",
+        json={"phone": unique_phone(), "provider": "sandbox", "resources": SMALL},
+        headers=tenant.headers,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 async def wait_status(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, status: str) -> dict:
     async def reached() -> dict | None:
         view = (await client.get(f"/api/instances/{instance_id}", headers=tenant.headers)).json()
@@ -144,13 +154,7 @@ async def test_agent_restart_adopts_running_containers(
     client: httpx.AsyncClient, node_agent: Service, engines: list[DockerEngine]
 ) -> None:
     tenant = await create_tenant(client)
-    response = await client.post(
-        "/api/instances",
-        json={"phone": unique_phone(), "provider": "sandbox", "resources": SMALL},
-        headers=tenant.headers,
-    )
-    assert response.status_code == 200, response.text
-    instance = response.json()
+    instance = await create_running(client, tenant)
     [before] = await containers_of(engines[0], instance["id"])
     await node_agent.kill9()
     node_agent.start()
@@ -167,13 +171,7 @@ async def test_agent_unpauses_a_container_left_paused_by_a_snapshot_it_never_fin
     client: httpx.AsyncClient, node_agent: Service, engines: list[DockerEngine]
 ) -> None:
     tenant = await create_tenant(client)
-    response = await client.post(
-        "/api/instances",
-        json={"phone": unique_phone(), "provider": "sandbox", "resources": SMALL},
-        headers=tenant.headers,
-    )
-    assert response.status_code == 200, response.text
-    instance = response.json()
+    instance = await create_running(client, tenant)
     await node_agent.kill9()  # as if it died between pause and unpause
     async with aiodocker.Docker(url=engines[0].host) as docker:
         await docker.containers.container(f"wgs-instance-{instance['id']}").pause()
