@@ -22,7 +22,7 @@ from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from wgs_contracts import subjects
-from wgs_contracts.messages import InstanceStatus, InstanceStatusChanged, NodeStatusChanged
+from wgs_contracts.messages import InstanceStatus, InstanceStatusChanged, NodeStatusChanged, SnapshotTaken
 from wgs_contracts.state import RestoreBegin
 from wgs_devstack.docker_engine import DockerEngine
 from wgs_devstack.images import copy_image
@@ -230,13 +230,24 @@ async def test_seed_migration_moves_the_instance_to_the_other_node(
 
 
 async def test_state_moves_byte_identical_and_sends_during_the_migration_are_delivered(
-    client: httpx.AsyncClient, fleet: Fleet
+    client: httpx.AsyncClient, fleet: Fleet, migrated: dict[str, str]
 ) -> None:
     tenant_a, tenant_b = await create_tenant(client), await create_tenant(client)
     a = await sandbox_on(client, fleet, tenant_a, "m1")
     b = await sandbox_on(client, fleet, tenant_b, "m1")
-    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
-        await pair_up(client, tenant, instance["id"])
+    nc = await nats.connect(migrated["NATS_URL"])
+    try:
+        snapshots = await nc.subscribe(subjects.node_snapshots("m1"))
+        for tenant, instance in ((tenant_a, a), (tenant_b, b)):
+            await pair_up(client, tenant, instance["id"])
+        # Pairing is snapshotted at once (paused for the copy, then uploaded: the session changed).
+        taken = [msgspec.json.decode(m.data, type=SnapshotTaken) for m in await drain(snapshots)]
+        paired = [t for t in taken if t.reason == "paired" and t.instance_id == a["id"]]
+        assert paired, taken
+        assert paired[0].version is not None
+        assert paired[0].pause_ms > 0
+    finally:
+        await nc.close()
     expected = write_state(fleet["m1"].state_dir(a["id"]))
 
     migration = asyncio.create_task(migrate(client, tenant_a, a["id"], "m2"))
@@ -252,9 +263,9 @@ async def test_state_moves_byte_identical_and_sends_during_the_migration_are_del
         if migration.done():
             break
         await asyncio.sleep(0.05)
-    migrated = await migration
-    assert migrated.status_code == 200, migrated.text
-    assert migrated.json()["instance"]["nodeId"] == fleet["m2"].id
+    moved = await migration
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["instance"]["nodeId"] == fleet["m2"].id
 
     # The folder restored on m2 is the one m1 handed off, byte for byte (markers hold both digests).
     old_folder, new_folder = fleet["m1"].state_dir(a["id"]), fleet["m2"].state_dir(a["id"])
