@@ -28,19 +28,10 @@ from wgs_devstack.docker_engine import DockerEngine
 from wgs_node_agent.runtime.base import InstancePaths
 from wgs_node_agent.runtime.docker import container_config, prepare_folders
 
-from bench.stack import ROOT, cancel_on_sigterm, gateway_stack, percentile
+from bench.stack import ROOT, cancel_on_sigterm, gateway_stack, summary
 
 TARGET_OVERHEAD_MS = 150.0
 TARGET_RSS_MB = 40.0
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    """p50/p95/max in milliseconds."""
-    return {
-        "p50_ms": round(statistics.median(samples) * 1000, 1),
-        "p95_ms": round(percentile(samples, 0.95) * 1000, 1),
-        "max_ms": round(max(samples) * 1000, 1),
-    }
 
 
 async def baseline_once(docker: aiodocker.Docker, work: Path, i: int) -> float:

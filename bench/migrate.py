@@ -39,22 +39,13 @@ from wgs_node_agent.provider_client import ProviderClient
 from wgs_node_agent.runtime.base import InstancePaths
 from wgs_node_agent.runtime.docker import container_config, prepare_folders
 
-from bench.stack import NODE, Stack, cancel_on_sigterm, gateway_stack, percentile
+from bench.stack import NODE, Stack, cancel_on_sigterm, gateway_stack, summary
 
 SECOND_NODE = "bench-n2"
 TARGET_GAP_MS = 3000.0
 STATE_BYTES = 10 * 2**20
 PAUSE_SAMPLES = 10
 SNAPSHOT_SECONDS = "2"
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    """p50/p95/max in milliseconds."""
-    return {
-        "p50_ms": round(statistics.median(samples) * 1000, 1),
-        "p95_ms": round(percentile(samples, 0.95) * 1000, 1),
-        "max_ms": round(max(samples) * 1000, 1),
-    }
 
 
 async def paired_instance(stack: Stack) -> dict:

@@ -5,6 +5,7 @@ import asyncio
 import os
 import shutil
 import signal
+import statistics
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Coroutine
@@ -124,6 +125,15 @@ async def gateway_stack(
         await pg.stop()
         await nats.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    """p50/p95/max in milliseconds."""
+    return {
+        "p50_ms": round(statistics.median(samples) * 1000, 1),
+        "p95_ms": round(percentile(samples, 0.95) * 1000, 1),
+        "max_ms": round(max(samples) * 1000, 1),
+    }
 
 
 def percentile(samples: list[float], fraction: float) -> float:

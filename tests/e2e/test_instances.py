@@ -15,7 +15,7 @@ from wgs_devstack.services import Service
 from wgs_kit.waiting import wait_until
 
 from tests.support.api import create_tenant, unique_phone
-from tests.support.sandbox import containers_of
+from tests.support.sandbox import containers_of, status_is
 
 pytestmark = pytest.mark.docker
 
@@ -115,12 +115,7 @@ async def test_crashed_provider_is_reported_failed_then_running_after_the_agent_
     assert after["Id"] == before["Id"]
     assert after["State"]["Running"]
     view = await wait_until(
-        lambda: _status_is(client, tenant.headers, instance["id"], "running"), timeout=20, what="row running"
+        lambda: status_is(client, tenant, instance["id"], "running"), timeout=20, what="row running"
     )
     assert view["statusReason"] == "restarted"
     assert (await client.delete(f"/api/instances/{instance['id']}", headers=tenant.headers)).status_code == 204
-
-
-async def _status_is(client: httpx.AsyncClient, headers: dict[str, str], instance_id: int, status: str) -> dict | None:
-    view = (await client.get(f"/api/instances/{instance_id}", headers=headers)).json()
-    return view if view["status"] == status else None

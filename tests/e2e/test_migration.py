@@ -34,7 +34,7 @@ from wgs_node_agent.snapshots import tree_digest
 
 from tests.e2e.conftest import node_ready
 from tests.support.api import ADMIN, Tenant, create_tenant, unique_phone
-from tests.support.sandbox import SANDBOX_IMAGE, containers_of, pair_up, reaches
+from tests.support.sandbox import SANDBOX_IMAGE, containers_of, pair_up, reaches, status_is
 
 pytestmark = pytest.mark.docker
 NODES = ("m1", "m2")
@@ -380,11 +380,6 @@ async def test_a_failed_final_snapshot_keeps_the_instance_where_it_was(
     finally:
         await nc.close()
     assert (await client.delete(f"/api/instances/{instance['id']}", headers=tenant.headers)).status_code == 204
-
-
-async def status_is(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, status: str) -> dict | None:
-    view = (await client.get(f"/api/instances/{instance_id}", headers=tenant.headers)).json()
-    return view if view["status"] == status else None
 
 
 async def test_failover_restores_a_lost_nodes_instance_elsewhere_and_never_runs_two(

@@ -58,3 +58,9 @@ async def reaches(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, m
         return body if status in [h["status"] for h in body["history"]] else None
 
     return await wait_until(reached, timeout=30, interval=0.2, what=f"message {message_id} {status}")
+
+
+async def status_is(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, status: str) -> dict | None:
+    """The tenant's view of the instance when its status is `status`, else None (a wait_until probe)."""
+    view = (await client.get(f"/api/instances/{instance_id}", headers=tenant.headers)).json()
+    return view if view["status"] == status else None
