@@ -106,7 +106,21 @@ SAMPLES: dict[type, Any] = {
     HandOffRequest: HandOffRequest(instance_id=7, generation=4),
     HandOffReply: HandOffReply(ok=False, version=12, error="final snapshot failed"),
     MigrateRequest: MigrateRequest(instance_id=7, target_node="n2"),
-    MigrateReply: MigrateReply(status=503, node="n2", error="no room"),
+    MigrateReply: MigrateReply(
+        status=200,
+        node="n2",
+        error="none",
+        running=InstanceStatusChanged(
+            instance_id=7,
+            tenant_id=3,
+            generation=5,
+            node="n2",
+            status=InstanceStatus.RUNNING,
+            reason="migrated",
+            event_id="fedcba9876543210fedcba9876543210",
+            at=AT,
+        ),
+    ),
     DrainRequest: DrainRequest(node="n1"),
     DrainReply: DrainReply(status=200, node="n1", moved=(7,), failed={9: "no room"}, error="partly"),
 }

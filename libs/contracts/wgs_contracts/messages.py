@@ -215,11 +215,13 @@ class DrainRequest(Base, frozen=True, tag="scheduler.drain.request"):
 
 
 class MigrateReply(Base, frozen=True, tag="scheduler.migrate.reply"):
-    """Outcome of a migration: `status` is the HTTP status the API answers with, `error` its reason."""
+    """Outcome of a migration: `status` is the HTTP status the API answers with, `error` its reason,
+    `running` the new node's status event that ended it (the API records it at once, as on create)."""
 
     status: int
     node: str | None = None
     error: str | None = None
+    running: InstanceStatusChanged | None = None
 
 
 class DrainReply(Base, frozen=True, tag="scheduler.drain.reply"):

@@ -132,7 +132,7 @@ class Mover:
             return MigrateReply(status=504, node=target.name, error=f"Moved to {target.name} but not running yet.")
         if outcome.status is InstanceStatus.FAILED:
             return MigrateReply(status=500, node=target.name, error=f"Failed on {target.name}: {outcome.reason}")
-        return MigrateReply(status=200, node=target.name)
+        return MigrateReply(status=200, node=target.name, running=outcome)
 
     async def _wait_started(self, events: Subscription, generation: int) -> InstanceStatusChanged | None:
         """The first `running` or `failed` event at `generation`, or None after the migration timeout."""

@@ -181,9 +181,6 @@ async def delete_instance(tenant_id: int, instance_id: int, *, settings: Setting
     return True
 
 
-MIGRATED_ROW_WAIT_SECONDS = 5.0  # for the row to show `running`, which the event consumer records
-
-
 async def migrate_instance(
     tenant_id: int, instance_id: int, body: schemas.MigrateBody, *, settings: Settings, messaging: ApiMessaging
 ) -> schemas.Migrated:
@@ -200,10 +197,6 @@ async def migrate_instance(
     )
     if reply.status != 200:
         raise error_for_status(reply.status, reply.error or "Migration failed")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + MIGRATED_ROW_WAIT_SECONDS
-    row = await fetch_own(tenant_id, instance_id)
-    while row["status"] != InstanceStatus.RUNNING.value and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-        row = await fetch_own(tenant_id, instance_id)
-    return schemas.Migrated(status="ok", instance=instance_view(row))
+    if reply.running is not None:
+        await apply_status(reply.running)  # the durable consumer may not have recorded it yet
+    return schemas.Migrated(status="ok", instance=instance_view(await fetch_own(tenant_id, instance_id)))
