@@ -14,9 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
-import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -33,14 +30,10 @@ from wgs_contracts.instance_events import (
     MessageType,
 )
 from wgs_contracts.messages import utcnow
-from wgs_devstack.nats import EmbeddedNats
-from wgs_devstack.postgres import EmbeddedPostgres
-from wgs_devstack.processes import free_port, run_command
-from wgs_devstack.services import ApiService
 from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
 
-from bench.stack import ROOT, cancel_on_sigterm
+from bench.stack import ROOT, cancel_on_sigterm, control_plane
 
 CONSUMER = "api-instance-events"
 PUBLISHES_IN_FLIGHT = 64
@@ -95,20 +88,10 @@ async def settled(js: JetStreamContext) -> bool:
 
 
 async def run(count: int, out: Path | None) -> dict:
-    work = Path(tempfile.mkdtemp(prefix="wgs-ba-", dir="/tmp"))
-    nats_server = EmbeddedNats(work / "nats")
-    pg = EmbeddedPostgres(work / "pg", fsync=False)
-    api: ApiService | None = None
-    try:
-        await asyncio.gather(nats_server.start(), pg.start())
-        env = {"DATABASE_URL": pg.dsn, "NATS_URL": nats_server.url, "WGS_LOG_LEVEL": "WARNING"}
-        await run_command(
-            [sys.executable, "-m", "wgs_db.migrate"], env={**os.environ, **env}, log_path=work / "migrate.log"
-        )
-        api = ApiService(env, work / "logs", free_port())
-        await api.ready()
+    async with control_plane() as stack:
+        api = stack.api
         assert api.pid is not None
-        nc = await nats.connect(nats_server.url)
+        nc = await nats.connect(stack.env["NATS_URL"])
         js = nc.jetstream()
         try:
             await wait_until(lambda: settled(js), 30, what="the API's consumer")
@@ -130,12 +113,6 @@ async def run(count: int, out: Path | None) -> dict:
             cpu = cpu_seconds(api.pid) - cpu_before
         finally:
             await nc.close()
-    finally:
-        if api is not None:
-            await api.stop()
-        await pg.stop()
-        await nats_server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     published = len(batch)
     result = {
         "events_published": published,

@@ -37,25 +37,16 @@ class Stack:
     work: Path
     env: dict[str, str]
     nats: EmbeddedNats
-    engine: DockerEngine
     api: ApiService
     client: httpx.AsyncClient
     headers: dict[str, str]
     services: list[Service]
-    extra_engines: list[DockerEngine]
+    engines: list[DockerEngine]
 
-    async def add_node(self, name: str, settings: dict[str, str] | None = None) -> DockerEngine:
-        """Start one more node: its own Docker engine (with the sandbox image), registered, with its agent."""
-        engine = DockerEngine(self.work / f"docker-{name}", name)
-        self.extra_engines.append(engine)
-        await engine.start()
-        await copy_image(self.engine.host, engine.host, SANDBOX_IMAGE)
-        await self.client.post(
-            "/admin/nodes", json={"name": name, "dockerHost": engine.host, "publicHost": "127.0.0.1"}, headers=ADMIN
-        )
-        self.start_service(f"agent-{name}", "wgs_node_agent", agent_env(name, engine, self.work, settings))
-        await wait_until(lambda: node_is_ready(self.client, name), timeout=60, what=f"node {name} ready")
-        return engine
+    @property
+    def engine(self) -> DockerEngine:
+        """The first node's Docker engine (it holds the built images)."""
+        return self.engines[0]
 
     def start_service(self, name: str, module: str, extra_env: dict[str, str] | None = None) -> Service:
         """Start one more service process (stopped with the stack)."""
@@ -63,6 +54,28 @@ class Stack:
         service.start()
         self.services.append(service)
         return service
+
+    async def start_engine(self, name: str) -> DockerEngine:
+        """Start one more Docker engine (stopped with the stack)."""
+        engine = DockerEngine(self.work / f"docker-{name}", name)
+        self.engines.append(engine)
+        await engine.start()
+        return engine
+
+    async def register_node(self, name: str, engine: DockerEngine, settings: dict[str, str] | None = None) -> None:
+        """Register node `name` on `engine`, start its agent and wait until it heartbeats."""
+        await self.client.post(
+            "/admin/nodes", json={"name": name, "dockerHost": engine.host, "publicHost": "127.0.0.1"}, headers=ADMIN
+        )
+        self.start_service(f"agent-{name}", "wgs_node_agent", agent_env(name, engine, self.work, settings))
+        await wait_until(lambda: node_is_ready(self.client, name), timeout=60, what=f"node {name} ready")
+
+    async def add_node(self, name: str, settings: dict[str, str] | None = None) -> DockerEngine:
+        """One more node: its own Docker engine with the sandbox image, registered, with its agent."""
+        engine = await self.start_engine(name)
+        await copy_image(self.engine.host, engine.host, SANDBOX_IMAGE)
+        await self.register_node(name, engine, settings)
+        return engine
 
 
 def agent_env(name: str, engine: DockerEngine, work: Path, settings: dict[str, str] | None) -> dict[str, str]:
@@ -83,48 +96,52 @@ async def node_is_ready(client: httpx.AsyncClient, name: str) -> bool:
 
 
 @asynccontextmanager
-async def gateway_stack(
+async def control_plane(
     tenant: dict[str, Any] | None = None, settings: dict[str, str] | None = None
 ) -> AsyncIterator[Stack]:
-    """Start everything (with extra `settings` in every service's environment), register the node,
-    create a tenant; stop everything on exit."""
+    """NATS, PostgreSQL, migrations, the API and a tenant (with extra `settings` in every service's
+    environment), no node yet; everything started later through the stack is stopped with it, by PID."""
     work = Path(tempfile.mkdtemp(prefix="wgs-b-", dir="/tmp"))
     nats = EmbeddedNats(work / "nats")
     pg = EmbeddedPostgres(work / "pg", fsync=False)
-    engine = DockerEngine(work / "docker", "bench")
     services: list[Service] = []
-    stack_engines: list[DockerEngine] = []
+    engines: list[DockerEngine] = []
     try:
-        await asyncio.gather(nats.start(), pg.start(), engine.start())
-        await build_all(engine.host, ROOT, ["sandbox"])
+        await asyncio.gather(nats.start(), pg.start())
         env = {"DATABASE_URL": pg.dsn, "NATS_URL": nats.url, "WGS_LOG_LEVEL": "WARNING", **(settings or {})}
         await run_command(
             [sys.executable, "-m", "wgs_db.migrate"], env={**os.environ, **env}, log_path=work / "migrate.log"
         )
         api = ApiService(env, work / "logs", free_port())
-        await api.ready()
         services.append(api)
+        await api.ready()
         async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
-            stack = Stack(work, env, nats, engine, api, client, {}, services, stack_engines)
-            stack.start_service("scheduler", "wgs_scheduler")
-            stack.start_service("state", "wgs_state")
-            await client.post(
-                "/admin/nodes", json={"name": NODE, "dockerHost": engine.host, "publicHost": "127.0.0.1"}, headers=ADMIN
-            )
-            stack.start_service("agent", "wgs_node_agent", agent_env(NODE, engine, work, None))
-            await wait_until(lambda: node_is_ready(client, NODE), timeout=60, what="node ready")
             created = await client.post("/admin/tenants", json={"name": "bench", **(tenant or {})}, headers=ADMIN)
-            stack.headers = {"Authorization": f"Bearer {created.json()['apiKey']}"}
-            yield stack
+            headers = {"Authorization": f"Bearer {created.json()['apiKey']}"}
+            yield Stack(work, env, nats, api, client, headers, services, engines)
     finally:
         for service in reversed(services):
             await service.stop()
-        for extra in stack_engines:
-            await extra.stop()
-        await engine.stop()
+        for engine in engines:
+            await engine.stop()
         await pg.stop()
         await nats.stop()
         shutil.rmtree(work, ignore_errors=True)
+
+
+@asynccontextmanager
+async def gateway_stack(
+    tenant: dict[str, Any] | None = None, settings: dict[str, str] | None = None
+) -> AsyncIterator[Stack]:
+    """The control plane, the scheduler and state service, and one node (Docker engine with the
+    sandbox image built offline, and its agent)."""
+    async with control_plane(tenant, settings) as stack:
+        engine = await stack.start_engine("bench")
+        await build_all(engine.host, ROOT, ["sandbox"])
+        stack.start_service("scheduler", "wgs_scheduler")
+        stack.start_service("state", "wgs_state")
+        await stack.register_node(NODE, engine)
+        yield stack
 
 
 def summary(samples: list[float]) -> dict[str, float]:

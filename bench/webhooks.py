@@ -19,32 +19,22 @@ and time. Usage: `python -m bench.webhooks [--events 2000] [--rate 500] [--secon
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import statistics
-import sys
-import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-import httpx
 import nats
 from aiohttp import web
 from wgs_contracts import subjects
 from wgs_contracts.instance_events import MessageContent, MessageReceived, MessageType
 from wgs_contracts.messages import utcnow
-from wgs_devstack.nats import EmbeddedNats
-from wgs_devstack.postgres import EmbeddedPostgres
-from wgs_devstack.processes import free_port, run_command
-from wgs_devstack.services import ApiService, Service
+from wgs_devstack.processes import free_port
 from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
 
-from bench.stack import ADMIN, ROOT, cancel_on_sigterm, percentile
+from bench.stack import ROOT, cancel_on_sigterm, control_plane, percentile
 
 TARGET_PER_SECOND = 1000.0
 TARGET_P99_MS = 100.0
@@ -77,43 +67,6 @@ class Receiver:
         return web.Response(text="ok")
 
 
-@asynccontextmanager
-async def webhooks_stack() -> AsyncIterator[tuple[httpx.AsyncClient, dict[str, str], dict[str, str]]]:
-    """NATS, PostgreSQL, migrations, the API, a tenant and the webhooks service in a temporary folder:
-    (API client, the tenant's auth headers, the environment); everything stopped by PID on exit."""
-    work = Path(tempfile.mkdtemp(prefix="wgs-bw-", dir="/tmp"))
-    nats_server = EmbeddedNats(work / "nats")
-    pg = EmbeddedPostgres(work / "pg", fsync=False)
-    services: list[Service] = []
-    try:
-        await asyncio.gather(nats_server.start(), pg.start())
-        env = {
-            "DATABASE_URL": pg.dsn,
-            "NATS_URL": nats_server.url,
-            "WGS_LOG_LEVEL": "WARNING",
-            "WGS_WEBHOOKS_ALLOW_PRIVATE": "1",
-        }
-        await run_command(
-            [sys.executable, "-m", "wgs_db.migrate"], env={**os.environ, **env}, log_path=work / "migrate.log"
-        )
-        api = ApiService(env, work / "logs", free_port())
-        services.append(api)
-        await api.ready()
-        async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
-            created = await client.post("/admin/tenants", json={"name": "bench"}, headers=ADMIN)
-            headers = {"Authorization": f"Bearer {created.json()['apiKey']}"}
-            webhooks = Service("webhooks", "wgs_webhooks", env, work / "logs")
-            services.append(webhooks)
-            webhooks.start()
-            yield client, headers, env
-    finally:
-        for service in reversed(services):
-            await service.stop()
-        await pg.stop()
-        await nats_server.stop()
-        shutil.rmtree(work, ignore_errors=True)
-
-
 def message_event(instance_id: int, tenant_id: int, seq: int) -> MessageReceived:
     """A provider `message` event."""
     return MessageReceived(
@@ -135,7 +88,9 @@ async def run_gateway(events: int, rate: float, seconds: float, endpoints: int) 
     receiver = Receiver()
     await receiver.start()
     try:
-        async with webhooks_stack() as (client, headers, env):
+        async with control_plane(settings={"WGS_WEBHOOKS_ALLOW_PRIVATE": "1"}) as stack:
+            stack.start_service("webhooks", "wgs_webhooks")
+            client, headers = stack.client, stack.headers
             instances = []
             for index in range(endpoints):
                 body = {"phone": f"4917000{index:05d}", "provider": "waba"}
@@ -148,7 +103,7 @@ async def run_gateway(events: int, rate: float, seconds: float, endpoints: int) 
                 if created.status_code != 201:
                     raise RuntimeError(f"endpoint: {created.status_code} {created.text}")
                 instances.append(instance)
-            nc = await nats.connect(env["NATS_URL"])
+            nc = await nats.connect(stack.env["NATS_URL"])
             js = nc.jetstream()
             sent_at: dict[str, float] = {}
             seq = 0
