@@ -10,6 +10,7 @@ from wgs_devstack.docker_engine import DockerEngine
 from wgs_devstack.services import Service
 from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
+from wgs_node_agent.runtime.docker import freeze
 
 from tests.support.api import Tenant, create_tenant, unique_phone
 from tests.support.sandbox import containers_of
@@ -174,7 +175,7 @@ async def test_agent_unpauses_a_container_left_paused_by_a_snapshot_it_never_fin
     instance = await create_running(client, tenant)
     await node_agent.kill9()  # as if it died between pause and unpause
     async with aiodocker.Docker(url=engines[0].host) as docker:
-        await docker.containers.container(f"wgs-instance-{instance['id']}").pause()
+        await freeze(docker.containers.container(f"wgs-instance-{instance['id']}"))
     node_agent.start()
 
     async def thawed() -> bool:

@@ -16,6 +16,7 @@ import aiodocker
 from aiodocker.containers import DockerContainer
 from wgs_contracts import labels
 from wgs_contracts.messages import InstanceSpec
+from wgs_kit.waiting import wait_until
 
 from wgs_node_agent.runtime.base import (
     PROVIDER_UID,
@@ -33,6 +34,28 @@ CONTAINER_STATE_DIR = "/data"
 STOP_POLL_SECONDS = 0.05
 STOP_RESEND_SECONDS = 0.25
 PROVIDERS_TTL_SECONDS = 30.0
+FREEZE_TIMEOUT_SECONDS = 2.0
+
+
+async def freeze(container: DockerContainer, timeout: float = FREEZE_TIMEOUT_SECONDS) -> None:
+    """Pause a container, retrying runc's transient "unable to freeze" until `timeout` s.
+
+    runc gives up when the cgroup does not report frozen quickly (a process
+    forking or in uninterruptible sleep, a loaded host) and thaws it again;
+    a later attempt usually succeeds. Any other error is raised at once.
+    """
+
+    async def attempt() -> bool:
+        try:
+            await container.pause()
+        except aiodocker.DockerError as exc:
+            if exc.status == 500 and "unable to freeze" in str(exc.message):
+                log.info("container %s: freeze did not settle, retrying", container.id[:12])
+                return False
+            raise
+        return True
+
+    await wait_until(attempt, timeout=timeout, interval=0.05, what=f"container {container.id[:12]} frozen")
 
 
 def container_name(instance_id: int) -> str:
@@ -204,7 +227,7 @@ class DockerRuntime:
 
     async def pause(self, container: ManagedContainer) -> None:
         """Freeze the container's processes (cgroup freezer)."""
-        await self.docker.containers.container(container.container_id).pause()
+        await freeze(self.docker.containers.container(container.container_id))
 
     async def unpause(self, container: ManagedContainer) -> None:
         """Thaw the container."""
