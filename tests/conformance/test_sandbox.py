@@ -87,6 +87,26 @@ async def test_receipts_move_a_status_forward_only(provider: ProviderUnderTest) 
     assert (await provider.post("/sandbox/receipt", {"id": "unknown", "status": "read"})).status_code == 404
 
 
+async def test_deliveries_and_receipts_come_in_batches(provider: ProviderUnderTest) -> None:
+    await provider.pair()
+    assert (await provider.post("/messages", {"id": "m1", "to": PEER, "content": TEXT})).status_code == 200
+    last = await provider.last_seq()
+    deliveries = [{"id": "x1", "from": PEER, "content": TEXT}, {"id": "x2", "from": PEER, "content": {"type": "text"}}]
+    response = await provider.post("/sandbox/deliver", {"batch": deliveries})
+    assert response.status_code == 200
+    assert [(r["status"], r["body"].get("field")) for r in response.json()["results"]] == [
+        (200, None),
+        (422, "content.text"),
+    ]
+    receipts = [{"id": "m1", "status": "delivered"}, {"id": "unknown", "status": "read"}]
+    response = await provider.post("/sandbox/receipt", {"batch": receipts})
+    assert [r["status"] for r in response.json()["results"]] == [200, 404]
+    events = (await provider.events(after=last))["events"]
+    assert [e["type"] for e in events] == ["message", "sandbox.receipt", "message.status"]
+    response = await provider.post("/sandbox/receipt", {"batch": []})
+    assert (response.status_code, response.json()["field"]) == (422, "batch")
+
+
 async def test_pairing_seq_and_sent_ids_survive_docker_restart(provider: ProviderUnderTest) -> None:
     await provider.pair()
     message = {"id": "m1", "to": PEER, "content": TEXT}

@@ -1,10 +1,13 @@
 """Send requests the API answers without a running provider: validation, queueing, rate limits."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
+from wgs_api.domain.messaging.rate_limit import take_send_contexts
+from wgs_db.engine import close_database, open_database
 from wgs_devstack.processes import free_port
 from wgs_devstack.services import ApiService
 
@@ -106,6 +109,55 @@ async def test_rate_limit_holds_across_two_api_processes(client: httpx.AsyncClie
         assert await db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 3
     finally:
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_concurrent_sends_get_exactly_the_burst_across_two_api_processes(
+    client: httpx.AsyncClient, second_api: ApiService, db
+) -> None:
+    """Sends waiting together share one rate-limit statement: the bucket still grants each token once."""
+    tenant = await create_tenant(client)
+    limits = {"sendRatePerSecond": 0.01, "sendBurst": 5}
+    assert (await client.patch(f"/admin/tenants/{tenant.id}", json=limits, headers=ADMIN)).status_code == 200
+    instance_id = await pending_instance(client, tenant)
+    try:
+        async with httpx.AsyncClient(base_url=second_api.url, timeout=30) as other:
+            responses = await asyncio.gather(
+                *(
+                    (client if index % 2 else other).post(
+                        f"/api/instances/{instance_id}/send",
+                        json={"to": "491701234567", "text": "x"},
+                        headers=tenant.headers,
+                    )
+                    for index in range(16)
+                )
+            )
+        codes = sorted(r.status_code for r in responses)
+        assert codes == [202] * 5 + [429] * 11
+        assert all(int(r.headers["Retry-After"]) >= 1 for r in responses if r.status_code == 429)
+        assert await db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 5
+    finally:
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_one_rate_limit_statement_serves_a_batch_in_order(client: httpx.AsyncClient, migrated, db) -> None:
+    """The batch function itself: repeated instances in order, another tenant's and unknown instances not found."""
+    tenant = await create_tenant(client)
+    limits = {"sendRatePerSecond": 0.5, "sendBurst": 2}
+    assert (await client.patch(f"/admin/tenants/{tenant.id}", json=limits, headers=ADMIN)).status_code == 200
+    first, second = await pending_instance(client, tenant), await pending_instance(client, tenant)
+    await open_database(migrated["DATABASE_URL"], max_size=2)
+    try:
+        batch = [(first, tenant.id), (second, tenant.id), (first, tenant.id), (first, tenant.id), (first, tenant.id)]
+        contexts = await take_send_contexts([*batch, (first, tenant.id + 1_000_000), (2_000_000_000, tenant.id)])
+        allowed = [c.retry_after is None for c in contexts[:5] if c is not None]
+        assert allowed == [True, True, True, False, False]
+        waits = [c.retry_after or 0.0 for c in contexts[3:5] if c is not None]
+        assert 0 < waits[0] < waits[1] <= 4.0
+        assert contexts[5:] == [None, None]
+        assert await db.fetchval("SELECT granted FROM rate_buckets WHERE instance_id = $1", first) == 2
+    finally:
+        await close_database()
+        await db.execute("DELETE FROM instances WHERE id = ANY($1::int[])", [first, second])
 
 
 async def test_bad_tenant_limits_are_422(client: httpx.AsyncClient) -> None:

@@ -315,6 +315,65 @@ async def test_receipt_statuses_only_move_forward_once_each(provider):
     assert (await receipt("a", "sent"))[1]["field"] == "status"
 
 
+async def test_a_batch_of_deliveries_answers_each_item_as_alone_and_saves_once(provider, make):
+    await pair(provider)
+    seq = await last_seq(provider)
+    appends: list[bytes] = []
+    append = provider.store.append
+
+    def counted_append(records: bytes) -> None:
+        appends.append(records)
+        append(records)
+
+    provider.store.append = counted_append
+    batch = [
+        {"id": "x1", "from": PEER, "content": TEXT},
+        {"id": "x2", "from": PEER, "content": {"type": "text"}},
+        "not an object",
+        {"id": "x1", "from": PEER, "content": TEXT},
+        {"id": "x3", "from": PEER, "content": TEXT},
+    ]
+    status, body = await call(provider, "POST", "/sandbox/deliver", {"batch": batch})
+    assert status == 200
+    assert [r["status"] for r in body["results"]] == [200, 422, 400, 200, 200]
+    assert body["results"][1]["body"]["field"] == "content.text"
+    assert [
+        (e["type"], e["data"].get("message_id", e["data"].get("id"))) for e in await events(provider, after=seq)
+    ] == [
+        ("message", "x1"),
+        ("sandbox.receipt", "x1"),
+        ("message", "x3"),
+        ("sandbox.receipt", "x3"),
+    ]
+    assert len(appends) == 1  # the whole batch in one journal append, before the answer
+    assert set(make().delivered) == {"x1", "x3"}
+
+
+async def test_a_batch_of_receipts_moves_each_status_forward(provider):
+    await pair(provider)
+    await send(provider, "a")
+    await send(provider, "b")
+    seq = await last_seq(provider)
+    receipts = [{"id": "a", "status": "read"}, {"id": "b", "status": "delivered"}, {"id": "nope", "status": "read"}]
+    status, body = await call(provider, "POST", "/sandbox/receipt", {"batch": receipts})
+    assert status == 200
+    assert body["results"] == [
+        {"status": 200, "body": {"id": "a", "status": "read"}},
+        {"status": 200, "body": {"id": "b", "status": "delivered"}},
+        {"status": 404, "body": {"error": "unknown message id", "field": "id"}},
+    ]
+    assert [e["data"]["status"] for e in await events(provider, after=seq)] == ["delivered", "read", "delivered"]
+
+
+@pytest.mark.parametrize("batch", [[], "x", [{}] * 1001])
+async def test_a_malformed_batch_is_422_and_changes_nothing(provider, batch):
+    await pair(provider)
+    seq = await last_seq(provider)
+    status, body = await call(provider, "POST", "/sandbox/deliver", {"batch": batch})
+    assert (status, body["field"]) == (422, "batch")
+    assert await events(provider, after=seq) == []
+
+
 # --- events: long-poll, ack, bounds ----------------------------------------------------------------
 
 

@@ -107,3 +107,28 @@ class ReceiptRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     id: str
     status: DeliveryStatus
     reason: str | None = None
+
+
+class DeliverBatch(msgspec.Struct, kw_only=True):
+    """`POST /sandbox/deliver` body carrying several messages (all of a page's for one recipient)."""
+
+    batch: list[DeliverRequest]
+
+
+class ReceiptBatch(msgspec.Struct, kw_only=True):
+    """`POST /sandbox/receipt` body carrying several receipts."""
+
+    batch: list[ReceiptRequest]
+
+
+class BatchItemResult(msgspec.Struct, kw_only=True):
+    """The answer to one item of a batch: what the item alone would have been answered."""
+
+    status: int
+    body: msgspec.Raw
+
+
+class BatchResults(msgspec.Struct, kw_only=True):
+    """`200` answer to a batch: one result per item, in order."""
+
+    results: list[BatchItemResult]

@@ -27,6 +27,7 @@ from wgs_sandbox.state import State
 log = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 30.0
 PAGE_SIZE = 1000
+MAX_BATCH = PAGE_SIZE  # items of one `/sandbox/deliver` or `/sandbox/receipt` batch: at most a page's worth
 MAX_PAIR_CODES = 16
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
@@ -47,6 +48,29 @@ def advances(current: str, new: str) -> bool:
     if new == "failed":
         return current == "sent"
     return STATUS_RANK[new] > STATUS_RANK[current]
+
+
+def each_item(body: dict[str, Any], one: Callable[[dict[str, Any]], Response]) -> Response:
+    """Answer one item, or a batch `{"batch": [item, ...]}` with `200 {"results": [{"status", "body"}, ...]}`.
+
+    Each item of a batch is answered as it would be alone (its errors included); the
+    batch's changes are saved together, with one append to the journal.
+    """
+    if "batch" not in body:
+        return one(body)
+    batch = body["batch"]
+    if not isinstance(batch, list) or not 1 <= len(batch) <= MAX_BATCH:
+        raise validation.invalid("batch", f"expected a list of 1 to {MAX_BATCH} objects")
+    results = []
+    for item in batch:
+        try:
+            if not isinstance(item, dict):
+                raise HttpError(400, "batch items must be JSON objects")
+            response = one(item)
+        except HttpError as exc:
+            response = exc.response()
+        results.append({"status": response.status, "body": response.body})
+    return Response(200, {"results": results})
 
 
 def query_number(request: Request, name: str, cast: Callable[[str], float], default: float) -> float:
@@ -331,7 +355,9 @@ class SandboxProvider:
         return Response(200, answer)
 
     async def _deliver(self, request: Request) -> Response:
-        body = request.json_object()
+        return each_item(request.json_object(), self._deliver_one)
+
+    def _deliver_one(self, body: dict[str, Any]) -> Response:
         message_id = validation.text(body, "id")
         sender = validation.text(body, "from")
         content = validation.message_content(body.get("content"))
@@ -346,7 +372,9 @@ class SandboxProvider:
         return Response(200, {"status": "delivered"})
 
     async def _receipt(self, request: Request) -> Response:
-        body = request.json_object()
+        return each_item(request.json_object(), self._receipt_one)
+
+    def _receipt_one(self, body: dict[str, Any]) -> Response:
         message_id = validation.text(body, "id")
         status = body.get("status")
         if status not in RECEIPT_STATUSES:

@@ -30,20 +30,24 @@ from wgs_contracts.instance_events import (
     DeliveryStatus,
     MessageStatusChanged,
     OutboundMessage,
+    ProviderEvent,
     ProviderReply,
     SandboxEnvelope,
 )
 from wgs_contracts.messages import InstanceSpec, Provider, utcnow
 from wgs_contracts.provider_api import (
+    BatchResults,
+    DeliverBatch,
     DeliverRequest,
     EventsPage,
     OutboxEvent,
+    ReceiptBatch,
     ReceiptRequest,
     SandboxOutbound,
     SandboxReceipt,
     SendRequest,
 )
-from wgs_kit.messaging import decode, encode, publish_durable, redelivery_delay
+from wgs_kit.messaging import decode, encode, publish_durable, publish_durable_many, redelivery_delay
 
 from wgs_node_agent.outbox import to_contract_event
 from wgs_node_agent.provider_client import ProviderClient, ProviderUnavailable
@@ -54,6 +58,31 @@ LONG_POLL_SECONDS = 20.0
 RETRY_SECONDS = 0.2
 ROUTE_TIMEOUT_SECONDS = 5.0
 ROUTE_RETRY_SECONDS = 6.0  # how long a phone may be unreachable (restarting, migrating) before it counts as unknown
+
+
+def failed(messages: list[SandboxOutbound], reason: str) -> list[ReceiptRequest]:
+    """A `failed` receipt with `reason` for each message."""
+    return [ReceiptRequest(id=m.id, status=DeliveryStatus.FAILED, reason=reason) for m in messages]
+
+
+class PageRouting:
+    """The sandbox traffic of one page of events, grouped by recipient phone (in event order)."""
+
+    def __init__(self) -> None:
+        self.outbound: dict[str, list[SandboxOutbound]] = {}
+        self.receipts: dict[str, list[SandboxReceipt]] = {}
+
+    def take(self, event: OutboxEvent) -> bool:
+        """Keep a `sandbox.*` event for routing (True), or leave a public one to publish (False)."""
+        if event.type == "sandbox.outbound":
+            outbound = msgspec.json.decode(event.data, type=SandboxOutbound)
+            self.outbound.setdefault(outbound.to, []).append(outbound)
+            return True
+        if event.type == "sandbox.receipt":
+            receipt = msgspec.json.decode(event.data, type=SandboxReceipt)
+            self.receipts.setdefault(receipt.to, []).append(receipt)
+            return True
+        return False
 
 
 class InstanceSession:
@@ -152,83 +181,91 @@ class InstanceSession:
             log.warning("instance %d: provider sequence restarted (%d < %d)", self.instance_id, page.last_seq, cursor)
             cursor = 0
         async with self._publishing:
+            routing = PageRouting()
+            public: list[ProviderEvent] = []
             for event in page.events:
                 if event.seq <= cursor:
                     continue
-                await self._dispatch(event)
+                if not routing.take(event):
+                    public.extend(self._contract_event(event))
                 cursor = event.seq
+            await self._publish(public)
+            await self._route_page(routing)
             if page.events:
                 await self.client.call("POST", "/events/ack", msgspec.json.encode({"seq": cursor}))
         return cursor
 
-    async def _dispatch(self, event: OutboxEvent) -> None:
-        """Route a `sandbox.*` event, or publish a public one."""
-        if event.type == "sandbox.outbound":
-            await self._route_outbound(msgspec.json.decode(event.data, type=SandboxOutbound))
-            return
-        if event.type == "sandbox.receipt":
-            await self._route_receipt(msgspec.json.decode(event.data, type=SandboxReceipt))
-            return
+    def _contract_event(self, event: OutboxEvent) -> list[ProviderEvent]:
+        """The public event of an outbox entry (none for an unknown type, which is logged and skipped)."""
         contract_event = to_contract_event(
-            event,
-            instance_id=self.instance_id,
-            tenant_id=self.spec.tenant_id,
-            generation=self.generation,
+            event, instance_id=self.instance_id, tenant_id=self.spec.tenant_id, generation=self.generation
         )
         if contract_event is None:
             log.warning("instance %d: unknown provider event type %r skipped", self.instance_id, event.type)
+            return []
+        return [contract_event]
+
+    async def _publish(self, events: list[ProviderEvent]) -> None:
+        """Publish a page's public events on JetStream together, in order, deduplicated by event id."""
+        if not events:
             return
-        kind_token = EVENT_KINDS[type(contract_event).__struct_config__.tag]  # type: ignore[index]
-        await publish_durable(
+        await publish_durable_many(
             self.broker,
-            subjects.instance_event(self.instance_id, kind_token),
-            contract_event,
-            msg_id=contract_event.event_id,
+            [
+                (subjects.instance_event(self.instance_id, EVENT_KINDS[type(e).__struct_config__.tag]), e, e.event_id)  # type: ignore[index]
+                for e in events
+            ],
             stream=streams.EVENTS,
         )
-        paired = isinstance(contract_event, ConnectionChanged) and contract_event.state is ConnectionState.CONNECTED
+        paired = any(isinstance(e, ConnectionChanged) and e.state is ConnectionState.CONNECTED for e in events)
         if paired and self.on_paired is not None:
             self.on_paired()
 
     # --- simulated network --------------------------------------------------------------------
 
-    async def _route_outbound(self, outbound: SandboxOutbound) -> None:
-        """Carry a sandbox message to the instance holding the recipient's phone; report back."""
-        envelope = SandboxEnvelope(
-            kind="message",
-            sender=outbound.from_,
-            recipient=outbound.to,
-            body=encode(DeliverRequest(id=outbound.id, from_=outbound.from_, content=outbound.content)),
-        )
-        receipt = ReceiptRequest(id=outbound.id, status=DeliveryStatus.DELIVERED)
+    async def _route_page(self, routing: "PageRouting") -> None:
+        """Carry a page's messages and receipts: one envelope per recipient phone, recipients in parallel.
+
+        The delivery (or failure) receipts of the messages go back to this instance's provider
+        in one call; the receipts this instance emitted go out to their senders.
+        """
+        if routing.outbound:
+            answers = await asyncio.gather(*(self._deliver(to, messages) for to, messages in routing.outbound.items()))
+            own = ReceiptBatch(batch=[receipt for receipts in answers for receipt in receipts])
+            await self.client.call("POST", "/sandbox/receipt", encode(own))
+        if routing.receipts:
+            await asyncio.gather(*(self._send_receipts(to, receipts) for to, receipts in routing.receipts.items()))
+
+    async def _deliver(self, to: str, messages: list[SandboxOutbound]) -> list[ReceiptRequest]:
+        """Deliver messages to the instance holding phone `to`; the receipt of each (delivered or failed)."""
+        batch = DeliverBatch(batch=[DeliverRequest(id=m.id, from_=m.from_, content=m.content) for m in messages])
+        envelope = SandboxEnvelope(kind="message", sender=messages[0].from_, recipient=to, body=encode(batch))
         try:
             reply = await self._route(envelope)
         except NoRespondersError:
-            receipt = ReceiptRequest(
-                id=outbound.id,
-                status=DeliveryStatus.FAILED,
-                reason=f"recipient {outbound.to} is not on the sandbox network",
-            )
+            return failed(messages, f"recipient {to} is not on the sandbox network")
         except (NatsTimeoutError, TimeoutError):
-            receipt = ReceiptRequest(id=outbound.id, status=DeliveryStatus.FAILED, reason="recipient did not answer")
-        else:
-            if reply.status != 200:
-                reason = f"recipient {outbound.to} refused the message ({reply.status}: {reply.body.decode()[:200]})"
-                receipt = ReceiptRequest(id=outbound.id, status=DeliveryStatus.FAILED, reason=reason)
-        await self.client.call("POST", "/sandbox/receipt", encode(receipt))
+            return failed(messages, "recipient did not answer")
+        if reply.status != 200:
+            return failed(messages, f"recipient {to} refused the message ({reply.status}: {reply.body.decode()[:200]})")
+        results = msgspec.json.decode(reply.body, type=BatchResults).results
+        receipts = []
+        for message, result in zip(messages, results, strict=True):
+            if result.status == 200:
+                receipts.append(ReceiptRequest(id=message.id, status=DeliveryStatus.DELIVERED))
+            else:
+                reason = f"recipient {to} refused the message ({result.status}: {bytes(result.body).decode()[:200]})"
+                receipts.append(ReceiptRequest(id=message.id, status=DeliveryStatus.FAILED, reason=reason))
+        return receipts
 
-    async def _route_receipt(self, receipt: SandboxReceipt) -> None:
-        """Carry a read/delivery receipt back to the sender's instance (best effort)."""
-        envelope = SandboxEnvelope(
-            kind="receipt",
-            sender=receipt.from_,
-            recipient=receipt.to,
-            body=encode(ReceiptRequest(id=receipt.id, status=receipt.status, reason=receipt.reason)),
-        )
+    async def _send_receipts(self, to: str, receipts: list[SandboxReceipt]) -> None:
+        """Carry read/delivery receipts back to the sender's instance (best effort)."""
+        batch = ReceiptBatch(batch=[ReceiptRequest(id=r.id, status=r.status, reason=r.reason) for r in receipts])
+        envelope = SandboxEnvelope(kind="receipt", sender=receipts[0].from_, recipient=to, body=encode(batch))
         try:
             await self._route(envelope)
         except (NoRespondersError, NatsTimeoutError, TimeoutError):
-            log.info("receipt for message %s: sender %s unreachable", receipt.id, receipt.to)
+            log.info("%d receipt(s): sender %s unreachable", len(receipts), to)
 
     async def _route(self, envelope: SandboxEnvelope) -> ProviderReply:
         """Carry an envelope to the recipient's phone, waiting up to ROUTE_RETRY_SECONDS for it to be reachable.

@@ -8,6 +8,7 @@ import asyncpg
 import msgspec
 from wgs_db.engine import DB, fetch
 from wgs_db.tables import ApiKey, Tenant
+from wgs_kit.coalescing import Coalescer
 
 from wgs_api.domain.accounts import keys, schemas
 from wgs_api.errors import Conflict, Invalid, NotFound
@@ -168,16 +169,28 @@ async def revoke_key(tenant_id: int, key_id: int) -> None:
         raise NotFound("API key not found")
 
 
+KEYS_IN_USE = """
+SELECT id, tenant_id, key_hash, last_used_at FROM api_keys WHERE key_hash = ANY($1::text[]) AND revoked_at IS NULL
+"""
+
+
+async def tenants_for_key_hashes(key_hashes: list[str]) -> list[int | None]:
+    """For each key hash, in order: the tenant id of its unrevoked key, or None.
+
+    One lookup for all the requests waiting meanwhile (`wgs_kit.coalescing`); each key is
+    marked used at most once a minute.
+    """
+    rows = {row["key_hash"]: row for row in await fetch(KEYS_IN_USE, list(set(key_hashes)))}
+    stale_before = datetime.now(UTC) - KEY_USE_RESOLUTION
+    unmarked = [row["id"] for row in rows.values() if row["last_used_at"] is None or row["last_used_at"] < stale_before]
+    if unmarked:
+        await fetch("UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1::int[])", unmarked)
+    return [int(rows[h]["tenant_id"]) if h in rows else None for h in key_hashes]
+
+
+_key_lookups: Coalescer[str, int | None] = Coalescer(tenants_for_key_hashes)
+
+
 async def tenant_for_key(key: str) -> int | None:
     """The tenant id an unrevoked key belongs to; marks the key used at most once a minute."""
-    rows = await fetch(
-        "SELECT id, tenant_id, last_used_at FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
-        keys.hash_key(key),
-    )
-    if not rows:
-        return None
-    row = rows[0]
-    last_used = row["last_used_at"]
-    if last_used is None or last_used < datetime.now(UTC) - KEY_USE_RESOLUTION:
-        await fetch("UPDATE api_keys SET last_used_at = now() WHERE id = $1", row["id"])
-    return int(row["tenant_id"])
+    return await _key_lookups.submit(keys.hash_key(key))

@@ -1,34 +1,48 @@
 """Per-instance send rate limit: a token bucket in PostgreSQL, shared by every API process.
 
 One statement reads what a send needs (the instance, its node, the tenant's rate) and
-spends a token when one is free, so a send costs a single round trip before the relay.
+spends a token when one is free. The sends an API process has waiting meanwhile share
+that statement (`wgs_kit.coalescing`): per instance it asks for as many tokens as there
+are sends and grants what the bucket holds, so the limit holds exactly however the sends
+are batched or spread over processes (the bucket row is locked while it is updated).
 """
 
+from collections import Counter
 from dataclasses import dataclass
 
 from wgs_db.engine import fetch
+from wgs_kit.coalescing import Coalescer
 
-CONTEXT_AND_TOKEN = """
-WITH ctx AS (
-    SELECT i.id, i.status, i.desired_state, n.name AS node,
+CONTEXTS_AND_TOKENS = """
+WITH wanted AS (
+    SELECT instance_id, tenant_id, count(*)::int AS wanted
+    FROM unnest($1::int[], $2::int[]) AS r(instance_id, tenant_id)
+    GROUP BY instance_id, tenant_id
+), ctx AS (
+    SELECT i.id, i.tenant_id, i.status, i.desired_state, n.name AS node, w.wanted,
            t.send_rate_per_second AS rate, t.send_burst AS burst
-    FROM instances i JOIN tenants t ON t.id = i.tenant_id LEFT JOIN nodes n ON n.id = i.node_id
-    WHERE i.id = $1 AND i.tenant_id = $2
+    FROM wanted w
+    JOIN instances i ON i.id = w.instance_id AND i.tenant_id = w.tenant_id
+    JOIN tenants t ON t.id = i.tenant_id
+    LEFT JOIN nodes n ON n.id = i.node_id
 ), taken AS (
-    INSERT INTO rate_buckets AS b (instance_id, tokens, updated_at)
-    SELECT id, burst - 1, clock_timestamp() FROM ctx WHERE desired_state = 'running'
-    ON CONFLICT (instance_id) DO UPDATE SET
-        tokens = LEAST(excluded.tokens + 1,
-                       b.tokens + EXTRACT(EPOCH FROM clock_timestamp() - b.updated_at) * (SELECT rate FROM ctx)) - 1,
-        updated_at = clock_timestamp()
-    WHERE LEAST(excluded.tokens + 1,
-                b.tokens + EXTRACT(EPOCH FROM clock_timestamp() - b.updated_at) * (SELECT rate FROM ctx)) >= 1
-    RETURNING tokens
+    INSERT INTO rate_buckets AS b (instance_id, tokens, updated_at, granted)
+    SELECT id, burst - LEAST(wanted, burst), clock_timestamp(), LEAST(wanted, burst)
+    FROM ctx WHERE desired_state = 'running'
+    ON CONFLICT (instance_id) DO UPDATE SET (tokens, granted, updated_at) = (
+        SELECT a.available - floor(LEAST(c.wanted, a.available)), floor(LEAST(c.wanted, a.available)),
+               clock_timestamp()
+        FROM ctx c,
+             LATERAL (SELECT LEAST(c.burst::double precision,
+                                   b.tokens + EXTRACT(EPOCH FROM clock_timestamp() - b.updated_at) * c.rate)
+                      AS available) a
+        WHERE c.id = b.instance_id
+    )
+    RETURNING instance_id, tokens, granted
 )
-SELECT ctx.*, EXISTS (SELECT 1 FROM taken) AS allowed,
-       (SELECT LEAST(ctx.burst, r.tokens + EXTRACT(EPOCH FROM clock_timestamp() - r.updated_at) * ctx.rate)
-          FROM rate_buckets r WHERE r.instance_id = ctx.id) AS tokens
-FROM ctx
+SELECT ctx.id, ctx.tenant_id, ctx.status, ctx.desired_state, ctx.node, ctx.rate,
+       taken.tokens, coalesce(taken.granted, 0) AS granted
+FROM ctx LEFT JOIN taken ON taken.instance_id = ctx.id
 """
 
 
@@ -40,23 +54,45 @@ class SendContext:
     desired_state: str
     node: str | None
     rate_per_second: float
-    retry_after: float | None  # None: a token was spent; else seconds until one is free
+    retry_after: float | None  # None: a token was spent (or none is taken: being deleted); else seconds to wait
+
+
+async def take_send_contexts(sends: list[tuple[int, int]]) -> list[SendContext | None]:
+    """For each (instance id, tenant id), in order: its context with a token spent, or None if not found.
+
+    Sends of one instance are served in order: the first as many as the bucket granted pass,
+    the others get the time until the token each of them would need is free.
+    """
+    rows = await fetch(CONTEXTS_AND_TOKENS, [i for i, _ in sends], [t for _, t in sends])
+    by_key = {(row["id"], row["tenant_id"]): row for row in rows}
+    served: Counter[tuple[int, int]] = Counter()
+    contexts: list[SendContext | None] = []
+    for key in sends:
+        row = by_key.get(key)
+        if row is None:
+            contexts.append(None)
+            continue
+        position = served[key]
+        served[key] += 1
+        retry_after = None
+        if row["desired_state"] == "running" and position >= row["granted"]:
+            missing = position - row["granted"] + 1 - row["tokens"]
+            retry_after = max(missing / row["rate"], 0.0)
+        contexts.append(
+            SendContext(
+                status=row["status"],
+                desired_state=row["desired_state"],
+                node=row["node"],
+                rate_per_second=row["rate"],
+                retry_after=retry_after,
+            )
+        )
+    return contexts
+
+
+_contexts: Coalescer[tuple[int, int], SendContext | None] = Coalescer(take_send_contexts)
 
 
 async def send_context(instance_id: int, tenant_id: int) -> SendContext | None:
     """The tenant's instance with a token spent from its bucket (when it is not being deleted); None if not found."""
-    rows = await fetch(CONTEXT_AND_TOKEN, instance_id, tenant_id)
-    if not rows:
-        return None
-    row = rows[0]
-    retry_after = None
-    if not row["allowed"]:
-        tokens = row["tokens"] if row["tokens"] is not None else 0.0
-        retry_after = max((1 - tokens) / row["rate"], 0.0)
-    return SendContext(
-        status=row["status"],
-        desired_state=row["desired_state"],
-        node=row["node"],
-        rate_per_second=row["rate"],
-        retry_after=retry_after,
-    )
+    return await _contexts.submit((instance_id, tenant_id))

@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
@@ -13,6 +14,7 @@ from wgs_contracts.messages import InstanceStatus, Provider
 from wgs_contracts.provider_api import SendRequest
 from wgs_db.engine import fetch
 from wgs_db.tables import Instance, Node
+from wgs_kit.coalescing import Coalescer
 
 from wgs_api.domain.instances.services import fetch_own
 from wgs_api.domain.messaging import schemas
@@ -108,12 +110,45 @@ async def sandbox_scan(messaging: ApiMessaging, tenant_id: int, instance_id: int
     return result
 
 
-RECORD_MESSAGE = """
+RECORD_MESSAGES = """
 WITH message AS (
-    INSERT INTO messages (id, instance_id, tenant_id, recipient, type) VALUES ($1, $2, $3, $4, $5) RETURNING id
+    INSERT INTO messages (id, instance_id, tenant_id, recipient, type)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::text[])
+    RETURNING id
 )
-INSERT INTO message_statuses (message_id, status) SELECT id, $6 FROM message ON CONFLICT DO NOTHING
+INSERT INTO message_statuses (message_id, status)
+SELECT m.id, s.status FROM message m JOIN unnest($1::text[], $6::text[]) AS s(id, status) ON s.id = m.id
+ON CONFLICT DO NOTHING
 """
+
+
+@dataclass(frozen=True)
+class MessageRecord:
+    """A message the API accepted, with its first status (sent or queued)."""
+
+    message_id: str
+    instance_id: int
+    tenant_id: int
+    recipient: str
+    type: str
+    status: str
+
+
+async def record_messages(records: list[MessageRecord]) -> list[None]:
+    """Store accepted messages and their first status, all in one statement."""
+    await fetch(
+        RECORD_MESSAGES,
+        [r.message_id for r in records],
+        [r.instance_id for r in records],
+        [r.tenant_id for r in records],
+        [r.recipient for r in records],
+        [r.type for r in records],
+        [r.status for r in records],
+    )
+    return [None] * len(records)
+
+
+_records: Coalescer[MessageRecord, None] = Coalescer(record_messages)
 
 
 async def send(
@@ -121,9 +156,9 @@ async def send(
 ) -> tuple[schemas.SendResult, bool]:
     """Send now when the instance runs (sent=True), else queue durably (sent=False).
 
-    Three round trips to PostgreSQL on the hot path: the key; the instance with its node
-    and the tenant's rate, spending a token; the message with its status. A body that
-    fails validation spends no token.
+    Three statements on the hot path, each shared with the sends waiting meanwhile: the key;
+    the instance with its node and the tenant's rate, spending a token; the message with its
+    status. A body that fails validation spends no token.
     """
     try:
         recipient, content = validate_send(body)
@@ -156,7 +191,9 @@ async def send(
     if not sent:
         await messaging.enqueue_send(message)
     status = DeliveryStatus.SENT if sent else DeliveryStatus.QUEUED
-    await fetch(RECORD_MESSAGE, message.id, instance_id, tenant_id, recipient, content.type.value, status.value)
+    await _records.submit(
+        MessageRecord(message.id, instance_id, tenant_id, recipient, content.type.value, status.value)
+    )
     return schemas.SendResult(status="ok" if sent else "queued", id=message.id), sent
 
 

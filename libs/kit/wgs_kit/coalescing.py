@@ -1,0 +1,62 @@
+"""Natural batching: calls that arrive while a batch is being run go together in the next one.
+
+A hot path that runs one small statement per request (a key lookup, a rate-limit token, a
+record insert) spends most of its time in per-statement overhead, on both sides of the
+connection. A `Coalescer` turns the requests that queue up meanwhile into one call of a
+batch function:
+
+- an idle coalescer starts a batch on the next turn of the event loop, so a lone call waits
+  for nothing but that turn;
+- under load, every call made while a batch runs waits for it and goes into the next one,
+  so batches grow with the load and the number of statements stays near the number of
+  round trips the connection can make.
+
+Each caller gets its own result, or the batch's exception.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class Coalescer(Generic[Item, Result]):
+    """Runs `run_batch(items) -> results` (one result per item, same order) for concurrent callers."""
+
+    def __init__(self, run_batch: Callable[[list[Item]], Awaitable[Sequence[Result]]], *, max_batch: int = 256) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self._run_batch = run_batch
+        self._max_batch = max_batch
+        self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, item: Item) -> Result:
+        """The result of `item`, computed in a batch with the calls around it."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        self._pending.append((item, future))
+        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
+            self._worker = loop.create_task(self._work())
+        return await future
+
+    async def _work(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[: self._max_batch], self._pending[self._max_batch :]
+            live = [(item, future) for item, future in batch if not future.cancelled()]
+            if not live:
+                continue
+            try:
+                results = await self._run_batch([item for item, _ in live])
+                if len(results) != len(live):
+                    raise RuntimeError(f"batch of {len(live)} answered {len(results)} results")
+            except Exception as exc:
+                for _, future in live:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), result in zip(live, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
