@@ -29,7 +29,6 @@ from wgs_kit.messaging import (
     guarded_delivery,
     make_broker,
     publish_durable,
-    publish_durable_many,
     stream_config,
 )
 from wgs_kit.waiting import wait_until
@@ -281,39 +280,3 @@ async def test_ensure_pull_consumer_updates_an_existing_consumer_keeping_its_pos
     await guard.js.publish(guard.subject("c"), b"4", stream=guard.spec.name)
     info = await guard.consumer_info(durable)
     assert info.num_pending == 1  # only `c`: `b` is no longer selected
-
-
-async def test_publishing_together_keeps_the_order_and_a_repeat_adds_nothing(guard: GuardStream) -> None:
-    broker = make_broker(guard.url, "test-publisher-many")
-    await broker.start()
-    try:
-        batch = [
-            (guard.subject("many"), CreateInstance(instance_id=index, tenant_id=3), f"{guard.token}:{index}")
-            for index in range(50)
-        ]
-        await publish_durable_many(broker, batch, stream=guard.spec)
-        await publish_durable_many(broker, batch[40:], stream=guard.spec)  # a page published again after a crash
-    finally:
-        await broker.stop()
-    assert await guard.messages() == 50
-    stored = [
-        decode((await guard.js.get_msg(guard.spec.name, seq)).data or b"", CreateInstance).instance_id
-        for seq in range(1, 51)
-    ]
-    assert stored == list(range(50))
-
-
-async def test_publishing_together_raises_when_the_stream_refuses(guard: GuardStream) -> None:
-    broker = make_broker(guard.url, "test-publisher-refused")
-    await broker.start()
-    try:
-        batch = [(guard.subject("x"), MESSAGE, f"{guard.token}:x")]
-        with pytest.raises(Exception, match="stream"):
-            await publish_durable_many(
-                broker,
-                batch,
-                stream=StreamSpec(name="NO_SUCH_STREAM", subjects=("x",), description="", max_age_seconds=60),
-            )
-    finally:
-        await broker.stop()
-    assert await guard.messages() == 0

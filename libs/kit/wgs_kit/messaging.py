@@ -5,9 +5,8 @@ raises gets its message redelivered with backoff; after `max_deliver` attempts
 the message is parked on the dead-letter stream (never silently dropped).
 """
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -75,28 +74,6 @@ async def publish_durable(
     """
     js = broker.connection.jetstream()
     await js.publish(subject, encode(message), timeout=5.0, stream=stream.name, headers=trace_headers(msg_id))
-
-
-async def publish_durable_many(
-    broker: NatsBroker, messages: Sequence[tuple[str, msgspec.Struct, str]], *, stream: StreamSpec
-) -> None:
-    """Publish (subject, message, msg_id) triples to JetStream together and wait for all their acks.
-
-    They leave in one write and are stored in the order given (one connection, taken in
-    order by the server); the first failure is raised once every publish has finished.
-    A caller that retries after a failure republishes them all: repeats are deduplicated.
-    """
-    js = broker.connection.jetstream()
-    results = await asyncio.gather(
-        *(
-            js.publish(subject, encode(message), timeout=5.0, stream=stream.name, headers=trace_headers(msg_id))
-            for subject, message, msg_id in messages
-        ),
-        return_exceptions=True,
-    )
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
 
 
 async def publish_core(broker: NatsBroker, subject: str, message: msgspec.Struct) -> None:

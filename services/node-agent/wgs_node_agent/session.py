@@ -47,7 +47,7 @@ from wgs_contracts.provider_api import (
     SandboxReceipt,
     SendRequest,
 )
-from wgs_kit.messaging import decode, encode, publish_durable, publish_durable_many, redelivery_delay
+from wgs_kit.messaging import decode, encode, publish_durable, redelivery_delay
 
 from wgs_node_agent.outbox import to_contract_event
 from wgs_node_agent.provider_client import ProviderClient, ProviderUnavailable
@@ -206,17 +206,18 @@ class InstanceSession:
         return [contract_event]
 
     async def _publish(self, events: list[ProviderEvent]) -> None:
-        """Publish a page's public events on JetStream together, in order, deduplicated by event id."""
+        """Publish a page's public events on JetStream one after the other, deduplicated by event id.
+
+        Not all at once: waiting for each ack paces the pump, so that under load the next page
+        holds more events and everything downstream of it (routing, acks) works in bigger batches
+        (`bench.send`: 690-750 sends/s this way, 560-600/s publishing a page at once).
+        """
         if not events:
             return
-        await publish_durable_many(
-            self.broker,
-            [
-                (subjects.instance_event(self.instance_id, EVENT_KINDS[type(e).__struct_config__.tag]), e, e.event_id)  # type: ignore[index]
-                for e in events
-            ],
-            stream=streams.EVENTS,
-        )
+        for event in events:
+            kind = EVENT_KINDS[type(event).__struct_config__.tag]  # type: ignore[index]
+            subject = subjects.instance_event(self.instance_id, kind)
+            await publish_durable(self.broker, subject, event, msg_id=event.event_id, stream=streams.EVENTS)
         paired = any(isinstance(e, ConnectionChanged) and e.state is ConnectionState.CONNECTED for e in events)
         if paired and self.on_paired is not None:
             self.on_paired()
