@@ -6,7 +6,11 @@ responder (`bench.echo_baseline`). For both it measures
 
 - throughput: C connections in a closed loop for D seconds (wrk when installed, else Python), accepted sends per second;
 - latency at a fixed offered rate (open loop, default 500/s for D seconds): p50/p99;
-- latency at half the measured capacity (what a client sees below saturation).
+- latency at half the measured capacity (what a client sees below saturation);
+- latency nearly idle (IDLE_RATE sends/s: the floor a single send costs end to end).
+
+Each latency run of the gateway starts once the events left by the run before it are handled
+(`pipeline_idle`), so it does not measure the closed loop's backlog.
 
 Targets (issue): ≥ 1,000 accepted sends/s, p99 ≤ 30 ms at 500 sends/s. Every loop is
 bounded in count and time. Usage: `python -m bench.send [--sends 3000] [--rate 500]`.
@@ -19,10 +23,14 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import httpx
+import nats
+from wgs_api.messaging import EVENTS_CONSUMER
+from wgs_contracts import streams
 from wgs_devstack.processes import ManagedProcess, free_port
 from wgs_kit.waiting import wait_until
 
@@ -32,6 +40,9 @@ from bench.stack import ROOT, Stack, cancel_on_sigterm, gateway_stack, percentil
 TARGET_THROUGHPUT = 1000.0
 TARGET_P99_MS = 30.0
 MAX_SECONDS = 120.0
+IDLE_QUIET_SECONDS = 1.0
+IDLE_RATE = 20.0  # sends/s of the "nearly idle" latency run: what one send costs end to end
+IDLE_DEADLINE_SECONDS = 120.0
 
 
 async def paired_sandbox(stack: Stack, phone: str) -> int:
@@ -165,10 +176,46 @@ async def open_loop(url: str, body: dict, headers: dict, rate: float, seconds: f
     }
 
 
+async def pipeline_idle(nats_url: str) -> None:
+    """Wait (up to IDLE_DEADLINE_SECONDS) until the events a burst of sends caused are all handled.
+
+    A closed loop leaves work behind its last answer (the providers' outboxes, the routing between
+    them, the API's event consumer); a latency run started on top of it would measure that backlog.
+    Idle: nothing new on `WGS_EVENTS` for IDLE_QUIET_SECONDS and nothing pending for the API.
+    """
+    nc = await nats.connect(nats_url)
+    try:
+        js = nc.jetstream()
+        last_seq, quiet_since = -1, time.monotonic()
+
+        async def idle() -> bool:
+            nonlocal last_seq, quiet_since
+            seq = (await js.stream_info(streams.EVENTS.name)).state.last_seq
+            consumer = await js.consumer_info(streams.EVENTS.name, EVENTS_CONSUMER)
+            if seq != last_seq or consumer.num_pending or consumer.num_ack_pending:
+                last_seq, quiet_since = seq, time.monotonic()
+            return time.monotonic() - quiet_since >= IDLE_QUIET_SECONDS
+
+        await wait_until(idle, timeout=IDLE_DEADLINE_SECONDS, interval=0.1, what="event pipeline idle")
+    finally:
+        await nc.close()
+
+
 async def measure(
-    url: str, body: dict, headers: dict, sends: int, flight: int, rate: float, seconds: float, work: Path
+    url: str,
+    body: dict,
+    headers: dict,
+    sends: int,
+    flight: int,
+    rate: float,
+    seconds: float,
+    work: Path,
+    settle: Callable[[], Awaitable[None]] | None = None,
 ) -> dict:
-    """Throughput (wrk when installed, else the Python closed loop), then latency at a fixed rate."""
+    """Throughput (wrk when installed, else the Python closed loop), then latency at a fixed rate.
+
+    `settle` runs before each latency run: it waits until the work left by the previous run is done.
+    """
     limits = httpx.Limits(max_connections=flight, max_keepalive_connections=flight)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         await closed_loop(client, url, body, headers, min(200, sends), flight)  # warm-up
@@ -179,9 +226,19 @@ async def measure(
             throughput = await closed_loop(client, url, body, headers, sends, flight)
         # Work a send causes after its answer (events, receipts) is still running: included up to here.
         throughput["cpu_ms_per_send"] = cpu_ms_per_unit(before, cpu_reading(), throughput["accepted"])
+    if settle is not None:
+        await settle()
+    idle = await open_loop(url, body, headers, IDLE_RATE, seconds)
     sustainable = await open_loop(url, body, headers, max(1.0, throughput["per_second"] / 2), seconds)
+    if settle is not None:
+        await settle()
     latency = await open_loop(url, body, headers, rate, seconds)  # last: it may overload the server
-    return {"throughput": throughput, "latency": latency, "latency_at_half_capacity": sustainable}
+    return {
+        "throughput": throughput,
+        "latency": latency,
+        "latency_at_half_capacity": sustainable,
+        "latency_nearly_idle": idle,
+    }
 
 
 async def run(sends: int, flight: int, rate: float, seconds: float, out: Path | None) -> dict:
@@ -211,7 +268,15 @@ async def run(sends: int, flight: int, rate: float, seconds: float, out: Path | 
             body = {"to": "491700000002", "text": "bench"}
             base = await measure(f"http://127.0.0.1:{port}/send", body, {}, sends, flight, rate, seconds, stack.work)
             gate = await measure(
-                f"{stack.api.url}/api/instances/{a}/send", body, stack.headers, sends, flight, rate, seconds, stack.work
+                f"{stack.api.url}/api/instances/{a}/send",
+                body,
+                stack.headers,
+                sends,
+                flight,
+                rate,
+                seconds,
+                stack.work,
+                settle=lambda: pipeline_idle(stack.nats.url),
             )
         finally:
             await baseline.stop()
@@ -229,7 +294,9 @@ async def run(sends: int, flight: int, rate: float, seconds: float, out: Path | 
 
 def print_table(result: dict) -> None:
     """The human-readable summary."""
-    print(f"{'server':<32}{'accepted/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'failed':>8}{'p99 @ half':>12}")
+    print(
+        f"{'server':<32}{'accepted/s':>12}{'p50 ms':>10}{'p99 ms':>10}{'failed':>8}{'p99 @ half':>12}{'p50 idle':>10}"
+    )
     for name, key in (
         ("baseline (Litestar + NATS echo)", "baseline_litestar_nats_echo"),
         ("gateway send", "gateway_send"),
@@ -239,6 +306,7 @@ def print_table(result: dict) -> None:
         print(
             f"{name:<32}{row['throughput']['per_second']:>12}{latency['p50_ms']!s:>10}"
             f"{latency['p99_ms']!s:>10}{latency['failed']:>8}{row['latency_at_half_capacity']['p99_ms']!s:>12}"
+            f"{row['latency_nearly_idle']['p50_ms']!s:>10}"
         )
     print(f"targets: >= {TARGET_THROUGHPUT:.0f} accepted/s; p99 <= {TARGET_P99_MS:.0f} ms at the offered rate")
     spent = result["gateway_send"]["throughput"]["cpu_ms_per_send"]

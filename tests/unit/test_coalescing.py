@@ -34,10 +34,10 @@ async def test_calls_made_together_share_one_batch_and_keep_their_results() -> N
     assert recorder.batches == [[0, 1, 2, 3, 4]]
 
 
-async def test_calls_made_while_a_batch_runs_go_into_the_next_one() -> None:
+async def test_calls_made_while_the_batches_in_flight_run_go_into_the_next_one() -> None:
     recorder = Recorder()
     recorder.gate.clear()
-    coalescer = Coalescer(recorder.double)
+    coalescer = Coalescer(recorder.double, max_in_flight=1)
     first = asyncio.ensure_future(coalescer.submit(1))
     while not recorder.batches:  # the first batch has started and is held open
         await asyncio.sleep(0)
@@ -48,6 +48,25 @@ async def test_calls_made_while_a_batch_runs_go_into_the_next_one() -> None:
     assert await first == 2
     assert [await f for f in later] == [4, 6, 8]
     assert recorder.batches == [[1], [2, 3, 4]]
+
+
+async def test_a_call_arriving_while_one_batch_runs_starts_a_second_batch_at_once() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()
+    coalescer = Coalescer(recorder.double, max_in_flight=2)
+    first = asyncio.ensure_future(coalescer.submit(1))
+    while len(recorder.batches) < 1:
+        await asyncio.sleep(0)
+    second = asyncio.ensure_future(coalescer.submit(2))
+    while len(recorder.batches) < 2:  # it did not wait for the first batch
+        await asyncio.sleep(0)
+    third = [asyncio.ensure_future(coalescer.submit(i)) for i in (3, 4)]
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert recorder.batches == [[1], [2]]  # two in flight: the others wait for one of them
+    recorder.gate.set()
+    assert [await first, await second, *[await f for f in third]] == [2, 4, 6, 8]
+    assert recorder.batches == [[1], [2], [3, 4]]
 
 
 async def test_batches_are_capped_at_max_batch() -> None:
@@ -93,6 +112,7 @@ async def test_a_cancelled_caller_is_left_out_of_its_batch() -> None:
     assert recorder.batches == [[2]]
 
 
-def test_max_batch_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="max_batch"):
-        Coalescer(Recorder().double, max_batch=0)
+@pytest.mark.parametrize("options", [{"max_batch": 0}, {"max_in_flight": 0}])
+def test_limits_must_be_positive(options: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Coalescer(Recorder().double, **options)

@@ -7,9 +7,10 @@ batch function:
 
 - an idle coalescer starts a batch on the next turn of the event loop, so a lone call waits
   for nothing but that turn;
-- under load, every call made while a batch runs waits for it and goes into the next one,
-  so batches grow with the load and the number of statements stays near the number of
-  round trips the connection can make.
+- up to `max_in_flight` batches run at once (default 2: a call arriving while one batch
+  runs does not wait for it); beyond that, every call made meanwhile waits and goes into
+  the next batch, so batches grow with the load and the number of statements stays near
+  the number of round trips the connections can make.
 
 Each caller gets its own result, or the batch's exception.
 """
@@ -25,21 +26,29 @@ Result = TypeVar("Result")
 class Coalescer(Generic[Item, Result]):
     """Runs `run_batch(items) -> results` (one result per item, same order) for concurrent callers."""
 
-    def __init__(self, run_batch: Callable[[list[Item]], Awaitable[Sequence[Result]]], *, max_batch: int = 256) -> None:
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
+    def __init__(
+        self,
+        run_batch: Callable[[list[Item]], Awaitable[Sequence[Result]]],
+        *,
+        max_batch: int = 256,
+        max_in_flight: int = 2,
+    ) -> None:
+        if max_batch < 1 or max_in_flight < 1:
+            raise ValueError("max_batch and max_in_flight must be at least 1")
         self._run_batch = run_batch
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
-        self._worker: asyncio.Task[None] | None = None
+        self._workers: set[asyncio.Task[None]] = set()
 
     async def submit(self, item: Item) -> Result:
         """The result of `item`, computed in a batch with the calls around it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         self._pending.append((item, future))
-        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
-            self._worker = loop.create_task(self._work())
+        self._workers = {w for w in self._workers if not w.done() and w.get_loop() is loop}
+        if len(self._workers) < self._max_in_flight and len(self._pending) == 1:
+            self._workers.add(loop.create_task(self._work()))
         return await future
 
     async def _work(self) -> None:
