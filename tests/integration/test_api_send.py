@@ -3,10 +3,12 @@
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from uuid import uuid4
 
 import httpx
 import pytest
 from wgs_api.domain.messaging.rate_limit import take_send_contexts
+from wgs_api.domain.messaging.services import MessageRecord, record_messages
 from wgs_db.engine import close_database, open_database
 from wgs_devstack.processes import free_port
 from wgs_devstack.services import ApiService
@@ -158,6 +160,31 @@ async def test_one_rate_limit_statement_serves_a_batch_in_order(client: httpx.As
     finally:
         await close_database()
         await db.execute("DELETE FROM instances WHERE id = ANY($1::int[])", [first, second])
+
+
+async def test_a_message_of_an_instance_deleted_meanwhile_does_not_fail_its_batch(
+    client: httpx.AsyncClient, migrated, db
+) -> None:
+    tenant = await create_tenant(client)
+    kept, deleted = await pending_instance(client, tenant), await pending_instance(client, tenant)
+    await db.execute("DELETE FROM instances WHERE id = $1", deleted)
+    records = [
+        MessageRecord(f"kept-{uuid4().hex}", kept, tenant.id, "491701234567", "text", "sent"),
+        MessageRecord(f"gone-{uuid4().hex}", deleted, tenant.id, "491701234567", "text", "sent"),
+    ]
+    await open_database(migrated["DATABASE_URL"], max_size=2)
+    try:
+        assert await record_messages(records) == [None, None]
+        stored = await db.fetch("SELECT id FROM messages WHERE id = ANY($1::text[])", [r.message_id for r in records])
+        assert [row["id"] for row in stored] == [records[0].message_id]
+        history = await db.fetch("SELECT status FROM message_statuses WHERE message_id = $1", records[0].message_id)
+        assert [row["status"] for row in history] == ["sent"]
+    finally:
+        await close_database()
+        await db.execute("DELETE FROM instances WHERE id = $1", kept)
+        await db.execute(
+            "DELETE FROM message_statuses WHERE message_id = ANY($1::text[])", [r.message_id for r in records]
+        )
 
 
 async def test_bad_tenant_limits_are_422(client: httpx.AsyncClient) -> None:

@@ -92,6 +92,23 @@ async def test_a_failing_batch_fails_its_callers_only() -> None:
     assert await coalescer.submit(3) == 3  # the coalescer keeps working
 
 
+async def test_alone_on_error_a_bad_item_fails_only_its_own_caller() -> None:
+    batches: list[list[int]] = []
+
+    async def refuse_negative(items: list[int]) -> list[int]:
+        batches.append(items)
+        if any(item < 0 for item in items):
+            raise ValueError("negative")
+        return items
+
+    coalescer = Coalescer(refuse_negative, alone_on_error=True)
+    results = await asyncio.gather(*(coalescer.submit(i) for i in (1, -2, 3)), return_exceptions=True)
+    assert results[0] == 1
+    assert isinstance(results[1], ValueError)
+    assert results[2] == 3
+    assert batches == [[1, -2, 3], [1], [-2], [3]]
+
+
 async def test_a_batch_answering_the_wrong_number_of_results_is_an_error() -> None:
     async def short(items: list[int]) -> list[int]:
         return items[:-1]
@@ -112,7 +129,7 @@ async def test_a_cancelled_caller_is_left_out_of_its_batch() -> None:
     assert recorder.batches == [[2]]
 
 
-@pytest.mark.parametrize("options", [{"max_batch": 0}, {"max_in_flight": 0}])
-def test_limits_must_be_positive(options: dict[str, int]) -> None:
+@pytest.mark.parametrize(("max_batch", "max_in_flight"), [(0, 1), (1, 0)])
+def test_limits_must_be_positive(max_batch: int, max_in_flight: int) -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        Coalescer(Recorder().double, **options)
+        Coalescer(Recorder().double, max_batch=max_batch, max_in_flight=max_in_flight)

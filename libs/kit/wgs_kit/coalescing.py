@@ -12,7 +12,9 @@ batch function:
   the next batch, so batches grow with the load and the number of statements stays near
   the number of round trips the connections can make.
 
-Each caller gets its own result, or the batch's exception.
+Each caller gets its own result, or the batch's exception. With `alone_on_error`, a failed
+batch of several items is run again one item at a time, so that an item that cannot be
+done fails only its own caller.
 """
 
 import asyncio
@@ -32,12 +34,14 @@ class Coalescer(Generic[Item, Result]):
         *,
         max_batch: int = 256,
         max_in_flight: int = 2,
+        alone_on_error: bool = False,
     ) -> None:
         if max_batch < 1 or max_in_flight < 1:
             raise ValueError("max_batch and max_in_flight must be at least 1")
         self._run_batch = run_batch
         self._max_batch = max_batch
         self._max_in_flight = max_in_flight
+        self._alone_on_error = alone_on_error
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._workers: set[asyncio.Task[None]] = set()
 
@@ -57,15 +61,30 @@ class Coalescer(Generic[Item, Result]):
             live = [(item, future) for item, future in batch if not future.cancelled()]
             if not live:
                 continue
-            try:
-                results = await self._run_batch([item for item, _ in live])
-                if len(results) != len(live):
-                    raise RuntimeError(f"batch of {len(live)} answered {len(results)} results")
-            except Exception as exc:
-                for _, future in live:
-                    if not future.done():
-                        future.set_exception(exc)
+            if self._alone_on_error and len(live) > 1:
+                try:
+                    await self._settle(live)
+                except Exception:
+                    for item, future in live:
+                        if not future.done():
+                            await self._settle_reporting([(item, future)])
                 continue
-            for (_, future), result in zip(live, results, strict=True):
+            await self._settle_reporting(live)
+
+    async def _settle(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        """Run one batch and give each caller its result; raise what the batch raised."""
+        results = await self._run_batch([item for item, _ in batch])
+        if len(results) != len(batch):
+            raise RuntimeError(f"batch of {len(batch)} answered {len(results)} results")
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():
+                future.set_result(result)
+
+    async def _settle_reporting(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        """Run one batch; its exception goes to each of its callers."""
+        try:
+            await self._settle(batch)
+        except Exception as exc:
+            for _, future in batch:
                 if not future.done():
-                    future.set_result(result)
+                    future.set_exception(exc)

@@ -224,7 +224,7 @@ class InstanceSession:
 
     # --- simulated network --------------------------------------------------------------------
 
-    async def _route_page(self, routing: "PageRouting") -> None:
+    async def _route_page(self, routing: PageRouting) -> None:
         """Carry a page's messages and receipts: one envelope per recipient phone, recipients in parallel.
 
         The delivery (or failure) receipts of the messages go back to this instance's provider

@@ -113,7 +113,9 @@ async def sandbox_scan(messaging: ApiMessaging, tenant_id: int, instance_id: int
 RECORD_MESSAGES = """
 WITH message AS (
     INSERT INTO messages (id, instance_id, tenant_id, recipient, type)
-    SELECT * FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::text[])
+    SELECT r.* FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::text[])
+                    AS r(id, instance_id, tenant_id, recipient, type)
+    WHERE EXISTS (SELECT 1 FROM instances i WHERE i.id = r.instance_id)
     RETURNING id
 )
 INSERT INTO message_statuses (message_id, status)
@@ -135,7 +137,12 @@ class MessageRecord:
 
 
 async def record_messages(records: list[MessageRecord]) -> list[None]:
-    """Store accepted messages and their first status, all in one statement."""
+    """Store accepted messages and their first status, all in one statement.
+
+    A message of an instance deleted meanwhile is not stored (its rows would go with the
+    instance anyway); a batch that still fails is retried one record at a time by its
+    coalescer, so that only the failing send answers `500`.
+    """
     await fetch(
         RECORD_MESSAGES,
         [r.message_id for r in records],
@@ -148,7 +155,7 @@ async def record_messages(records: list[MessageRecord]) -> list[None]:
     return [None] * len(records)
 
 
-_records: Coalescer[MessageRecord, None] = Coalescer(record_messages)
+_records: Coalescer[MessageRecord, None] = Coalescer(record_messages, alone_on_error=True)
 
 
 async def send(
