@@ -17,6 +17,7 @@ from wgs_api.domain.snapshots.controllers import SnapshotController
 from wgs_api.domain.system.controllers import root
 from wgs_api.domain.webhooks.controllers import WebhookController
 from wgs_api.errors import EXCEPTION_HANDLERS
+from wgs_api.ids import ids_in_range
 from wgs_api.messaging import ApiMessaging
 
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SnapshotController,
         ],
         lifespan=[lifespan],
+        before_request=ids_in_range,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
             title="WhatsApp gateway API",

@@ -188,7 +188,7 @@ async def tenants_for_key_hashes(key_hashes: list[str]) -> list[int | None]:
     return [int(rows[h]["tenant_id"]) if h in rows else None for h in key_hashes]
 
 
-_key_lookups: Coalescer[str, int | None] = Coalescer(tenants_for_key_hashes)
+_key_lookups: Coalescer[str, int | None] = Coalescer(tenants_for_key_hashes, alone_on_error=True)
 
 
 async def tenant_for_key(key: str) -> int | None:

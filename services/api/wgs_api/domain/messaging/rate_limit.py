@@ -90,7 +90,7 @@ async def take_send_contexts(sends: list[tuple[int, int]]) -> list[SendContext |
     return contexts
 
 
-_contexts: Coalescer[tuple[int, int], SendContext | None] = Coalescer(take_send_contexts)
+_contexts: Coalescer[tuple[int, int], SendContext | None] = Coalescer(take_send_contexts, alone_on_error=True)
 
 
 async def send_context(instance_id: int, tenant_id: int) -> SendContext | None:
