@@ -12,10 +12,17 @@ SANDBOX_IMAGE = "wgs-provider-sandbox:latest"
 
 
 async def containers_of(engine: DockerEngine, instance_id: int) -> list[dict]:
-    """The engine's containers labelled with the instance id."""
+    """The engine's containers labelled with the instance id (one removed while listed is left out)."""
     async with aiodocker.Docker(url=engine.host) as docker:
         found = await docker.containers.list(all=True, filters={"label": [f"{labels.INSTANCE_ID}={instance_id}"]})
-        return [await c.show() for c in found]
+        shown = []
+        for container in found:
+            try:
+                shown.append(await container.show())
+            except aiodocker.DockerError as exc:
+                if exc.status != 404:
+                    raise
+        return shown
 
 
 async def running_sandbox(client: httpx.AsyncClient, tenant: Tenant) -> dict:
