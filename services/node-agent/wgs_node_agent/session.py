@@ -56,6 +56,7 @@ from wgs_node_agent.runtime.base import InstancePaths
 log = logging.getLogger(__name__)
 LONG_POLL_SECONDS = 20.0
 RETRY_SECONDS = 0.2
+PROVIDER_WAIT_SECONDS = 1.0  # longest pause before a queued send is offered again to a provider not answering
 ROUTE_TIMEOUT_SECONDS = 5.0
 ROUTE_RETRY_SECONDS = 6.0  # how long a phone may be unreachable (restarting, migrating) before it counts as unknown
 
@@ -349,7 +350,14 @@ class InstanceSession:
                 except (NatsTimeoutError, TimeoutError):
                     continue
                 for message in messages:
-                    await self._send_queued(message)
+                    try:
+                        await self._send_queued(message)
+                    except asyncio.CancelledError:
+                        # The session stops (hand-off, stop): give the send back at once, or the
+                        # next holder of this consumer (max one unacked) would wait out ack_wait.
+                        with contextlib.suppress(Exception):
+                            await message.nak()
+                        raise
         finally:
             # An abandoned pull subscription would block the broker's drain at shutdown.
             with contextlib.suppress(Exception):
@@ -361,8 +369,8 @@ class InstanceSession:
         attempt = message.metadata.num_delivered
         try:
             status, body, _ = await self.client.call("POST", "/messages", encode(request))
-        except ProviderUnavailable:
-            await message.nak(delay=redelivery_delay(attempt))
+        except ProviderUnavailable:  # starting or restarting: not the send's fault, so no long backoff
+            await message.nak(delay=min(redelivery_delay(attempt), PROVIDER_WAIT_SECONDS))
             return
         if 400 <= status < 500:
             await self._report_refused(queued.id, body.decode(errors="replace")[:300])
