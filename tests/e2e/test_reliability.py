@@ -19,23 +19,14 @@ pytestmark = pytest.mark.docker
 SMALL = {"cpu": "0.1", "memory": "64m"}
 
 
-async def create_pending(client: httpx.AsyncClient, tenant: Tenant) -> dict:
+async def create_sandbox(client: httpx.AsyncClient, tenant: Tenant, *, wait: bool) -> dict:
+    """A small sandbox instance: answered once running (`wait`), or at once while still pending."""
     response = await client.post(
-        "/api/instances?wait=0",
+        "/api/instances" if wait else "/api/instances?wait=0",
         json={"phone": unique_phone(), "provider": "sandbox", "resources": SMALL},
         headers=tenant.headers,
     )
-    assert response.status_code == 202, response.text
-    return response.json()
-
-
-async def create_running(client: httpx.AsyncClient, tenant: Tenant) -> dict:
-    response = await client.post(
-        "/api/instances",
-        json={"phone": unique_phone(), "provider": "sandbox", "resources": SMALL},
-        headers=tenant.headers,
-    )
-    assert response.status_code == 200, response.text
+    assert response.status_code == (200 if wait else 202), response.text
     return response.json()
 
 
@@ -56,7 +47,7 @@ async def test_repeated_commands_create_one_container(
     client: httpx.AsyncClient, node_agent: Service, engines: list[DockerEngine], migrated: dict[str, str]
 ) -> None:
     tenant = await create_tenant(client)
-    instance = await create_pending(client, tenant)
+    instance = await create_sandbox(client, tenant, wait=False)
     running = await wait_status(client, tenant, instance["id"], "running")
     nc = await nats.connect(migrated["NATS_URL"])
     try:
@@ -82,7 +73,7 @@ async def test_repeated_commands_create_one_container(
         stale = StartInstance(spec=start.spec, generation=running["generation"] - 1)
         await js.publish(subjects.node_commands("e2e-n1"), encode(stale), headers={"Nats-Msg-Id": "stale"})
         # A marker command after the replays: once it is handled, the replays before it were too.
-        marker = await create_pending(client, tenant)
+        marker = await create_sandbox(client, tenant, wait=False)
         await wait_status(client, tenant, marker["id"], "running")
     finally:
         await nc.close()
@@ -99,7 +90,7 @@ async def test_scheduler_killed_before_the_command_still_runs_the_instance(
     tenant = await create_tenant(client)
     await scheduler.kill9()
     try:
-        instance = await create_pending(client, tenant)
+        instance = await create_sandbox(client, tenant, wait=False)
         assert instance["status"] == "pending"
     finally:
         scheduler.start()
@@ -114,7 +105,7 @@ async def test_agent_killed_between_command_and_start_still_runs_the_instance(
     tenant = await create_tenant(client)
     await node_agent.kill9()
     try:
-        instance = await create_pending(client, tenant)
+        instance = await create_sandbox(client, tenant, wait=False)
         await wait_status(client, tenant, instance["id"], "scheduled")
         assert await containers_of(engines[0], instance["id"]) == []
     finally:
@@ -155,11 +146,11 @@ async def test_agent_restart_adopts_running_containers(
     client: httpx.AsyncClient, node_agent: Service, engines: list[DockerEngine]
 ) -> None:
     tenant = await create_tenant(client)
-    instance = await create_running(client, tenant)
+    instance = await create_sandbox(client, tenant, wait=True)
     [before] = await containers_of(engines[0], instance["id"])
     await node_agent.kill9()
     node_agent.start()
-    marker = await create_pending(client, tenant)  # handled only once the restarted agent reconciled
+    marker = await create_sandbox(client, tenant, wait=False)  # handled only once the restarted agent reconciled
     await wait_status(client, tenant, marker["id"], "running")
     [after] = await containers_of(engines[0], instance["id"])
     assert after["Id"] == before["Id"]
@@ -172,7 +163,7 @@ async def test_agent_unpauses_a_container_left_paused_by_a_snapshot_it_never_fin
     client: httpx.AsyncClient, node_agent: Service, engines: list[DockerEngine]
 ) -> None:
     tenant = await create_tenant(client)
-    instance = await create_running(client, tenant)
+    instance = await create_sandbox(client, tenant, wait=True)
     await node_agent.kill9()  # as if it died between pause and unpause
     async with aiodocker.Docker(url=engines[0].host) as docker:
         await freeze(docker.containers.container(f"wgs-instance-{instance['id']}"))

@@ -34,6 +34,14 @@ async def second_api(migrated: dict[str, str], work_dir: Path) -> AsyncIterator[
     await service.stop()
 
 
+@pytest.fixture
+async def api_pool(migrated: dict[str, str]) -> AsyncIterator[None]:
+    """The API's database pool in this process, for calling its batch functions directly."""
+    await open_database(migrated["DATABASE_URL"], max_size=2)
+    yield
+    await close_database()
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -141,13 +149,12 @@ async def test_concurrent_sends_get_exactly_the_burst_across_two_api_processes(
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
 
 
-async def test_one_rate_limit_statement_serves_a_batch_in_order(client: httpx.AsyncClient, migrated, db) -> None:
+async def test_one_rate_limit_statement_serves_a_batch_in_order(client: httpx.AsyncClient, api_pool, db) -> None:
     """The batch function itself: repeated instances in order, another tenant's and unknown instances not found."""
     tenant = await create_tenant(client)
     limits = {"sendRatePerSecond": 0.5, "sendBurst": 2}
     assert (await client.patch(f"/admin/tenants/{tenant.id}", json=limits, headers=ADMIN)).status_code == 200
     first, second = await pending_instance(client, tenant), await pending_instance(client, tenant)
-    await open_database(migrated["DATABASE_URL"], max_size=2)
     try:
         batch = [(first, tenant.id), (second, tenant.id), (first, tenant.id), (first, tenant.id), (first, tenant.id)]
         contexts = await take_send_contexts([*batch, (first, tenant.id + 1_000_000), (2_000_000_000, tenant.id)])
@@ -158,12 +165,11 @@ async def test_one_rate_limit_statement_serves_a_batch_in_order(client: httpx.As
         assert contexts[5:] == [None, None]
         assert await db.fetchval("SELECT granted FROM rate_buckets WHERE instance_id = $1", first) == 2
     finally:
-        await close_database()
         await db.execute("DELETE FROM instances WHERE id = ANY($1::int[])", [first, second])
 
 
 async def test_a_message_of_an_instance_deleted_meanwhile_does_not_fail_its_batch(
-    client: httpx.AsyncClient, migrated, db
+    client: httpx.AsyncClient, api_pool, db
 ) -> None:
     tenant = await create_tenant(client)
     kept, deleted = await pending_instance(client, tenant), await pending_instance(client, tenant)
@@ -172,7 +178,6 @@ async def test_a_message_of_an_instance_deleted_meanwhile_does_not_fail_its_batc
         MessageRecord(f"kept-{uuid4().hex}", kept, tenant.id, "491701234567", "text", "sent"),
         MessageRecord(f"gone-{uuid4().hex}", deleted, tenant.id, "491701234567", "text", "sent"),
     ]
-    await open_database(migrated["DATABASE_URL"], max_size=2)
     try:
         assert await record_messages(records) == [None, None]
         stored = await db.fetch("SELECT id FROM messages WHERE id = ANY($1::text[])", [r.message_id for r in records])
@@ -180,7 +185,6 @@ async def test_a_message_of_an_instance_deleted_meanwhile_does_not_fail_its_batc
         history = await db.fetch("SELECT status FROM message_statuses WHERE message_id = $1", records[0].message_id)
         assert [row["status"] for row in history] == ["sent"]
     finally:
-        await close_database()
         await db.execute("DELETE FROM instances WHERE id = $1", kept)
         await db.execute(
             "DELETE FROM message_statuses WHERE message_id = ANY($1::text[])", [r.message_id for r in records]
