@@ -17,18 +17,20 @@ from faststream.nats import NatsMessage
 from nats.aio.client import Client as NatsClient
 from nats.js.api import ConsumerInfo, RawStreamMsg
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from wgs_contracts import headers, subjects
 from wgs_contracts.messages import CreateInstance
 from wgs_contracts.streams import DEAD_LETTERS, StreamSpec
 from wgs_kit.batched import consumer_config, differs, ensure_pull_consumer
 from wgs_kit.logs import trace_id_var
 from wgs_kit.messaging import (
+    ATOMIC_BATCH_MAX,
     decode,
     durable_subscriber,
     guarded_delivery,
     make_broker,
     publish_durable,
+    publish_durable_all,
     stream_config,
 )
 from wgs_kit.waiting import wait_until
@@ -82,19 +84,25 @@ class Attempts:
     successes: int = 0
 
 
-@pytest.fixture
-async def guard(migrated: dict[str, str]) -> AsyncIterator[GuardStream]:
+@asynccontextmanager
+async def guard_stream(
+    url: str, *, atomic: bool = False, max_msg_size: int | None = None
+) -> AsyncIterator[GuardStream]:
+    """A test-only stream (atomic batches allowed or not, optionally a message size limit), deleted after."""
     token = uuid.uuid4().hex[:12]
     spec = StreamSpec(
         name=f"TEST_GUARD_{token}",
         subjects=(f"test.guard.{token}.>",),
         description="test-only stream of test_durable_delivery",
         max_age_seconds=3600.0,
+        allow_atomic_batches=atomic,
     )
-    nc = await nats.connect(migrated["NATS_URL"])
+    nc = await nats.connect(url)
     js = nc.jetstream()
-    await js.add_stream(stream_config(spec))
-    stream = GuardStream(spec=spec, token=token, url=migrated["NATS_URL"], nc=nc, js=js)
+    config = stream_config(spec)
+    config.max_msg_size = max_msg_size
+    await js.add_stream(config)
+    stream = GuardStream(spec=spec, token=token, url=url, nc=nc, js=js)
     try:
         yield stream
     finally:
@@ -102,6 +110,12 @@ async def guard(migrated: dict[str, str]) -> AsyncIterator[GuardStream]:
         for subject in stream.dead_letter_subjects:
             await js.purge_stream(DEAD_LETTERS.name, subject=subject)
         await nc.close()
+
+
+@pytest.fixture
+async def guard(migrated: dict[str, str]) -> AsyncIterator[GuardStream]:
+    async with guard_stream(migrated["NATS_URL"]) as stream:
+        yield stream
 
 
 @asynccontextmanager
@@ -280,3 +294,74 @@ async def test_ensure_pull_consumer_updates_an_existing_consumer_keeping_its_pos
     await guard.js.publish(guard.subject("c"), b"4", stream=guard.spec.name)
     info = await guard.consumer_info(durable)
     assert info.num_pending == 1  # only `c`: `b` is no longer selected
+
+
+async def stored(stream: GuardStream) -> list[tuple[str, str]]:
+    """(subject, Nats-Msg-Id) of every message of the stream, in stream order."""
+    info = await stream.js.stream_info(stream.spec.name)
+    result: list[tuple[str, str]] = []
+    if not info.state.messages:
+        return result
+    for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await stream.js.get_msg(stream.spec.name, seq=seq)
+        result.append((msg.subject or "", (msg.headers or {})[headers.MSG_ID]))
+    return result
+
+
+async def publish_all(stream: GuardStream, ids: list[str]) -> None:
+    """`publish_durable_all` of one message per id (subject `test.guard.<token>.<id>`)."""
+    broker = make_broker(stream.url, "test-publisher")
+    await broker.start()
+    try:
+        await publish_durable_all(
+            broker, [(stream.subject(i), MESSAGE, f"{stream.token}-{i}") for i in ids], stream=stream.spec
+        )
+    finally:
+        await broker.stop()
+
+
+@pytest.mark.parametrize("atomic", [True, False], ids=["atomic-batches", "one-by-one"])
+async def test_publish_durable_all_stores_each_message_once_in_order(migrated: dict[str, str], atomic: bool) -> None:
+    async with guard_stream(migrated["NATS_URL"], atomic=atomic) as stream:
+        await publish_all(stream, ["a", "b", "c"])
+        # A replay after a crash: what was stored again, and what comes after it.
+        await publish_all(stream, ["b", "c", "d", "e"])
+        await publish_all(stream, ["f"])
+
+        assert await stored(stream) == [(stream.subject(i), f"{stream.token}-{i}") for i in "abcdef"]
+
+
+async def test_publish_durable_all_splits_at_the_atomic_batch_limit(migrated: dict[str, str]) -> None:
+    async with guard_stream(migrated["NATS_URL"], atomic=True) as stream:
+        ids = [f"m{n}" for n in range(ATOMIC_BATCH_MAX + 5)]
+        await publish_all(stream, ids)
+
+        assert [msg_id for _, msg_id in await stored(stream)] == [f"{stream.token}-{i}" for i in ids]
+
+
+class Padded(msgspec.Struct):
+    """A message bigger than the test stream's limit."""
+
+    text: str
+
+
+async def test_an_atomic_batch_the_stream_refuses_stores_nothing(migrated: dict[str, str]) -> None:
+    async with guard_stream(migrated["NATS_URL"], atomic=True, max_msg_size=400) as stream:
+        broker = make_broker(stream.url, "test-publisher")
+        await broker.start()
+        too_big = Padded(text="x" * 1000)
+        try:
+            with pytest.raises(APIError):
+                await publish_durable_all(
+                    broker,
+                    [
+                        (stream.subject("a"), MESSAGE, f"{stream.token}-a"),
+                        (stream.subject("b"), too_big, f"{stream.token}-b"),
+                        (stream.subject("c"), MESSAGE, f"{stream.token}-c"),
+                    ],
+                    stream=stream.spec,
+                )
+        finally:
+            await broker.stop()
+
+        assert await stored(stream) == []  # not `a` alone, nor `a` and `c` without `b`

@@ -18,6 +18,8 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_age_seconds: float
     duplicate_window_seconds: float = 120.0
     retention: Literal["limits", "workqueue", "interest"] = "limits"
+    # Publishers may store several messages as one all-or-nothing batch (`publish_durable_all`).
+    allow_atomic_batches: bool = False
 
 
 COMMANDS: Final = StreamSpec(
@@ -35,8 +37,9 @@ NODE_COMMANDS: Final = StreamSpec(
 EVENTS: Final = StreamSpec(
     name="WGS_EVENTS",
     subjects=(subjects.ALL_INSTANCE_EVENTS,),
-    description="Public instance events (status, later messages).",
+    description="Public instance events (status, connection, QR, messages, message statuses).",
     max_age_seconds=7 * DAY,
+    allow_atomic_batches=True,  # a node agent stores a page of an instance's events at once
 )
 OUTBOUND: Final = StreamSpec(
     name="WGS_OUTBOUND",

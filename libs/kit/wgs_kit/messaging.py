@@ -5,8 +5,10 @@ raises gets its message redelivered with backoff; after `max_deliver` attempts
 the message is parked on the dead-letter stream (never silently dropped).
 """
 
+import json
 import logging
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -16,7 +18,7 @@ from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
 from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from wgs_contracts import headers, subjects
 from wgs_contracts.messages import SCHEMA_VERSION
 from wgs_contracts.streams import ALL_STREAMS, DEAD_LETTERS, StreamSpec
@@ -76,6 +78,57 @@ async def publish_durable(
     await js.publish(subject, encode(message), timeout=5.0, stream=stream.name, headers=trace_headers(msg_id))
 
 
+ATOMIC_BATCH_MAX = 1000  # JetStream's limit of messages in one atomic batch
+DUPLICATE_IN_BATCH = 10201  # JetStream refused an atomic batch holding an id it already stored
+
+
+class DuplicateInBatch(Exception):
+    """An atomic batch repeated a message id the stream already holds; nothing of it was stored."""
+
+
+async def publish_durable_all(
+    broker: NatsBroker, messages: Sequence[tuple[str, msgspec.Struct, str]], *, stream: StreamSpec
+) -> None:
+    """Publish (subject, message, msg_id) triples in order, each stored once, with one ack per batch.
+
+    On a stream with `allow_atomic_batches`, up to ATOMIC_BATCH_MAX messages go out as one JetStream
+    atomic batch: written together, acked once, stored whole or not at all, so the stream never holds
+    a later message without an earlier one. A batch that repeats an id already stored (a replay after
+    a crash) is refused whole by JetStream; it is then published one message at a time, so that the
+    stored ones are deduplicated and the others stored, in order.
+    """
+    if len(messages) == 1 or not stream.allow_atomic_batches:
+        for subject, message, msg_id in messages:
+            await publish_durable(broker, subject, message, msg_id=msg_id, stream=stream)
+        return
+    for start in range(0, len(messages), ATOMIC_BATCH_MAX):
+        batch = messages[start : start + ATOMIC_BATCH_MAX]
+        try:
+            await _publish_atomic(broker, batch, stream)
+        except DuplicateInBatch:
+            for subject, message, msg_id in batch:
+                await publish_durable(broker, subject, message, msg_id=msg_id, stream=stream)
+
+
+async def _publish_atomic(
+    broker: NatsBroker, batch: Sequence[tuple[str, msgspec.Struct, str]], stream: StreamSpec
+) -> None:
+    """One JetStream atomic batch: every message but the last without a reply, the last commits."""
+    nc = broker.connection
+    common = {**trace_headers(), headers.EXPECTED_STREAM: stream.name, headers.BATCH_ID: uuid.uuid4().hex}
+    *leading, (last_subject, last_message, last_id) = batch
+    for sequence, (subject, message, msg_id) in enumerate(leading, 1):
+        batch_headers = {**common, headers.MSG_ID: msg_id, headers.BATCH_SEQUENCE: str(sequence)}
+        await nc.publish(subject, encode(message), headers=batch_headers)
+    commit = {**common, headers.MSG_ID: last_id, headers.BATCH_SEQUENCE: str(len(batch)), headers.BATCH_COMMIT: "1"}
+    reply = await nc.request(last_subject, encode(last_message), timeout=5.0, headers=commit)
+    error = json.loads(reply.data).get("error")
+    if error is not None:
+        if error.get("err_code") == DUPLICATE_IN_BATCH:
+            raise DuplicateInBatch(error.get("description"))
+        APIError.from_error(error)  # raises the nats-py error of that code
+
+
 async def publish_core(broker: NatsBroker, subject: str, message: msgspec.Struct) -> None:
     """Fire-and-forget publish on core NATS (heartbeats)."""
     await broker.publish(encode(message), subject, headers=trace_headers())
@@ -90,6 +143,7 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         retention=RetentionPolicy(spec.retention),
         max_age=spec.max_age_seconds,
         duplicate_window=spec.duplicate_window_seconds,
+        allow_atomic=spec.allow_atomic_batches,
     )
 
 

@@ -47,7 +47,7 @@ from wgs_contracts.provider_api import (
     SandboxReceipt,
     SendRequest,
 )
-from wgs_kit.messaging import decode, encode, publish_durable, redelivery_delay
+from wgs_kit.messaging import decode, encode, publish_durable, publish_durable_all, redelivery_delay
 
 from wgs_node_agent.outbox import to_contract_event
 from wgs_node_agent.provider_client import ProviderClient, ProviderUnavailable
@@ -207,21 +207,24 @@ class InstanceSession:
         return [contract_event]
 
     async def _publish(self, events: list[ProviderEvent]) -> None:
-        """Publish a page's public events on JetStream one after the other, deduplicated by event id.
+        """Publish a page's public events on JetStream, in order, deduplicated by event id.
 
-        Not all at once: waiting for each ack paces the pump, so that under load the next page
-        holds more events and everything downstream of it (routing, acks) works in bigger batches
-        (`bench.send`: 690-750 sends/s this way, 560-600/s publishing a page at once).
+        As one atomic batch (`publish_durable_all`): one write and one ack for the page instead
+        of a round trip per event, and the stream never holds an event without those before it.
         """
         if not events:
             return
-        for event in events:
-            kind = EVENT_KINDS[type(event).__struct_config__.tag]  # type: ignore[index]
-            subject = subjects.instance_event(self.instance_id, kind)
-            await publish_durable(self.broker, subject, event, msg_id=event.event_id, stream=streams.EVENTS)
+        await publish_durable_all(
+            self.broker,
+            [(self._event_subject(event), event, event.event_id) for event in events],
+            stream=streams.EVENTS,
+        )
         paired = any(isinstance(e, ConnectionChanged) and e.state is ConnectionState.CONNECTED for e in events)
         if paired and self.on_paired is not None:
             self.on_paired()
+
+    def _event_subject(self, event: ProviderEvent) -> str:
+        return subjects.instance_event(self.instance_id, EVENT_KINDS[type(event).__struct_config__.tag])  # type: ignore[index]
 
     # --- simulated network --------------------------------------------------------------------
 
