@@ -11,6 +11,7 @@ from wgs_contracts.instance_events import MessageContent, MessageType, OutboundM
 from wgs_contracts.messages import InstanceSpec, Provider
 from wgs_kit.messaging import decode, make_broker, publish_durable
 from wgs_kit.waiting import wait_until
+from wgs_node_agent.network import SandboxNetwork
 from wgs_node_agent.runtime.base import InstancePaths
 from wgs_node_agent.session import InstanceSession
 
@@ -37,7 +38,7 @@ async def test_a_queued_send_in_flight_when_the_session_stops_is_handed_back_at_
     spec = InstanceSpec(
         instance_id=INSTANCE_ID, tenant_id=1, provider=Provider.WABA, nano_cpus=10**8, memory_bytes=2**26, pids_limit=64
     )
-    session = InstanceSession(spec, 1, paths, broker)
+    session = InstanceSession(spec, 1, paths, broker, SandboxNetwork(lambda: broker.connection))
     try:
         queued = OutboundMessage(
             id=uuid4().hex,

@@ -36,6 +36,7 @@ from wgs_kit.snapshots import SnapshotError
 
 from wgs_node_agent.config import Settings
 from wgs_node_agent.fencing import GenerationLedger
+from wgs_node_agent.network import SandboxNetwork
 from wgs_node_agent.runtime.base import ContainerEvent, InstancePaths, ManagedContainer, Runtime, StartError
 from wgs_node_agent.session import InstanceSession
 from wgs_node_agent.snapshots import Outcome, Snapshotter, read_marker
@@ -65,6 +66,7 @@ class NodeAgent:
         self._restarting: set[int] = set()  # instances whose crashed container the agent restarts itself
         self._background: set[asyncio.Task[None]] = set()
         self.sessions: dict[int, InstanceSession] = {}
+        self.network = SandboxNetwork(lambda: broker.connection)
         self.snapshots = Snapshotter(
             lambda: broker.connection, restore_timeout_seconds=settings.restore_timeout_seconds
         )
@@ -140,6 +142,7 @@ class NodeAgent:
             generation,
             self.paths(spec.instance_id),
             self.broker,
+            self.network,
             on_paired=lambda: self._spawn(self.snapshot(spec.instance_id, "paired")),
         )
         await session.start()

@@ -49,6 +49,7 @@ from wgs_contracts.provider_api import (
 )
 from wgs_kit.messaging import decode, encode, publish_durable, publish_durable_all, redelivery_delay
 
+from wgs_node_agent.network import SandboxNetwork
 from wgs_node_agent.outbox import to_contract_event
 from wgs_node_agent.provider_client import ProviderClient, ProviderUnavailable
 from wgs_node_agent.runtime.base import InstancePaths
@@ -57,8 +58,6 @@ log = logging.getLogger(__name__)
 LONG_POLL_SECONDS = 20.0
 RETRY_SECONDS = 0.2
 PROVIDER_WAIT_SECONDS = 1.0  # longest pause before a queued send is offered again to a provider not answering
-ROUTE_TIMEOUT_SECONDS = 5.0
-ROUTE_RETRY_SECONDS = 6.0  # how long a phone may be unreachable (restarting, migrating) before it counts as unknown
 
 
 def failed(messages: list[SandboxOutbound], reason: str) -> list[ReceiptRequest]:
@@ -95,12 +94,14 @@ class InstanceSession:
         generation: int,
         paths: InstancePaths,
         broker: NatsBroker,
+        network: SandboxNetwork,
         *,
         on_paired: Callable[[], None] | None = None,
     ) -> None:
         self.spec = spec
         self.generation = generation
         self.broker = broker
+        self.network = network
         self.client = ProviderClient(paths.socket)
         self.on_paired = on_paired
         self._tasks: list[asyncio.Task[None]] = []
@@ -120,9 +121,7 @@ class InstanceSession:
             asyncio.create_task(self._drain_forever()),
         ]
         if self.spec.provider is Provider.SANDBOX and self.spec.phone_number:
-            self._phone = await self.broker.connection.subscribe(
-                subjects.sandbox_phone(self.spec.phone_number), cb=self._on_sandbox_envelope
-            )
+            self._phone = await self.network.join(self.spec.phone_number, self)
 
     async def stop(self) -> None:
         """Stop everything this session runs (after the pump finished publishing what it read)."""
@@ -132,9 +131,8 @@ class InstanceSession:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._phone is not None:
-            with contextlib.suppress(Exception):
-                await self._phone.unsubscribe()
+        if self._phone is not None and self.spec.phone_number:
+            await self.network.leave(self.spec.phone_number, self, self._phone)
         await self.client.close()
 
     async def forget_outbound(self) -> None:
@@ -246,7 +244,7 @@ class InstanceSession:
         batch = DeliverBatch(batch=[DeliverRequest(id=m.id, from_=m.from_, content=m.content) for m in messages])
         envelope = SandboxEnvelope(kind="message", sender=messages[0].from_, recipient=to, body=encode(batch))
         try:
-            reply = await self._route(envelope)
+            reply = await self.network.carry(envelope)
         except NoRespondersError:
             return failed(messages, f"recipient {to} is not on the sandbox network")
         except (NatsTimeoutError, TimeoutError):
@@ -268,36 +266,14 @@ class InstanceSession:
         batch = ReceiptBatch(batch=[ReceiptRequest(id=r.id, status=r.status, reason=r.reason) for r in receipts])
         envelope = SandboxEnvelope(kind="receipt", sender=receipts[0].from_, recipient=to, body=encode(batch))
         try:
-            await self._route(envelope)
+            await self.network.carry(envelope)
         except (NoRespondersError, NatsTimeoutError, TimeoutError):
             log.info("%d receipt(s): sender %s unreachable", len(receipts), to)
 
-    async def _route(self, envelope: SandboxEnvelope) -> ProviderReply:
-        """Carry an envelope to the recipient's phone, waiting up to ROUTE_RETRY_SECONDS for it to be reachable.
-
-        A phone is unreachable for a moment while its instance restarts or migrates; only a
-        phone still unreachable after that is taken as not on the network (NoRespondersError).
-        """
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + ROUTE_RETRY_SECONDS
-        attempt = 0
-        while True:
-            try:
-                reply = await self.broker.connection.request(
-                    subjects.sandbox_phone(envelope.recipient), encode(envelope), timeout=ROUTE_TIMEOUT_SECONDS
-                )
-            except NoRespondersError:
-                attempt += 1
-                if loop.time() >= deadline:
-                    raise
-                await asyncio.sleep(min(0.1 * attempt, 1.0))
-                continue
-            return decode(reply.data, ProviderReply)
-
-    async def _on_sandbox_envelope(self, msg: Msg) -> None:
-        envelope = decode(msg.data, SandboxEnvelope)
+    async def take_envelope(self, envelope: SandboxEnvelope) -> ProviderReply:
+        """Hand an envelope of the simulated network (a message or receipts) to this instance's provider."""
         path = "/sandbox/deliver" if envelope.kind == "message" else "/sandbox/receipt"
-        await msg.respond(encode(await self.relay("POST", path, envelope.body)))
+        return await self.relay("POST", path, envelope.body)
 
     async def _report_refused(self, message_id: str, reason: str) -> None:
         """A queued send the provider refused: its status becomes `failed` with the provider's reason."""

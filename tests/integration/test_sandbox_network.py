@@ -1,0 +1,123 @@
+"""The node agent's sandbox network (real NATS): a phone held on the same node is handed its
+envelopes directly, a phone on another node is reached over NATS, an unknown phone is reported
+after the retry window, and leaving a phone stops both ways of reaching it."""
+
+import random
+from collections.abc import AsyncIterator
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from wgs_contracts import subjects
+from wgs_contracts.instance_events import ProviderReply, SandboxEnvelope
+from wgs_node_agent.network import SandboxNetwork
+
+SHORT_RETRY = 0.3
+
+
+class Phone:
+    """A holder that answers with its name and remembers what it was handed."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.taken: list[SandboxEnvelope] = []
+
+    async def take_envelope(self, envelope: SandboxEnvelope) -> ProviderReply:
+        self.taken.append(envelope)
+        return ProviderReply(status=200, body=self.name.encode())
+
+
+@pytest.fixture
+async def connections(migrated: dict[str, str]) -> AsyncIterator[list[NatsClient]]:
+    """Two NATS connections (two nodes) and a third that records every envelope sent over NATS."""
+    opened = [await nats.connect(migrated["NATS_URL"]) for _ in range(3)]
+    try:
+        yield opened
+    finally:
+        for connection in opened:
+            await connection.close()
+
+
+def envelope_to(phone: str) -> SandboxEnvelope:
+    return SandboxEnvelope(kind="message", sender="491700000000", recipient=phone, body=b'{"batch": []}')
+
+
+async def over_nats(spy: NatsClient) -> list[Msg]:
+    """Start recording the envelopes published on any phone subject."""
+    seen: list[Msg] = []
+
+    async def record(msg: Msg) -> None:
+        seen.append(msg)
+
+    await spy.subscribe(subjects.sandbox_phone("*"), cb=record)
+    await spy.flush()
+    return seen
+
+
+async def settled(*connections: NatsClient) -> None:
+    """Every message the connections published has reached the server and its subscribers."""
+    for connection in connections:
+        await connection.flush()
+
+
+async def test_a_phone_on_this_node_gets_its_envelope_directly(connections: list[NatsClient]) -> None:
+    node, _, spy = connections
+    network = SandboxNetwork(lambda: node, retry_seconds=SHORT_RETRY)
+    phone, holder = f"49170{random.randrange(10**7):07d}", Phone("local")
+    subscription = await network.join(phone, holder)
+    seen = await over_nats(spy)
+
+    reply = await network.carry(envelope_to(phone))
+
+    await settled(node, spy)
+    assert reply.body == b"local"
+    assert [e.recipient for e in holder.taken] == [phone]
+    assert seen == []  # not one NATS message
+    await network.leave(phone, holder, subscription)
+
+
+async def test_a_phone_on_another_node_is_reached_over_nats(connections: list[NatsClient]) -> None:
+    node_a, node_b, spy = connections
+    here, there = SandboxNetwork(lambda: node_a), SandboxNetwork(lambda: node_b, retry_seconds=SHORT_RETRY)
+    phone, holder = f"49171{random.randrange(10**7):07d}", Phone("remote")
+    subscription = await here.join(phone, holder)
+    seen = await over_nats(spy)
+
+    reply = await there.carry(envelope_to(phone))
+
+    await settled(node_b, spy)
+    assert reply.body == b"remote"
+    assert len(seen) == 1
+    await here.leave(phone, holder, subscription)
+
+
+async def test_a_phone_nobody_holds_is_unknown_after_the_retry_window(connections: list[NatsClient]) -> None:
+    network = SandboxNetwork(lambda: connections[0], retry_seconds=SHORT_RETRY)
+    with pytest.raises(NoRespondersError):
+        await network.carry(envelope_to(f"49172{random.randrange(10**7):07d}"))
+
+
+async def test_a_phone_left_is_no_longer_reached_either_way(connections: list[NatsClient]) -> None:
+    node_a, node_b, _ = connections
+    here = SandboxNetwork(lambda: node_a, retry_seconds=SHORT_RETRY)
+    there = SandboxNetwork(lambda: node_b, retry_seconds=SHORT_RETRY)
+    phone, holder = f"49173{random.randrange(10**7):07d}", Phone("gone")
+    await here.leave(phone, holder, await here.join(phone, holder))
+
+    for network in (here, there):
+        with pytest.raises(NoRespondersError):
+            await network.carry(envelope_to(phone))
+    assert holder.taken == []
+
+
+async def test_a_newer_holder_keeps_the_phone_when_the_older_one_leaves(connections: list[NatsClient]) -> None:
+    network = SandboxNetwork(lambda: connections[0], retry_seconds=SHORT_RETRY)
+    phone, old, new = f"49174{random.randrange(10**7):07d}", Phone("old"), Phone("new")
+    old_subscription = await network.join(phone, old)
+    new_subscription = await network.join(phone, new)  # the instance restarted at a new generation
+    await network.leave(phone, old, old_subscription)
+
+    assert (await network.carry(envelope_to(phone))).body == b"new"
+    await network.leave(phone, new, new_subscription)
