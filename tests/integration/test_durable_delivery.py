@@ -15,6 +15,7 @@ import nats
 import pytest
 from faststream.nats import NatsMessage
 from nats.aio.client import Client as NatsClient
+from nats.errors import MaxPayloadError
 from nats.js.api import ConsumerInfo, RawStreamMsg
 from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
@@ -36,6 +37,7 @@ from wgs_kit.messaging import (
 from wgs_kit.waiting import wait_until
 
 MAX_DELIVER = 3
+SERVER_BATCHES_IN_FLIGHT_PER_STREAM = 50  # nats-server's default `jetstream.limits.batch.max_inflight_per_stream`
 DEADLINE = 15.0
 MESSAGE = CreateInstance(instance_id=7, tenant_id=3)
 
@@ -86,9 +88,10 @@ class Attempts:
 
 @asynccontextmanager
 async def guard_stream(
-    url: str, *, atomic: bool = False, max_msg_size: int | None = None
+    url: str, *, atomic: bool = False, max_msg_size: int | None = None, server_atomic: bool | None = None
 ) -> AsyncIterator[GuardStream]:
-    """A test-only stream (atomic batches allowed or not, optionally a message size limit), deleted after."""
+    """A test-only stream, deleted after: atomic batches allowed or not (`server_atomic`: what the
+    server was told, when it differs from the spec), optionally a message size limit."""
     token = uuid.uuid4().hex[:12]
     spec = StreamSpec(
         name=f"TEST_GUARD_{token}",
@@ -101,6 +104,7 @@ async def guard_stream(
     js = nc.jetstream()
     config = stream_config(spec)
     config.max_msg_size = max_msg_size
+    config.allow_atomic = atomic if server_atomic is None else server_atomic
     await js.add_stream(config)
     stream = GuardStream(spec=spec, token=token, url=url, nc=nc, js=js)
     try:
@@ -340,28 +344,69 @@ async def test_publish_durable_all_splits_at_the_atomic_batch_limit(migrated: di
 
 
 class Padded(msgspec.Struct):
-    """A message bigger than the test stream's limit."""
+    """A message as big as one likes."""
 
     text: str
 
 
-async def test_an_atomic_batch_the_stream_refuses_stores_nothing(migrated: dict[str, str]) -> None:
-    async with guard_stream(migrated["NATS_URL"], atomic=True, max_msg_size=400) as stream:
-        broker = make_broker(stream.url, "test-publisher")
-        await broker.start()
-        too_big = Padded(text="x" * 1000)
-        try:
-            with pytest.raises(APIError):
-                await publish_durable_all(
-                    broker,
-                    [
-                        (stream.subject("a"), MESSAGE, f"{stream.token}-a"),
-                        (stream.subject("b"), too_big, f"{stream.token}-b"),
-                        (stream.subject("c"), MESSAGE, f"{stream.token}-c"),
-                    ],
-                    stream=stream.spec,
-                )
-        finally:
-            await broker.stop()
+async def publish_three_with(stream: GuardStream, middle: msgspec.Struct) -> None:
+    """`publish_durable_all` of `a`, `b` (= `middle`), `c`."""
+    broker = make_broker(stream.url, "test-publisher")
+    await broker.start()
+    try:
+        await publish_durable_all(
+            broker,
+            [
+                (stream.subject("a"), MESSAGE, f"{stream.token}-a"),
+                (stream.subject("b"), middle, f"{stream.token}-b"),
+                (stream.subject("c"), MESSAGE, f"{stream.token}-c"),
+            ],
+            stream=stream.spec,
+        )
+    finally:
+        await broker.stop()
 
-        assert await stored(stream) == []  # not `a` alone, nor `a` and `c` without `b`
+
+async def test_a_batch_with_a_message_too_big_for_the_server_stores_nothing(migrated: dict[str, str]) -> None:
+    async with guard_stream(migrated["NATS_URL"], atomic=True) as stream:
+        with pytest.raises(MaxPayloadError):
+            await publish_three_with(stream, Padded(text="x" * 1_100_000))  # the server takes up to 1 MiB
+
+        assert await stored(stream) == []  # `a` went out in the batch, which was never committed
+
+
+async def test_a_message_the_stream_refuses_stops_the_batch_there(migrated: dict[str, str]) -> None:
+    # The server drops the refused message of a batch, so the commit finds the batch incomplete;
+    # published one by one instead, what comes before it is stored and nothing after it.
+    async with guard_stream(migrated["NATS_URL"], atomic=True, max_msg_size=400) as stream:
+        with pytest.raises(APIError):
+            await publish_three_with(stream, Padded(text="x" * 1000))
+
+        assert await stored(stream) == [(stream.subject("a"), f"{stream.token}-a")]  # never `c` without `b`
+
+
+async def test_a_stream_not_yet_taking_batches_gets_the_messages_one_by_one(migrated: dict[str, str]) -> None:
+    # The publisher's contract allows batches, the stream was not updated yet (before `wgs-migrate`).
+    async with guard_stream(migrated["NATS_URL"], atomic=True, server_atomic=False) as stream:
+        await publish_all(stream, ["a", "b", "c"])
+
+        assert await stored(stream) == [(stream.subject(i), f"{stream.token}-{i}") for i in "abc"]
+
+
+async def test_a_batch_refused_for_too_many_batches_in_flight_is_published_one_by_one(
+    migrated: dict[str, str],
+) -> None:
+    async with guard_stream(migrated["NATS_URL"], atomic=True) as stream:
+        # Other publishers' batches, started and not committed (the server holds up to 50 per stream).
+        for index in range(SERVER_BATCHES_IN_FLIGHT_PER_STREAM):
+            open_batch = {
+                headers.BATCH_ID: f"open-{index}",
+                headers.BATCH_SEQUENCE: "1",
+                headers.MSG_ID: f"open-{index}",
+            }
+            await stream.nc.publish(stream.subject("open"), b"{}", headers=open_batch)
+        await stream.nc.flush()
+
+        await publish_all(stream, ["a", "b", "c"])
+
+        assert await stored(stream) == [(stream.subject(i), f"{stream.token}-{i}") for i in "abc"]

@@ -79,11 +79,15 @@ async def publish_durable(
 
 
 ATOMIC_BATCH_MAX = 1000  # JetStream's limit of messages in one atomic batch
-DUPLICATE_IN_BATCH = 10201  # JetStream refused an atomic batch holding an id it already stored
+# JetStream refusals of an atomic batch as such, not of its messages: the batch repeats an id the
+# stream holds (a replay after a crash); the stream does not take batches (yet: before `wgs-migrate`
+# updated it); the server has too many batches in flight, so it dropped some of ours
+# ("incomplete") or refused it; the batch is over the server's size limit.
+BATCH_REFUSALS = frozenset({10201, 10174, 10176, 10210, 10199})
 
 
-class DuplicateInBatch(Exception):
-    """An atomic batch repeated a message id the stream already holds; nothing of it was stored."""
+class BatchRefused(Exception):
+    """JetStream refused an atomic batch as a whole; nothing of it was stored."""
 
 
 async def publish_durable_all(
@@ -92,22 +96,29 @@ async def publish_durable_all(
     """Publish (subject, message, msg_id) triples in order, each stored once, with one ack per batch.
 
     On a stream with `allow_atomic_batches`, up to ATOMIC_BATCH_MAX messages go out as one JetStream
-    atomic batch: written together, acked once, stored whole or not at all, so the stream never holds
-    a later message without an earlier one. A batch that repeats an id already stored (a replay after
-    a crash) is refused whole by JetStream; it is then published one message at a time, so that the
-    stored ones are deduplicated and the others stored, in order.
+    atomic batch: written together, acked once, stored whole or not at all. A batch refused as such
+    (`BATCH_REFUSALS`: e.g. it repeats an id already stored, after a crash) is published one
+    message at a time instead, in order: stored ones are deduplicated, the others stored, and a
+    message refused stops it there. Either way the stream never holds a message without the ones
+    before it. A message too big for the server raises before the batch is committed.
     """
     if len(messages) == 1 or not stream.allow_atomic_batches:
-        for subject, message, msg_id in messages:
-            await publish_durable(broker, subject, message, msg_id=msg_id, stream=stream)
+        await _publish_one_by_one(broker, messages, stream)
         return
     for start in range(0, len(messages), ATOMIC_BATCH_MAX):
         batch = messages[start : start + ATOMIC_BATCH_MAX]
         try:
             await _publish_atomic(broker, batch, stream)
-        except DuplicateInBatch:
-            for subject, message, msg_id in batch:
-                await publish_durable(broker, subject, message, msg_id=msg_id, stream=stream)
+        except BatchRefused as refusal:
+            log.info("atomic batch of %d refused (%s): publishing one by one", len(batch), refusal)
+            await _publish_one_by_one(broker, batch, stream)
+
+
+async def _publish_one_by_one(
+    broker: NatsBroker, messages: Sequence[tuple[str, msgspec.Struct, str]], stream: StreamSpec
+) -> None:
+    for subject, message, msg_id in messages:
+        await publish_durable(broker, subject, message, msg_id=msg_id, stream=stream)
 
 
 async def _publish_atomic(
@@ -124,8 +135,8 @@ async def _publish_atomic(
     reply = await nc.request(last_subject, encode(last_message), timeout=5.0, headers=commit)
     error = json.loads(reply.data).get("error")
     if error is not None:
-        if error.get("err_code") == DUPLICATE_IN_BATCH:
-            raise DuplicateInBatch(error.get("description"))
+        if error.get("err_code") in BATCH_REFUSALS:
+            raise BatchRefused(f"{error.get('err_code')}: {error.get('description')}")
         APIError.from_error(error)  # raises the nats-py error of that code
 
 
