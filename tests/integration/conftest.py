@@ -1,9 +1,12 @@
-"""Integration fixtures: an API with a node whose capacity is known (2 CPUs, 4g)."""
+"""Integration fixtures: a second API process; an API with a node whose capacity is known (2 CPUs, 4g)."""
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+from wgs_devstack.processes import free_port
+from wgs_devstack.services import ApiService
 
 from tests.support.api import ADMIN
 
@@ -25,3 +28,12 @@ async def node_capacity_known(client: httpx.AsyncClient, db) -> AsyncIterator[No
     )
     yield
     await client.delete(f"/admin/nodes/{node_id}", headers=ADMIN)
+
+
+@pytest.fixture(scope="module")
+async def second_api(migrated: dict[str, str], work_dir: Path) -> AsyncIterator[ApiService]:
+    """A second API process on the same database and NATS."""
+    service = ApiService(migrated, work_dir / "logs", free_port(), name="api-2")
+    await service.ready()
+    yield service
+    await service.stop()

@@ -2,7 +2,6 @@
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 from uuid import uuid4
 
 import httpx
@@ -10,7 +9,6 @@ import pytest
 from wgs_api.domain.messaging.rate_limit import take_send_contexts
 from wgs_api.domain.messaging.services import MessageRecord, record_messages
 from wgs_db.engine import close_database, open_database
-from wgs_devstack.processes import free_port
 from wgs_devstack.services import ApiService
 
 from tests.support.api import ADMIN, Tenant, create_tenant, unique_phone
@@ -23,15 +21,6 @@ async def pending_instance(client: httpx.AsyncClient, tenant: Tenant) -> int:
     )
     assert response.status_code == 202, response.text
     return int(response.json()["id"])
-
-
-@pytest.fixture(scope="module")
-async def second_api(migrated: dict[str, str], work_dir: Path) -> AsyncIterator[ApiService]:
-    """A second API process on the same database and NATS."""
-    service = ApiService(migrated, work_dir / "logs", free_port(), name="api-2")
-    await service.ready()
-    yield service
-    await service.stop()
 
 
 @pytest.fixture

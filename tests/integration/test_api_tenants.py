@@ -3,8 +3,12 @@
 import hashlib
 
 import httpx
+from wgs_devstack.services import ApiService
+from wgs_kit.waiting import wait_until
 
 from tests.support.api import ADMIN, create_tenant
+
+BROADCAST_DEADLINE = 2.0  # well below the 5 s a process remembers a key: the revocation must be what it heard
 
 
 async def test_tenant_key_authenticates_and_is_stored_hashed(client: httpx.AsyncClient, db) -> None:
@@ -71,3 +75,60 @@ async def test_openapi_document_and_docs_page(client: httpx.AsyncClient) -> None
     page = await client.get("/docs")
     assert page.status_code == 200
     assert "html" in page.headers["content-type"]
+
+
+async def refused_by(api: httpx.AsyncClient, headers: dict[str, str]) -> None:
+    """Wait (up to BROADCAST_DEADLINE) until `api` answers 401 to the key."""
+
+    async def refused() -> bool:
+        return (await api.get("/api/instances", headers=headers)).status_code == 401
+
+    await wait_until(refused, timeout=BROADCAST_DEADLINE, interval=0.05, what="the revoked key refused")
+
+
+async def test_a_revoked_key_is_refused_at_once_by_every_api_process(
+    client: httpx.AsyncClient, second_api: ApiService
+) -> None:
+    tenant = await create_tenant(client)
+    keys = (await client.get(f"/admin/tenants/{tenant.id}/keys", headers=ADMIN)).json()
+    async with httpx.AsyncClient(base_url=second_api.url, timeout=30) as other:
+        for api in (client, other):  # both processes now remember the key
+            assert (await api.get("/api/instances", headers=tenant.headers)).status_code == 200
+
+        assert (
+            await client.delete(f"/admin/tenants/{tenant.id}/keys/{keys[0]['id']}", headers=ADMIN)
+        ).status_code == 204
+
+        assert (await client.get("/api/instances", headers=tenant.headers)).status_code == 401  # here: at once
+        await refused_by(other, tenant.headers)
+
+
+async def test_a_rotation_is_refused_at_once_by_every_api_process(
+    client: httpx.AsyncClient, second_api: ApiService
+) -> None:
+    tenant = await create_tenant(client)
+    async with httpx.AsyncClient(base_url=second_api.url, timeout=30) as other:
+        for api in (client, other):
+            assert (await api.get("/api/instances", headers=tenant.headers)).status_code == 200
+
+        rotated = await other.post(f"/admin/tenants/{tenant.id}/keys", json={"revokeOthers": True}, headers=ADMIN)
+        assert rotated.status_code == 201
+
+        assert (await other.get("/api/instances", headers=tenant.headers)).status_code == 401
+        await refused_by(client, tenant.headers)
+        new_headers = {"Authorization": f"Bearer {rotated.json()['key']}"}
+        for api in (client, other):
+            assert (await api.get("/api/instances", headers=new_headers)).status_code == 200
+
+
+async def test_another_tenants_revocation_leaves_a_key_working(
+    client: httpx.AsyncClient, second_api: ApiService
+) -> None:
+    kept, revoked = await create_tenant(client), await create_tenant(client)
+    async with httpx.AsyncClient(base_url=second_api.url, timeout=30) as other:
+        assert (await other.get("/api/instances", headers=kept.headers)).status_code == 200
+        rotated = await client.post(f"/admin/tenants/{revoked.id}/keys", json={"revokeOthers": True}, headers=ADMIN)
+        assert rotated.status_code == 201
+        await refused_by(other, revoked.headers)
+
+        assert (await other.get("/api/instances", headers=kept.headers)).status_code == 200

@@ -11,6 +11,7 @@ from wgs_contracts import SCHEMA_VERSION, labels, subjects
 from wgs_contracts.instance_events import EVENT_KINDS
 from wgs_contracts.messages import (
     WIRE_TYPES,
+    ApiKeysRevoked,
     AssignmentsReply,
     AssignmentsRequest,
     ControlCommand,
@@ -93,6 +94,7 @@ SAMPLES: dict[type, Any] = {
         ),
     ),
     NodeStatusChanged: NodeStatusChanged(node="n1", status="lost", moved_instances=(7, 9), at=AT),
+    ApiKeysRevoked: ApiKeysRevoked(tenant_id=3, key_ids=(11, 12), at=AT),
     SnapshotTaken: SnapshotTaken(
         node="n1",
         instance_id=7,
@@ -286,6 +288,7 @@ def test_builders_produce_documented_names():
     assert subjects.INSTANCE_CREATE == "wgs.cmd.instance.create"
     assert subjects.INSTANCE_DELETE == "wgs.cmd.instance.delete"
     assert subjects.SCHEDULER_LEADER == "wgs.evt.scheduler.leader"
+    assert subjects.tenant_keys_revoked(3) == "wgs.evt.tenant.3.keys_revoked"
 
 
 def test_per_kind_filters_match_the_event_kinds():
@@ -305,6 +308,7 @@ def test_builders_match_their_wildcards():
     assert subject_matches(subjects.ALL_NODE_ASSIGNMENTS, subjects.node_assignments("n1"))
     assert subject_matches(subjects.ALL_DEAD_LETTERS, subjects.dead_letter("x"))
     assert subject_matches(subjects.ALL_COMMANDS, subjects.INSTANCE_CREATE)
+    assert subject_matches(subjects.ALL_TENANT_KEYS_REVOKED, subjects.tenant_keys_revoked(3))
 
 
 def streams_matching(subject: str) -> list[StreamSpec]:
@@ -333,6 +337,7 @@ def test_durable_subject_lands_in_exactly_one_stream(subject, stream):
     [
         subjects.node_heartbeat("n1"),
         subjects.SCHEDULER_LEADER,
+        subjects.tenant_keys_revoked(3),
         subjects.node_assignments("n1"),
     ],
 )

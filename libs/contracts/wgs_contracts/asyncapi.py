@@ -7,6 +7,7 @@ import msgspec
 from wgs_contracts.instance_events import ConnectionChanged, MessageReceived, MessageStatusChanged, QrChanged
 from wgs_contracts.messages import (
     SCHEMA_VERSION,
+    ApiKeysRevoked,
     InstanceStatusChanged,
     NodeHeartbeat,
     NodeStatusChanged,
@@ -18,6 +19,7 @@ from wgs_contracts.state import SnapshotFallback
 REF_TEMPLATE: Final = "#/components/schemas/{name}"
 INSTANCE_ID = {"description": "Instance id (an integer)."}
 NODE_NAME = {"description": "Node name."}
+TENANT_ID = {"description": "Tenant id (an integer)."}
 
 # channel id: (address, message type, parameters, description)
 CHANNELS: Final[dict[str, tuple[str, type[msgspec.Struct], dict[str, Any], str]]] = {
@@ -74,6 +76,12 @@ CHANNELS: Final[dict[str, tuple[str, type[msgspec.Struct], dict[str, Any], str]]
         SnapshotTaken,
         {"node": NODE_NAME},
         "A node agent stored or skipped an instance snapshot, with the pause it cost (core NATS).",
+    ),
+    "tenantKeysRevoked": (
+        "wgs.evt.tenant.{tenantId}.keys_revoked",
+        ApiKeysRevoked,
+        {"tenantId": TENANT_ID},
+        "Keys of a tenant were revoked; every API process stops accepting them at once (core NATS).",
     ),
     "schedulerLeader": (
         "wgs.evt.scheduler.leader",

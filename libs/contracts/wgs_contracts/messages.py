@@ -145,6 +145,15 @@ class SchedulerLeaderElected(Base, frozen=True, tag="scheduler.leader"):
     at: datetime = msgspec.field(default_factory=utcnow)
 
 
+class ApiKeysRevoked(Base, frozen=True, tag="tenant.keys_revoked"):
+    """Keys of a tenant were revoked (one, or every other key on a rotation); published on
+    `wgs.evt.tenant.{tenant}.keys_revoked` so that every API process stops accepting them at once."""
+
+    tenant_id: int
+    key_ids: tuple[int, ...]
+    at: datetime = msgspec.field(default_factory=utcnow)
+
+
 class NodeStatusChanged(Base, frozen=True, tag="node.status"):
     """The scheduler marked a node `lost` (heartbeats stopped) or `ready` again; `wgs.evt.node.{node}.status`."""
 
@@ -245,6 +254,7 @@ WIRE_TYPES: Final = (
     AssignmentsRequest,
     AssignmentsReply,
     NodeStatusChanged,
+    ApiKeysRevoked,
     SnapshotTaken,
     HandOffRequest,
     HandOffReply,

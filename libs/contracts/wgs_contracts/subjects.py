@@ -21,6 +21,7 @@ ALL_NODE_HEARTBEATS: Final = "wgs.evt.node.*.heartbeat"
 ALL_NODE_STATUS: Final = "wgs.evt.node.*.status"
 ALL_NODE_SNAPSHOTS: Final = "wgs.evt.node.*.snapshot"
 SCHEDULER_LEADER: Final = "wgs.evt.scheduler.leader"
+ALL_TENANT_KEYS_REVOKED: Final = "wgs.evt.tenant.*.keys_revoked"
 
 # Sends queued while an instance cannot take them (JetStream stream OUTBOUND).
 ALL_OUTBOUND: Final = "wgs.out.*"
@@ -45,6 +46,11 @@ STATE_RESTORE_CHUNK: Final = "wgs.rpc.state.restore.chunk"
 def node_commands(node: str) -> str:
     """Subject of the commands addressed to one node agent."""
     return f"wgs.node.{node}.cmd"
+
+
+def tenant_keys_revoked(tenant_id: int) -> str:
+    """Subject announcing that keys of one tenant were revoked (core NATS)."""
+    return f"wgs.evt.tenant.{tenant_id}.keys_revoked"
 
 
 def instance_status(instance_id: int) -> str:

@@ -11,7 +11,8 @@ Instance events reach the API twice:
   dead letters on `wgs.dlq.api-instance-events`. A consumer left by an earlier release (one
   filter `wgs.evt.instance.>`) is updated in place when an API process starts.
 - every API process also watches status events on core NATS (`watch_status`), so that a
-  request can wait for its instance's next state (`StatusBoard`).
+  request can wait for its instance's next state (`StatusBoard`), and revocations of API keys
+  (`ApiKeysRevoked`), to forget the keys it remembers (`wgs_api.domain.accounts.key_cache`).
 """
 
 import logging
@@ -23,10 +24,11 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import OutboundMessage, ProviderCall, ProviderReply
-from wgs_contracts.messages import ControlCommand, InstanceStatusChanged
+from wgs_contracts.messages import ApiKeysRevoked, ControlCommand, InstanceStatusChanged
 from wgs_kit.batched import BatchedPullConsumer
-from wgs_kit.messaging import decode, encode, make_broker, publish_durable, trace_headers
+from wgs_kit.messaging import decode, encode, make_broker, publish_core, publish_durable, trace_headers
 
+from wgs_api.domain.accounts.key_cache import KEYS
 from wgs_api.domain.instances.status import StatusBoard
 from wgs_api.errors import TimedOut, Unavailable
 from wgs_api.events import APPLIED_EVENTS, apply_messages
@@ -56,6 +58,10 @@ class ApiMessaging:
         async def watch_status(body: bytes) -> None:
             board.dispatch(decode(body, InstanceStatusChanged))
 
+        @self.broker.subscriber(subjects.ALL_TENANT_KEYS_REVOKED, no_reply=True)
+        async def watch_revocations(body: bytes) -> None:
+            KEYS.forget_tenant(decode(body, ApiKeysRevoked).tenant_id)
+
     async def start(self) -> None:
         """Connect, start watching status events and consuming the events the API applies."""
         await self.broker.start()
@@ -76,6 +82,10 @@ class ApiMessaging:
         if self.events is not None:
             await self.events.stop()
         await self.broker.stop()
+
+    async def announce(self, subject: str, event: msgspec.Struct) -> None:
+        """Publish an event on core NATS (at most once: for what a lost copy cannot harm for long)."""
+        await publish_core(self.broker, subject, event)
 
     async def send_command(self, command: ControlCommand, *, msg_id: str) -> None:
         """Publish a control-plane command durably; a repeat with the same `msg_id` is dropped."""

@@ -1,6 +1,7 @@
 """Admin endpoints for tenants and their API keys."""
 
 from litestar import Controller, delete, get, patch, post
+from litestar.datastructures import State
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from wgs_api.domain.accounts import schemas, services
@@ -35,9 +36,11 @@ class TenantController(Controller):
         return await services.update_tenant(tenant_id, data)
 
     @post("/{tenant_id:int}/keys", operation_id="CreateApiKey", status_code=HTTP_201_CREATED)
-    async def create_key(self, tenant_id: int, data: schemas.ApiKeyCreate | None = None) -> schemas.ApiKeyCreated:
+    async def create_key(
+        self, tenant_id: int, state: State, data: schemas.ApiKeyCreate | None = None
+    ) -> schemas.ApiKeyCreated:
         """Issue a new API key (shown once); `revokeOthers: true` rotates: every other key dies."""
-        return await services.create_key(tenant_id, data or schemas.ApiKeyCreate())
+        return await services.create_key(state.messaging, tenant_id, data or schemas.ApiKeyCreate())
 
     @get("/{tenant_id:int}/keys", operation_id="ListApiKeys")
     async def list_keys(self, tenant_id: int) -> list[schemas.ApiKeyInfo]:
@@ -49,6 +52,6 @@ class TenantController(Controller):
         operation_id="RevokeApiKey",
         status_code=HTTP_204_NO_CONTENT,
     )
-    async def revoke_key(self, tenant_id: int, key_id: int) -> None:
-        """Revoke a key: requests with it get 401 from now on."""
-        await services.revoke_key(tenant_id, key_id)
+    async def revoke_key(self, tenant_id: int, key_id: int, state: State) -> None:
+        """Revoke a key: requests with it get 401 from now on, on every API process."""
+        await services.revoke_key(state.messaging, tenant_id, key_id)

@@ -6,12 +6,16 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from wgs_contracts import subjects
+from wgs_contracts.messages import ApiKeysRevoked
 from wgs_db.engine import DB, fetch
 from wgs_db.tables import ApiKey, Tenant
 from wgs_kit.coalescing import Coalescer
 
 from wgs_api.domain.accounts import keys, schemas
+from wgs_api.domain.accounts.key_cache import KEYS
 from wgs_api.errors import Conflict, Invalid, NotFound
+from wgs_api.messaging import ApiMessaging
 from wgs_api.patching import unset_to_none
 
 KEY_USE_RESOLUTION = timedelta(seconds=60)
@@ -132,14 +136,15 @@ async def update_tenant(tenant_id: int, data: schemas.TenantUpdate) -> schemas.T
     return await get_tenant(tenant_id)
 
 
-async def create_key(tenant_id: int, data: schemas.ApiKeyCreate) -> schemas.ApiKeyCreated:
+async def create_key(messaging: ApiMessaging, tenant_id: int, data: schemas.ApiKeyCreate) -> schemas.ApiKeyCreated:
     """A new key for the tenant; with `revoke_others`, every other key is revoked (rotation)."""
     await get_tenant(tenant_id)
     key = keys.generate_key()
+    revoked: list[dict[str, Any]] = []
     async with DB.transaction():
         if data.revoke_others:
-            await ApiKey.raw(
-                "UPDATE api_keys SET revoked_at = now() WHERE tenant_id = {} AND revoked_at IS NULL",
+            revoked = await ApiKey.raw(
+                "UPDATE api_keys SET revoked_at = now() WHERE tenant_id = {} AND revoked_at IS NULL RETURNING id",
                 tenant_id,
             )
         row = (
@@ -147,6 +152,8 @@ async def create_key(tenant_id: int, data: schemas.ApiKeyCreate) -> schemas.ApiK
                 ApiKey(tenant=tenant_id, prefix=keys.display_prefix(key), key_hash=keys.hash_key(key))
             ).returning(*ApiKey.all_columns())
         )[0]
+    if revoked:
+        await keys_revoked(messaging, tenant_id, [r["id"] for r in revoked])
     info = key_view(row)
     return schemas.ApiKeyCreated(**{f: getattr(info, f) for f in info.__struct_fields__}, key=key)
 
@@ -158,8 +165,8 @@ async def list_keys(tenant_id: int) -> list[schemas.ApiKeyInfo]:
     return [key_view(r) for r in rows]
 
 
-async def revoke_key(tenant_id: int, key_id: int) -> None:
-    """Revoke one key; 404 when the tenant has no such key."""
+async def revoke_key(messaging: ApiMessaging, tenant_id: int, key_id: int) -> None:
+    """Revoke one key; 404 when the tenant has no such key. Every API process refuses it from now on."""
     rows = await ApiKey.raw(
         "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = {} AND tenant_id = {} RETURNING id",
         key_id,
@@ -167,6 +174,15 @@ async def revoke_key(tenant_id: int, key_id: int) -> None:
     )
     if not rows:
         raise NotFound("API key not found")
+    await keys_revoked(messaging, tenant_id, [key_id])
+
+
+async def keys_revoked(messaging: ApiMessaging, tenant_id: int, key_ids: list[int]) -> None:
+    """Forget the tenant's keys here, then tell the other API processes to do the same."""
+    KEYS.forget_tenant(tenant_id)
+    await messaging.announce(
+        subjects.tenant_keys_revoked(tenant_id), ApiKeysRevoked(tenant_id=tenant_id, key_ids=tuple(key_ids))
+    )
 
 
 KEYS_IN_USE = """
@@ -192,5 +208,14 @@ _key_lookups: Coalescer[str, int | None] = Coalescer(tenants_for_key_hashes, alo
 
 
 async def tenant_for_key(key: str) -> int | None:
-    """The tenant id an unrevoked key belongs to; marks the key used at most once a minute."""
-    return await _key_lookups.submit(keys.hash_key(key))
+    """The tenant id an unrevoked key belongs to (remembered for a few seconds: `key_cache`);
+    a key looked up is marked used at most once a minute."""
+    key_hash = keys.hash_key(key)
+    tenant_id = KEYS.tenant(key_hash)
+    if tenant_id is not None:
+        return tenant_id
+    revocations_before = KEYS.revocations
+    tenant_id = await _key_lookups.submit(key_hash)
+    if tenant_id is not None:
+        KEYS.remember(key_hash, tenant_id, revocations_before=revocations_before)
+    return tenant_id
