@@ -2,14 +2,22 @@
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from uuid import uuid4
 
 import httpx
+import nats
 import pytest
-from wgs_api.domain.messaging.rate_limit import take_send_contexts
+from wgs_api.domain.messaging.leases import LEASES
+from wgs_api.domain.messaging.rate_limit import send_context, take_send_contexts
 from wgs_api.domain.messaging.services import MessageRecord, record_messages
+from wgs_contracts import subjects
+from wgs_contracts.messages import InstanceStatus, InstanceStatusChanged
 from wgs_db.engine import close_database, open_database
+from wgs_devstack.processes import free_port
 from wgs_devstack.services import ApiService
+from wgs_kit.messaging import encode
+from wgs_kit.waiting import wait_until
 
 from tests.support.api import ADMIN, Tenant, create_tenant, unique_phone
 
@@ -155,6 +163,85 @@ async def test_one_rate_limit_statement_serves_a_batch_in_order(client: httpx.As
         assert await db.fetchval("SELECT granted FROM rate_buckets WHERE instance_id = $1", first) == 2
     finally:
         await db.execute("DELETE FROM instances WHERE id = ANY($1::int[])", [first, second])
+
+
+async def bucket_taken_at(db, instance_id: int) -> object:
+    """When the instance's rate bucket was last drawn from (each rate-limit statement sets it)."""
+    return await db.fetchval("SELECT updated_at FROM rate_buckets WHERE instance_id = $1", instance_id)
+
+
+async def test_spare_tokens_serve_the_next_sends_without_a_statement(
+    client: httpx.AsyncClient, api_pool, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement leases half the burst at most; those sends skip PostgreSQL, the next one runs it."""
+    monkeypatch.setattr(LEASES, "lease_seconds", 30.0)
+    tenant = await create_tenant(client)
+    limits = {"sendRatePerSecond": 100, "sendBurst": 20}
+    assert (await client.patch(f"/admin/tenants/{tenant.id}", json=limits, headers=ADMIN)).status_code == 200
+    instance_id = await pending_instance(client, tenant)
+    try:
+        first = await send_context(instance_id, tenant.id)
+        assert first is not None
+        assert first.retry_after is None
+        assert await db.fetchval("SELECT granted FROM rate_buckets WHERE instance_id = $1", instance_id) == 11
+        taken_at = await bucket_taken_at(db, instance_id)
+        leased = [await send_context(instance_id, tenant.id) for _ in range(10)]
+        assert all(c is not None and c.retry_after is None and c.status == "pending" for c in leased)
+        assert await bucket_taken_at(db, instance_id) == taken_at
+        await send_context(instance_id, tenant.id)
+        assert await bucket_taken_at(db, instance_id) != taken_at
+    finally:
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+@pytest.fixture
+async def leasing_api(migrated: dict[str, str], work_dir: Path) -> AsyncIterator[ApiService]:
+    """An API process whose send leases last 30 s: only a status event can end one within a test."""
+    env = {**migrated, "WGS_API_SEND_LEASE_SECONDS": "30"}
+    service = ApiService(env, work_dir / "logs", free_port(), name="api-leasing")
+    await service.ready()
+    yield service
+    await service.stop()
+
+
+async def test_a_status_event_ends_the_send_lease_in_every_api_process(
+    client: httpx.AsyncClient, leasing_api: ApiService, migrated: dict[str, str], db
+) -> None:
+    """An instance's status may have changed: its next sends read the row again, in every API process."""
+    tenant = await create_tenant(client)
+    limits = {"sendRatePerSecond": 1000, "sendBurst": 1000}
+    assert (await client.patch(f"/admin/tenants/{tenant.id}", json=limits, headers=ADMIN)).status_code == 200
+    instance_id = await pending_instance(client, tenant)
+    connection = await nats.connect(migrated["NATS_URL"])
+    try:
+        async with httpx.AsyncClient(base_url=leasing_api.url, timeout=30) as leasing:
+
+            async def send() -> None:
+                response = await leasing.post(
+                    f"/api/instances/{instance_id}/send",
+                    json={"to": "491701234567", "text": "x"},
+                    headers=tenant.headers,
+                )
+                assert response.status_code == 202, response.text
+
+            await send()
+            taken_at = await bucket_taken_at(db, instance_id)
+            await send()
+            assert await bucket_taken_at(db, instance_id) == taken_at  # served from the lease
+            again = InstanceStatusChanged(  # the state the row already has: only the lease can change
+                instance_id=instance_id, tenant_id=tenant.id, generation=1, node=None, status=InstanceStatus.PENDING
+            )
+            await connection.publish(subjects.instance_status(instance_id), encode(again))
+
+            async def statement_ran() -> bool:
+                await send()
+                return await bucket_taken_at(db, instance_id) != taken_at
+
+            await wait_until(statement_ran, timeout=10, interval=0.1, what="a send after the event runs the statement")
+    finally:
+        await connection.close()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
 
 
 async def test_a_message_of_an_instance_deleted_meanwhile_does_not_fail_its_batch(

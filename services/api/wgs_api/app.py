@@ -12,6 +12,7 @@ from wgs_api.config import Settings, get_settings
 from wgs_api.domain.accounts.controllers import TenantController
 from wgs_api.domain.instances.controllers import InstanceController
 from wgs_api.domain.messaging.controllers import MessagingController
+from wgs_api.domain.messaging.leases import LEASES
 from wgs_api.domain.nodes.controllers import NodeController
 from wgs_api.domain.snapshots.controllers import SnapshotController
 from wgs_api.domain.system.controllers import root
@@ -28,6 +29,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await open_database(settings.database_url, max_size=20)
+        LEASES.lease_seconds = settings.send_lease_seconds
         messaging = ApiMessaging(settings.nats_url, events_max_deliver=settings.events_max_deliver)
         await messaging.start()
         app.state.messaging = messaging

@@ -5,6 +5,8 @@ from functools import lru_cache
 
 from wgs_kit.env import env_float, env_int, env_str
 
+from wgs_api.domain.messaging.leases import LEASE_SECONDS
+
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
@@ -26,6 +28,7 @@ class Settings:
     migrate_timeout_seconds: float
     drain_timeout_seconds: float
     events_max_deliver: int
+    send_lease_seconds: float
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -47,6 +50,7 @@ class Settings:
             migrate_timeout_seconds=env_float("WGS_API_MIGRATE_TIMEOUT_SECONDS", 240.0),
             drain_timeout_seconds=env_float("WGS_API_DRAIN_TIMEOUT_SECONDS", 3600.0),
             events_max_deliver=env_int("WGS_API_EVENTS_MAX_DELIVER", 8),
+            send_lease_seconds=env_float("WGS_API_SEND_LEASE_SECONDS", LEASE_SECONDS),
         )
 
 

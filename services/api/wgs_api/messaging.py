@@ -11,7 +11,8 @@ Instance events reach the API twice:
   dead letters on `wgs.dlq.api-instance-events`. A consumer left by an earlier release (one
   filter `wgs.evt.instance.>`) is updated in place when an API process starts.
 - every API process also watches status events on core NATS (`watch_status`), so that a
-  request can wait for its instance's next state (`StatusBoard`), and revocations of API keys
+  request can wait for its instance's next state (`StatusBoard`) and the instance's send lease
+  ends (`wgs_api.domain.messaging.leases`), and revocations of API keys
   (`ApiKeysRevoked`), to forget the keys it remembers (`wgs_api.domain.accounts.key_cache`).
 """
 
@@ -30,6 +31,7 @@ from wgs_kit.messaging import decode, encode, make_broker, publish_core, publish
 
 from wgs_api.domain.accounts.key_cache import KEYS
 from wgs_api.domain.instances.status import StatusBoard
+from wgs_api.domain.messaging.leases import LEASES
 from wgs_api.errors import TimedOut, Unavailable
 from wgs_api.events import APPLIED_EVENTS, apply_messages
 
@@ -56,7 +58,9 @@ class ApiMessaging:
 
         @self.broker.subscriber(subjects.ALL_INSTANCE_STATUS, no_reply=True)
         async def watch_status(body: bytes) -> None:
-            board.dispatch(decode(body, InstanceStatusChanged))
+            event = decode(body, InstanceStatusChanged)
+            LEASES.end(event.instance_id)
+            board.dispatch(event)
 
         @self.broker.subscriber(subjects.ALL_TENANT_KEYS_REVOKED, no_reply=True)
         async def watch_revocations(body: bytes) -> None:

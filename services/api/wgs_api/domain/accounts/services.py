@@ -14,6 +14,7 @@ from wgs_kit.coalescing import Coalescer
 
 from wgs_api.domain.accounts import keys, schemas
 from wgs_api.domain.accounts.key_cache import KEYS
+from wgs_api.domain.messaging.leases import LEASES
 from wgs_api.errors import Conflict, Invalid, NotFound
 from wgs_api.messaging import ApiMessaging
 from wgs_api.patching import unset_to_none
@@ -133,6 +134,7 @@ async def update_tenant(tenant_id: int, data: schemas.TenantUpdate) -> schemas.T
     )
     if changes:
         await Tenant.update(changes).where(Tenant.id == tenant_id)  # type: ignore[arg-type]
+        LEASES.end_all()  # a new rate applies to the next send here (other processes: within a lease's time)
     return await get_tenant(tenant_id)
 
 

@@ -18,6 +18,7 @@ from wgs_api.domain.instances.validation import (
     check_fits_largest_node,
     validate_create,
 )
+from wgs_api.domain.messaging.leases import LEASES
 from wgs_api.errors import Conflict, Invalid, NoCapacity, NotFound, StartFailed, Unavailable, error_for_status
 from wgs_api.messaging import ApiMessaging
 
@@ -161,6 +162,7 @@ async def create_instance(
 async def delete_instance(tenant_id: int, instance_id: int, *, settings: Settings, messaging: ApiMessaging) -> bool:
     """Delete an instance; True once its container is gone (and the row with it)."""
     await fetch_own(tenant_id, instance_id)
+    LEASES.end(instance_id)
     unplaced = await Instance.raw("DELETE FROM instances WHERE id = {} AND node_id IS NULL RETURNING id", instance_id)
     if unplaced:
         return True
