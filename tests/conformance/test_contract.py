@@ -118,6 +118,20 @@ async def test_invalid_sends_are_422_naming_the_field(provider: ProviderUnderTes
         assert isinstance(response.json()["error"], str)
 
 
+async def test_a_batch_of_sends_is_answered_per_item_or_refused_whole(provider: ProviderUnderTest) -> None:
+    """The batch form of `POST /messages` is optional: each item answered as alone, or 4xx sending nothing."""
+    await provider.wait_state("qr")
+    batch = [{"id": "b1", "to": PEER, "content": TEXT}, {"id": "b2", "to": "12ab", "content": TEXT}]
+    response = await provider.post("/messages", {"batch": batch})
+    if response.status_code == 200:
+        results = response.json()["results"]
+        assert [(r["status"], r["body"].get("field")) for r in results] == [(503, None), (422, "to")]
+        assert results[0]["body"]["error"] == "Client not connected"
+    else:
+        assert 400 <= response.status_code < 500, response.text
+    assert not [event for event in (await provider.events())["events"] if event["type"] == "message.status"]
+
+
 async def test_events_are_in_seq_order_and_long_poll_returns_within_the_wait(provider: ProviderUnderTest) -> None:
     await provider.wait_state("qr")
     page = await provider.events()

@@ -60,6 +60,28 @@ async def test_a_send_after_pairing_is_sent_once_per_id(provider: ProviderUnderT
     assert (response.status_code, response.json()["field"]) == (422, "content.text")
 
 
+async def test_sends_come_in_batches(provider: ProviderUnderTest) -> None:
+    await provider.pair()
+    last = await provider.last_seq()
+    batch = [
+        {"id": "m1", "to": PEER, "content": TEXT},
+        {"id": "m2", "to": PEER, "content": {"type": "text"}},
+        {"id": "m1", "to": PEER, "content": TEXT},
+    ]
+    response = await provider.post("/messages", {"batch": batch})
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [(r["status"], r["body"].get("field")) for r in results] == [(200, None), (422, "content.text"), (200, None)]
+    assert results[0]["body"] == results[2]["body"] == {"id": "m1", "status": "sent"}  # the repeat: sent once
+    events = (await provider.events(after=last))["events"]
+    assert [(e["type"], e["data"].get("message_id", e["data"].get("id"))) for e in events] == [
+        ("message.status", "m1"),
+        ("sandbox.outbound", "m1"),
+    ]
+    response = await provider.post("/messages", {"batch": [{"id": f"x{i}"} for i in range(1001)]})
+    assert (response.status_code, response.json()["field"]) == (422, "batch")
+
+
 async def test_a_delivered_message_is_announced_then_read(provider: ProviderUnderTest) -> None:
     delivery = {"id": "x1", "from": PEER, "content": TEXT}
     await provider.wait_state("qr")

@@ -27,7 +27,7 @@ from wgs_sandbox.state import State
 log = logging.getLogger(__name__)
 MAX_WAIT_SECONDS = 30.0
 PAGE_SIZE = 1000
-MAX_BATCH = PAGE_SIZE  # items of one `/sandbox/deliver` or `/sandbox/receipt` batch: at most a page's worth
+MAX_BATCH = PAGE_SIZE  # items of one `/messages`, `/sandbox/deliver` or `/sandbox/receipt` batch
 MAX_PAIR_CODES = 16
 PAIR_CODE_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTVWXYZ"
 STATUS_RANK = {"sent": 0, "delivered": 1, "read": 2}
@@ -340,7 +340,9 @@ class SandboxProvider:
         return Response(200, {"state": "qr"})
 
     async def _send(self, request: Request) -> Response:
-        body = request.json_object()
+        return each_item(request.json_object(), self._send_one)
+
+    def _send_one(self, body: dict[str, Any]) -> Response:
         message_id = validation.text(body, "id")
         to = validation.phone(body, "to")
         content = validation.message_content(body.get("content"))

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Final
 
 import msgspec
 from faststream.nats import NatsBroker
@@ -47,6 +48,7 @@ from wgs_contracts.provider_api import (
     SandboxReceipt,
     SendRequest,
 )
+from wgs_kit.coalescing import Coalescer
 from wgs_kit.messaging import decode, encode, publish_durable, publish_durable_all, redelivery_delay
 
 from wgs_node_agent.network import SandboxNetwork
@@ -58,6 +60,23 @@ log = logging.getLogger(__name__)
 LONG_POLL_SECONDS = 20.0
 RETRY_SECONDS = 0.2
 PROVIDER_WAIT_SECONDS = 1.0  # longest pause before a queued send is offered again to a provider not answering
+
+
+PROVIDER_NOT_ANSWERING: Final = ProviderReply(status=504, body=b'{"error": "provider is not answering"}')
+MAX_SEND_BATCH = 100  # sends of one `POST /messages` batch call
+
+
+def batch_results(reply: ProviderReply, count: int) -> list[ProviderReply] | None:
+    """Each item's answer from a batch call's `200 {"results": [...]}`; None when it is not that answer."""
+    if reply.status != 200:
+        return None
+    try:
+        results = msgspec.json.decode(reply.body, type=BatchResults).results
+    except msgspec.ValidationError:
+        return None
+    if len(results) != count:
+        return None
+    return [ProviderReply(status=r.status, body=bytes(r.body)) for r in results]
 
 
 def failed(messages: list[SandboxOutbound], reason: str) -> list[ReceiptRequest]:
@@ -108,6 +127,8 @@ class InstanceSession:
         self._phone: Subscription | None = None
         # Held while events are published and acked, so that stopping never cuts between the two.
         self._publishing = asyncio.Lock()
+        self._sends: Coalescer[bytes, ProviderReply] = Coalescer(self._send_together, max_batch=MAX_SEND_BATCH)
+        self._batches_refused = False
 
     @property
     def instance_id(self) -> int:
@@ -143,12 +164,39 @@ class InstanceSession:
         await js.purge_stream(streams.OUTBOUND.name, subject=subjects.outbound(self.instance_id))
 
     async def relay(self, method: str, path: str, body: bytes | None) -> ProviderReply:
-        """Forward one HTTP call to the provider."""
+        """Forward one HTTP call to the provider; sends waiting meanwhile go together (`_send_together`)."""
+        if method == "POST" and path == "/messages" and body is not None and not self._batches_refused:
+            return await self._sends.submit(body)
+        return await self._call(method, path, body)
+
+    async def _call(self, method: str, path: str, body: bytes | None) -> ProviderReply:
         try:
             status, content, content_type = await self.client.call(method, path, body)
         except ProviderUnavailable:
-            return ProviderReply(status=504, body=b'{"error": "provider is not answering"}')
+            return PROVIDER_NOT_ANSWERING
         return ProviderReply(status=status, body=content, content_type=content_type)
+
+    async def _send_together(self, bodies: list[bytes]) -> list[ProviderReply]:
+        """Sends that waited together: one `POST /messages` batch call, each send its own result.
+
+        A lone send is one plain call, as is every send to a provider that refused a batch (4xx:
+        it takes no batches). A batch answered otherwise than per item is sent one by one (sends
+        are idempotent by id); one the provider did not answer is not sent again.
+        """
+        if len(bodies) == 1 or self._batches_refused:
+            return list(await asyncio.gather(*(self._call("POST", "/messages", body) for body in bodies)))
+        reply = await self._call("POST", "/messages", b'{"batch":[' + b",".join(bodies) + b"]}")
+        if reply is PROVIDER_NOT_ANSWERING:
+            return [reply] * len(bodies)
+        results = batch_results(reply, len(bodies))
+        if results is not None:
+            return results
+        if 400 <= reply.status < 500:
+            log.info(
+                "instance %d: the provider takes no batch of sends (%d); one per call", self.instance_id, reply.status
+            )
+            self._batches_refused = True
+        return list(await asyncio.gather(*(self._call("POST", "/messages", body) for body in bodies)))
 
     # --- event pump -------------------------------------------------------------------------
 

@@ -1,0 +1,129 @@
+"""The agent sends what waits together for one instance as one `POST /messages` batch call, against
+the real sandbox provider (in this process, on a real unix socket) and providers that take no batch."""
+
+import asyncio
+import contextlib
+import functools
+import json
+import shutil
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from wgs_contracts.messages import InstanceSpec, Provider
+from wgs_node_agent.runtime.base import InstancePaths
+from wgs_node_agent.session import InstanceSession
+from wgs_sandbox.http import Request, Response, serve_connection
+from wgs_sandbox.provider import SandboxProvider
+
+PEER = "491700000002"
+SPEC = InstanceSpec(instance_id=1, tenant_id=1, provider=Provider.SANDBOX, nano_cpus=0, memory_bytes=0, pids_limit=0)
+
+
+def send(message_id: str, text: str = "hi") -> bytes:
+    return json.dumps({"id": message_id, "to": PEER, "content": {"type": "text", "text": text}}).encode()
+
+
+class Sandbox:
+    """A paired sandbox provider behind a session, with every `/messages` body it was sent."""
+
+    def __init__(self, folder: Path) -> None:
+        (folder / "state").mkdir()
+        self.provider = SandboxProvider(instance_id="1", data_dir=folder / "state", phone="491700000001")
+        self.paths = InstancePaths(state_dir=folder / "state", socket_dir=folder / "run")
+        self.sends: list[dict] = []
+        self.refuse_batches = False
+        self.failures = 0  # how many `/messages` calls to answer 500 first
+        self.session = InstanceSession(SPEC, 1, self.paths, broker=None, network=None)  # type: ignore[arg-type]
+
+    async def handle(self, request: Request) -> Response:
+        if request.path == "/messages":
+            body = json.loads(request.body)
+            self.sends.append(body)
+            if self.refuse_batches and "batch" in body:  # what a provider without batches answers
+                return Response(422, {"error": "missing id", "field": "id"})
+            if self.failures:
+                self.failures -= 1
+                return Response(500, {"error": "a moment"})
+        return await self.provider.handle(request)
+
+    def batch_sizes(self) -> list[int]:
+        """Per `/messages` call: the number of sends in it (0: a plain call)."""
+        return [len(body["batch"]) if "batch" in body else 0 for body in self.sends]
+
+
+@pytest.fixture
+async def sandbox() -> AsyncIterator[Sandbox]:
+    folder = Path(tempfile.mkdtemp(prefix="wgs-sb-", dir="/tmp"))  # unix socket paths must stay short
+    scripted = Sandbox(folder)
+    scripted.paths.socket_dir.mkdir(parents=True)
+    server = await asyncio.start_unix_server(
+        functools.partial(serve_connection, scripted.handle), path=str(scripted.paths.socket)
+    )
+    ticker = asyncio.create_task(scripted.provider.run())
+    qr = json.loads((await scripted.session.relay("GET", "/qr", None)).body)["qr"]
+    scanned = await scripted.session.relay("POST", "/sandbox/scan", json.dumps({"qr": qr}).encode())
+    assert scanned.status == 200, scanned.body
+    yield scripted
+    await scripted.session.client.close()
+    ticker.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await ticker
+    server.close()
+    shutil.rmtree(folder)
+
+
+async def test_sends_waiting_together_go_in_one_call_each_with_its_own_answer(sandbox: Sandbox) -> None:
+    bodies = [send("m1"), send("m2"), send("m3", text=""), send("m1"), send("m4")]
+    replies = await asyncio.gather(*(sandbox.session.relay("POST", "/messages", body) for body in bodies))
+    assert sandbox.batch_sizes() == [5]
+    assert [r.status for r in replies] == [200, 200, 422, 200, 200]
+    assert json.loads(replies[0].body) == {"id": "m1", "status": "sent"}
+    assert json.loads(replies[2].body)["field"] == "content.text"
+    assert json.loads(replies[3].body) == {"id": "m1", "status": "sent"}  # the repeat: sent once
+    statuses = [e for e in sandbox.provider.outbox if e["type"] == "message.status"]
+    assert [e["data"]["message_id"] for e in statuses] == ["m1", "m2", "m4"]
+
+
+async def test_a_lone_send_is_a_plain_call(sandbox: Sandbox) -> None:
+    reply = await sandbox.session.relay("POST", "/messages", send("m1"))
+    assert (reply.status, json.loads(reply.body)) == (200, {"id": "m1", "status": "sent"})
+    assert sandbox.batch_sizes() == [0]
+
+
+async def test_a_provider_that_refuses_a_batch_gets_one_send_per_call_from_then_on(sandbox: Sandbox) -> None:
+    sandbox.refuse_batches = True
+    first = await asyncio.gather(*(sandbox.session.relay("POST", "/messages", send(f"a{i}")) for i in range(3)))
+    later = await asyncio.gather(*(sandbox.session.relay("POST", "/messages", send(f"b{i}")) for i in range(3)))
+    assert [r.status for r in first + later] == [200] * 6
+    assert sandbox.batch_sizes() == [3, 0, 0, 0, 0, 0, 0]
+
+
+async def test_a_batch_answered_otherwise_is_sent_one_by_one_and_batches_go_on(sandbox: Sandbox) -> None:
+    sandbox.failures = 1
+    first = await asyncio.gather(*(sandbox.session.relay("POST", "/messages", send(f"a{i}")) for i in range(2)))
+    later = await asyncio.gather(*(sandbox.session.relay("POST", "/messages", send(f"b{i}")) for i in range(2)))
+    assert [r.status for r in first + later] == [200] * 4
+    assert sandbox.batch_sizes() == [2, 0, 0, 2]
+
+
+async def test_a_batch_the_provider_does_not_answer_is_not_sent_again() -> None:
+    folder = Path(tempfile.mkdtemp(prefix="wgs-sb-", dir="/tmp"))
+    paths = InstancePaths(state_dir=folder / "state", socket_dir=folder)
+    requests: list[bytes] = []
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        requests.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.close()
+
+    server = await asyncio.start_unix_server(hang_up, path=str(paths.socket))
+    session = InstanceSession(SPEC, 1, paths, broker=None, network=None)  # type: ignore[arg-type]
+    try:
+        replies = await asyncio.gather(*(session.relay("POST", "/messages", send(f"m{i}")) for i in range(3)))
+        assert [r.status for r in replies] == [504] * 3
+        assert len(requests) == 1  # the batch, once: the sends are not tried again one by one
+    finally:
+        await session.client.close()
+        server.close()
+        shutil.rmtree(folder)
