@@ -5,6 +5,8 @@ parked on the dead-letter stream after `max_deliver` attempts, and `Nats-Msg-Id`
 Each test gets its own JetStream stream (`TEST_GUARD_<token>`), deleted at the end, and purges only
 its own dead-letter subject."""
 
+import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -25,7 +27,7 @@ from wgs_contracts.streams import DEAD_LETTERS, StreamSpec
 from wgs_kit.batched import consumer_config, differs, ensure_pull_consumer
 from wgs_kit.logs import trace_id_var
 from wgs_kit.messaging import (
-    ATOMIC_BATCH_MAX,
+    FAST_BATCH_MAX,
     decode,
     durable_subscriber,
     guarded_delivery,
@@ -37,7 +39,6 @@ from wgs_kit.messaging import (
 from wgs_kit.waiting import wait_until
 
 MAX_DELIVER = 3
-SERVER_BATCHES_IN_FLIGHT_PER_STREAM = 50  # nats-server's default `jetstream.limits.batch.max_inflight_per_stream`
 DEADLINE = 15.0
 MESSAGE = CreateInstance(instance_id=7, tenant_id=3)
 
@@ -88,23 +89,23 @@ class Attempts:
 
 @asynccontextmanager
 async def guard_stream(
-    url: str, *, atomic: bool = False, max_msg_size: int | None = None, server_atomic: bool | None = None
+    url: str, *, batches: bool = False, max_msg_size: int | None = None, server_batches: bool | None = None
 ) -> AsyncIterator[GuardStream]:
-    """A test-only stream, deleted after: atomic batches allowed or not (`server_atomic`: what the
-    server was told, when it differs from the spec), optionally a message size limit."""
+    """A test-only stream, deleted after: fast-ingest batches allowed or not (`server_batches`: what
+    the server was told, when it differs from the spec), optionally a message size limit."""
     token = uuid.uuid4().hex[:12]
     spec = StreamSpec(
         name=f"TEST_GUARD_{token}",
         subjects=(f"test.guard.{token}.>",),
         description="test-only stream of test_durable_delivery",
         max_age_seconds=3600.0,
-        allow_atomic_batches=atomic,
+        allow_fast_batches=batches,
     )
     nc = await nats.connect(url)
     js = nc.jetstream()
     config = stream_config(spec)
     config.max_msg_size = max_msg_size
-    config.allow_atomic = atomic if server_atomic is None else server_atomic
+    config.allow_batched = batches if server_batches is None else server_batches
     await js.add_stream(config)
     stream = GuardStream(spec=spec, token=token, url=url, nc=nc, js=js)
     try:
@@ -324,20 +325,24 @@ async def publish_all(stream: GuardStream, ids: list[str]) -> None:
         await broker.stop()
 
 
-@pytest.mark.parametrize("atomic", [True, False], ids=["atomic-batches", "one-by-one"])
-async def test_publish_durable_all_stores_each_message_once_in_order(migrated: dict[str, str], atomic: bool) -> None:
-    async with guard_stream(migrated["NATS_URL"], atomic=atomic) as stream:
+@pytest.mark.parametrize("batches", [True, False], ids=["fast-batches", "one-by-one"])
+async def test_publish_durable_all_stores_each_message_once_in_order(
+    migrated: dict[str, str], batches: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="wgs_kit.messaging")
+    async with guard_stream(migrated["NATS_URL"], batches=batches) as stream:
         await publish_all(stream, ["a", "b", "c"])
         # A replay after a crash: what was stored again, and what comes after it.
         await publish_all(stream, ["b", "c", "d", "e"])
         await publish_all(stream, ["f"])
 
         assert await stored(stream) == [(stream.subject(i), f"{stream.token}-{i}") for i in "abcdef"]
+    assert "not stored whole" not in caplog.text  # batches, the replay included, were stored as batches
 
 
-async def test_publish_durable_all_splits_at_the_atomic_batch_limit(migrated: dict[str, str]) -> None:
-    async with guard_stream(migrated["NATS_URL"], atomic=True) as stream:
-        ids = [f"m{n}" for n in range(ATOMIC_BATCH_MAX + 5)]
+async def test_publish_durable_all_splits_long_batches(migrated: dict[str, str]) -> None:
+    async with guard_stream(migrated["NATS_URL"], batches=True) as stream:
+        ids = [f"m{n}" for n in range(FAST_BATCH_MAX + 5)]
         await publish_all(stream, ids)
 
         assert [msg_id for _, msg_id in await stored(stream)] == [f"{stream.token}-{i}" for i in ids]
@@ -367,18 +372,18 @@ async def publish_three_with(stream: GuardStream, middle: msgspec.Struct) -> Non
         await broker.stop()
 
 
-async def test_a_batch_with_a_message_too_big_for_the_server_stores_nothing(migrated: dict[str, str]) -> None:
-    async with guard_stream(migrated["NATS_URL"], atomic=True) as stream:
+async def test_a_message_too_big_for_the_connection_stops_the_batch_before_it(migrated: dict[str, str]) -> None:
+    async with guard_stream(migrated["NATS_URL"], batches=True) as stream:
         with pytest.raises(MaxPayloadError):
             await publish_three_with(stream, Padded(text="x" * 1_100_000))  # the server takes up to 1 MiB
 
-        assert await stored(stream) == []  # `a` went out in the batch, which was never committed
+        assert await stored(stream) == [(stream.subject("a"), f"{stream.token}-a")]  # never `c` without `b`
 
 
 async def test_a_message_the_stream_refuses_stops_the_batch_there(migrated: dict[str, str]) -> None:
-    # The server drops the refused message of a batch, so the commit finds the batch incomplete;
-    # published one by one instead, what comes before it is stored and nothing after it.
-    async with guard_stream(migrated["NATS_URL"], atomic=True, max_msg_size=400) as stream:
+    # The server stops the batch at the refused message; published one by one instead, what comes
+    # before it is stored (once) and the refusal raises: nothing after it is stored.
+    async with guard_stream(migrated["NATS_URL"], batches=True, max_msg_size=400) as stream:
         with pytest.raises(APIError):
             await publish_three_with(stream, Padded(text="x" * 1000))
 
@@ -387,26 +392,28 @@ async def test_a_message_the_stream_refuses_stops_the_batch_there(migrated: dict
 
 async def test_a_stream_not_yet_taking_batches_gets_the_messages_one_by_one(migrated: dict[str, str]) -> None:
     # The publisher's contract allows batches, the stream was not updated yet (before `wgs-migrate`).
-    async with guard_stream(migrated["NATS_URL"], atomic=True, server_atomic=False) as stream:
+    async with guard_stream(migrated["NATS_URL"], batches=True, server_batches=False) as stream:
         await publish_all(stream, ["a", "b", "c"])
 
         assert await stored(stream) == [(stream.subject(i), f"{stream.token}-{i}") for i in "abc"]
 
 
-async def test_a_batch_refused_for_too_many_batches_in_flight_is_published_one_by_one(
-    migrated: dict[str, str],
-) -> None:
-    async with guard_stream(migrated["NATS_URL"], atomic=True) as stream:
-        # Other publishers' batches, started and not committed (the server holds up to 50 per stream).
-        for index in range(SERVER_BATCHES_IN_FLIGHT_PER_STREAM):
-            open_batch = {
-                headers.BATCH_ID: f"open-{index}",
-                headers.BATCH_SEQUENCE: "1",
-                headers.MSG_ID: f"open-{index}",
-            }
-            await stream.nc.publish(stream.subject("open"), b"{}", headers=open_batch)
-        await stream.nc.flush()
+async def test_many_batches_at_once_are_each_stored_in_order(migrated: dict[str, str]) -> None:
+    """Every instance of a node publishes its pages on one connection, concurrently."""
+    async with guard_stream(migrated["NATS_URL"], batches=True) as stream:
+        broker = make_broker(stream.url, "test-publisher")
+        await broker.start()
+        try:
+            pages = [
+                [(stream.subject(f"p{page}"), MESSAGE, f"{stream.token}-{page}-{n}") for n in range(20)]
+                for page in range(60)
+            ]
+            await asyncio.gather(*(publish_durable_all(broker, page, stream=stream.spec) for page in pages))
+        finally:
+            await broker.stop()
 
-        await publish_all(stream, ["a", "b", "c"])
-
-        assert await stored(stream) == [(stream.subject(i), f"{stream.token}-{i}") for i in "abc"]
+        found = await stored(stream)
+        assert len(found) == 60 * 20
+        for page in range(60):
+            ids = [msg_id for subject, msg_id in found if subject == stream.subject(f"p{page}")]
+            assert ids == [f"{stream.token}-{page}-{n}" for n in range(20)]

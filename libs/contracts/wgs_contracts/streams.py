@@ -18,8 +18,9 @@ class StreamSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_age_seconds: float
     duplicate_window_seconds: float = 120.0
     retention: Literal["limits", "workqueue", "interest"] = "limits"
-    # Publishers may store several messages as one all-or-nothing batch (`publish_durable_all`).
-    allow_atomic_batches: bool = False
+    # Publishers may store several messages as one JetStream fast-ingest batch, stored in order and
+    # stopped at its first refused message (`publish_durable_all`; nats-server 2.14+ `allow_batched`).
+    allow_fast_batches: bool = False
 
 
 COMMANDS: Final = StreamSpec(
@@ -39,7 +40,7 @@ EVENTS: Final = StreamSpec(
     subjects=(subjects.ALL_INSTANCE_EVENTS,),
     description="Public instance events (status, connection, QR, messages, message statuses).",
     max_age_seconds=7 * DAY,
-    allow_atomic_batches=True,  # a node agent stores a page of an instance's events at once
+    allow_fast_batches=True,  # a node agent stores a page of an instance's events at once
 )
 OUTBOUND: Final = StreamSpec(
     name="WGS_OUTBOUND",

@@ -5,20 +5,22 @@ raises gets its message redelivered with backoff; after `max_deliver` attempts
 the message is parked on the dead-letter stream (never silently dropped).
 """
 
+import asyncio
 import json
 import logging
-import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from enum import IntEnum
 from typing import Any, TypeVar
 
 import msgspec
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
+from nats.aio.msg import Msg
 from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.client import JetStreamContext
-from nats.js.errors import APIError, NotFoundError
+from nats.js.errors import NotFoundError
 from wgs_contracts import headers, subjects
 from wgs_contracts.messages import SCHEMA_VERSION
 from wgs_contracts.streams import ALL_STREAMS, DEAD_LETTERS, StreamSpec
@@ -78,39 +80,46 @@ async def publish_durable(
     await js.publish(subject, encode(message), timeout=5.0, stream=stream.name, headers=trace_headers(msg_id))
 
 
-ATOMIC_BATCH_MAX = 1000  # JetStream's limit of messages in one atomic batch
-# JetStream refusals of an atomic batch as such, not of its messages: the batch repeats an id the
-# stream holds (a replay after a crash); the stream does not take batches (yet: before `wgs-migrate`
-# updated it); the server has too many batches in flight, so it dropped some of ours
-# ("incomplete") or refused it; the batch is over the server's size limit.
-BATCH_REFUSALS = frozenset({10201, 10174, 10176, 10210, 10199})
+FAST_BATCH_MAX = 1000  # messages of one fast-ingest batch (a page of events is at most this long)
+FAST_BATCH_FLOW = 1000  # the ack cadence asked for; the publisher waits only for the commit's answer
+FAST_BATCH_SUFFIX = "$FI"  # fast-ingest batches are told apart by their reply subjects (ADR-50)
+
+
+class FastBatchOp(IntEnum):
+    """What a message does to its fast-ingest batch (a token of its reply subject)."""
+
+    START = 0
+    ADD = 1
+    COMMIT = 2
 
 
 class BatchRefused(Exception):
-    """JetStream refused an atomic batch as a whole; nothing of it was stored."""
+    """JetStream did not store a fast-ingest batch whole: it stopped at a gap or a refused message,
+    or the stream takes no batches."""
 
 
 async def publish_durable_all(
     broker: NatsBroker, messages: Sequence[tuple[str, msgspec.Struct, str]], *, stream: StreamSpec
 ) -> None:
-    """Publish (subject, message, msg_id) triples in order, each stored once, with one ack per batch.
+    """Publish (subject, message, msg_id) triples in order, each stored once, with one answer per batch.
 
-    On a stream with `allow_atomic_batches`, up to ATOMIC_BATCH_MAX messages go out as one JetStream
-    atomic batch: written together, acked once, stored whole or not at all. A batch refused as such
-    (`BATCH_REFUSALS`: e.g. it repeats an id already stored, after a crash) is published one
-    message at a time instead, in order: stored ones are deduplicated, the others stored, and a
-    message refused stops it there. Either way the stream never holds a message without the ones
-    before it. A message too big for the server raises before the batch is committed.
+    On a stream with `allow_fast_batches` (nats-server 2.14+), up to FAST_BATCH_MAX messages go out
+    as one JetStream fast-ingest batch: written together, each stored as it arrives (a repeated id
+    is skipped), answered once. The server stops a batch at a gap or at the first message it refuses
+    and stores nothing of it after that, so the stream never holds a message without the ones before
+    it. A batch not stored whole (`BatchRefused`: stopped, or the stream does not take batches yet)
+    is published again one message at a time, in order: what was stored is deduplicated, and the
+    refused message raises there. A message too big for the connection raises before it is sent.
     """
-    if len(messages) == 1 or not stream.allow_atomic_batches:
+    if len(messages) == 1 or not stream.allow_fast_batches:
         await _publish_one_by_one(broker, messages, stream)
         return
-    for start in range(0, len(messages), ATOMIC_BATCH_MAX):
-        batch = messages[start : start + ATOMIC_BATCH_MAX]
+    for start in range(0, len(messages), FAST_BATCH_MAX):
+        batch = messages[start : start + FAST_BATCH_MAX]
         try:
-            await _publish_atomic(broker, batch, stream)
+            await _publish_fast(broker, batch, stream)
         except BatchRefused as refusal:
-            log.info("atomic batch of %d refused (%s): publishing one by one", len(batch), refusal)
+            log.info("fast batch of %d not stored whole (%s): publishing one by one", len(batch), refusal)
             await _publish_one_by_one(broker, batch, stream)
 
 
@@ -121,23 +130,51 @@ async def _publish_one_by_one(
         await publish_durable(broker, subject, message, msg_id=msg_id, stream=stream)
 
 
-async def _publish_atomic(
+async def _publish_fast(
     broker: NatsBroker, batch: Sequence[tuple[str, msgspec.Struct, str]], stream: StreamSpec
 ) -> None:
-    """One JetStream atomic batch: every message but the last without a reply, the last commits."""
+    """One JetStream fast-ingest batch (ADR-50, "gap: fail"); returns once the server answered its commit.
+
+    The batch lives in the reply subjects: `<inbox>.<flow>.fail.<batch seq>.<op>.$FI`, the inbox's
+    last token being the batch id. The server answers on them: flow acks, an error for a refused
+    message (and for each one after it), and the commit's answer with the count stored.
+    """
     nc = broker.connection
-    common = {**trace_headers(), headers.EXPECTED_STREAM: stream.name, headers.BATCH_ID: uuid.uuid4().hex}
-    *leading, (last_subject, last_message, last_id) = batch
-    for sequence, (subject, message, msg_id) in enumerate(leading, 1):
-        batch_headers = {**common, headers.MSG_ID: msg_id, headers.BATCH_SEQUENCE: str(sequence)}
-        await nc.publish(subject, encode(message), headers=batch_headers)
-    commit = {**common, headers.MSG_ID: last_id, headers.BATCH_SEQUENCE: str(len(batch)), headers.BATCH_COMMIT: "1"}
-    reply = await nc.request(last_subject, encode(last_message), timeout=5.0, headers=commit)
-    error = json.loads(reply.data).get("error")
-    if error is not None:
-        if error.get("err_code") in BATCH_REFUSALS:
-            raise BatchRefused(f"{error.get('err_code')}: {error.get('description')}")
-        APIError.from_error(error)  # raises the nats-py error of that code
+    inbox = nc.new_inbox()
+    replies = [
+        f"{inbox}.{FAST_BATCH_FLOW}.fail.{sequence}.{op_of(sequence, len(batch))}.{FAST_BATCH_SUFFIX}"
+        for sequence in range(1, len(batch) + 1)
+    ]
+    refusals: list[dict[str, Any]] = []
+    committed: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+
+    async def answer(msg: Msg) -> None:
+        frame = json.loads(msg.data)
+        if "error" in frame:
+            refusals.append(frame["error"])
+        if msg.subject == replies[-1] and not committed.done():
+            committed.set_result(frame)
+
+    subscription = await nc.subscribe(f"{inbox}.>", cb=answer)
+    try:
+        common = {**trace_headers(), headers.EXPECTED_STREAM: stream.name}
+        for (subject, message, msg_id), reply in zip(batch, replies, strict=True):
+            await nc.publish(subject, encode(message), reply=reply, headers={**common, headers.MSG_ID: msg_id})
+        commit = await asyncio.wait_for(committed, timeout=5.0)
+    finally:
+        await subscription.unsubscribe()
+    if refusals:
+        first = refusals[0]
+        raise BatchRefused(f"{first.get('err_code')}: {first.get('description')}")
+    if commit.get("count") != len(batch):
+        raise BatchRefused(f"{commit.get('count')} of {len(batch)} stored")
+
+
+def op_of(sequence: int, size: int) -> FastBatchOp:
+    """The operation of the `sequence`-th message (from 1) of a batch of `size`."""
+    if sequence == size:
+        return FastBatchOp.COMMIT
+    return FastBatchOp.START if sequence == 1 else FastBatchOp.ADD
 
 
 async def publish_core(broker: NatsBroker, subject: str, message: msgspec.Struct) -> None:
@@ -154,7 +191,7 @@ def stream_config(spec: StreamSpec) -> StreamConfig:
         retention=RetentionPolicy(spec.retention),
         max_age=spec.max_age_seconds,
         duplicate_window=spec.duplicate_window_seconds,
-        allow_atomic=spec.allow_atomic_batches,
+        allow_batched=spec.allow_fast_batches,
     )
 
 

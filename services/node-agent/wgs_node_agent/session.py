@@ -255,7 +255,7 @@ class InstanceSession:
     async def _publish(self, events: list[ProviderEvent]) -> None:
         """Publish a page's public events on JetStream, in order, deduplicated by event id.
 
-        As one atomic batch (`publish_durable_all`): one write and one ack for the page instead
+        As one fast-ingest batch (`publish_durable_all`): one write and one answer for the page instead
         of a round trip per event, and the stream never holds an event without those before it.
         """
         if not events:
