@@ -1,6 +1,8 @@
 """Pairing and messaging between sandbox instances through every service, on a real Docker engine."""
 
+import asyncio
 import base64
+import json
 from collections.abc import AsyncIterator
 
 import aiodocker
@@ -10,10 +12,12 @@ import nats
 import pytest
 from nats.js.api import DeliverPolicy
 from wgs_contracts import subjects
-from wgs_contracts.instance_events import MessageReceived
+from wgs_contracts.instance_events import MessageReceived, ProviderSends, ProviderSendsReply
 from wgs_devstack.services import Service
+from wgs_kit.messaging import decode, encode
 from wgs_kit.waiting import wait_until
 
+from tests.e2e.conftest import NODE
 from tests.support.api import Tenant, create_tenant
 from tests.support.sandbox import connected, connection_is, history, pair_up, reaches, running_sandbox
 from tests.support.webhooks import Hit, Receiver, verify_webhook
@@ -127,6 +131,53 @@ async def test_message_to_a_number_outside_the_sandbox_fails_with_a_reason(
     message = await reaches(client, tenant_a, a["id"], sent.json()["id"], "failed")
     failed = next(h for h in message["history"] if h["status"] == "failed")
     assert "not on the sandbox network" in failed["reason"]
+
+
+async def test_concurrent_sends_go_together_and_each_is_answered_and_delivered(
+    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], migrated: dict[str, str]
+) -> None:
+    """Sends waiting for one instance go to its agent as one request and to its provider as one call."""
+    tenant_a, a, tenant_b, b = pair
+    await pair_up(client, tenant_a, a["id"])
+    await pair_up(client, tenant_b, b["id"])
+    nc = await nats.connect(migrated["NATS_URL"])
+    together = await nc.subscribe("wgs.rpc.node.*.sends")  # a copy of each request (it never answers)
+    try:
+        responses = await asyncio.gather(
+            *(
+                client.post(
+                    f"/api/instances/{a['id']}/send",
+                    json={"to": b["phoneNumber"], "text": f"n{i}"},
+                    headers=tenant_a.headers,
+                )
+                for i in range(20)
+            )
+        )
+        assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses]
+        batch = decode((await together.next_msg(timeout=5)).data, ProviderSends)
+        assert batch.instance_id == a["id"]
+        assert len(batch.bodies) > 1
+    finally:
+        await nc.close()
+    ids = {r.json()["id"] for r in responses}
+    assert len(ids) == 20
+    for message_id in ids:
+        await reaches(client, tenant_a, a["id"], message_id, "delivered")
+
+
+async def test_sends_for_an_instance_the_node_does_not_run_are_404_each(
+    node_agent: Service, migrated: dict[str, str]
+) -> None:
+    nc = await nats.connect(migrated["NATS_URL"])
+    try:
+        sends = ProviderSends(instance_id=2_000_000_000, bodies=[b"{}", b"{}"])
+        reply = await nc.request(subjects.provider_sends(NODE), encode(sends), timeout=10)
+    finally:
+        await nc.close()
+    replies = decode(reply.data, ProviderSendsReply).replies
+    assert [(r.status, json.loads(r.body)["error"]) for r in replies] == [
+        (404, "instance is not running on this node")
+    ] * 2
 
 
 async def test_send_while_the_agent_is_down_is_queued_and_delivered_after(

@@ -213,6 +213,8 @@ async def test_a_status_event_ends_the_send_lease_in_every_api_process(
     limits = {"sendRatePerSecond": 1000, "sendBurst": 1000}
     assert (await client.patch(f"/admin/tenants/{tenant.id}", json=limits, headers=ADMIN)).status_code == 200
     instance_id = await pending_instance(client, tenant)
+    # Out of the scheduler's periodic pass over pending instances (each pass announces them again).
+    await db.execute("UPDATE instances SET created_at = now() + interval '1 hour' WHERE id = $1", instance_id)
     connection = await nats.connect(migrated["NATS_URL"])
     try:
         async with httpx.AsyncClient(base_url=leasing_api.url, timeout=30) as leasing:
@@ -225,10 +227,16 @@ async def test_a_status_event_ends_the_send_lease_in_every_api_process(
                 )
                 assert response.status_code == 202, response.text
 
-            await send()
+            async def leased() -> bool:
+                """Two sends in a row, the second served from the lease (none is given out for 2 s
+                after the instance's last status event: here, `unschedulable` when it was created)."""
+                await send()
+                before = await bucket_taken_at(db, instance_id)
+                await send()
+                return await bucket_taken_at(db, instance_id) == before
+
+            await wait_until(leased, timeout=15, interval=0.2, what="a send served from the lease")
             taken_at = await bucket_taken_at(db, instance_id)
-            await send()
-            assert await bucket_taken_at(db, instance_id) == taken_at  # served from the lease
             again = InstanceStatusChanged(  # the state the row already has: only the lease can change
                 instance_id=instance_id, tenant_id=tenant.id, generation=1, node=None, status=InstanceStatus.PENDING
             )

@@ -172,6 +172,19 @@ class ProviderReply(Base, frozen=True, tag="provider.reply"):
     content_type: str = "application/json"
 
 
+class ProviderSends(Base, frozen=True, tag="provider.sends"):
+    """Several sends to one instance's provider, relayed together (each body a `POST /messages` one)."""
+
+    instance_id: int
+    bodies: list[bytes]
+
+
+class ProviderSendsReply(Base, frozen=True, tag="provider.sends_reply"):
+    """The provider's answer to each send of a `ProviderSends`, in order."""
+
+    replies: list[ProviderReply]
+
+
 class SandboxEnvelope(Base, frozen=True, tag="sandbox.envelope"):
     """Traffic of the simulated WhatsApp network between sandbox instances, routed by phone."""
 
@@ -181,5 +194,5 @@ class SandboxEnvelope(Base, frozen=True, tag="sandbox.envelope"):
     body: bytes
 
 
-RPC_TYPES: Final = (ProviderCall, ProviderReply, SandboxEnvelope, OutboundMessage)
+RPC_TYPES: Final = (ProviderCall, ProviderReply, ProviderSends, ProviderSendsReply, SandboxEnvelope, OutboundMessage)
 EVENT_TYPES: Final = (MessageReceived, MessageStatusChanged, QrChanged, ConnectionChanged)

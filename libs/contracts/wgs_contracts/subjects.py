@@ -78,6 +78,11 @@ def provider_calls(node: str) -> str:
     return f"wgs.rpc.node.{node}.provider"
 
 
+def provider_sends(node: str) -> str:
+    """Request subject relaying several sends to one provider on the node at once."""
+    return f"wgs.rpc.node.{node}.sends"
+
+
 def sandbox_phone(phone: str) -> str:
     """Request subject of the sandbox instance holding a phone number (the simulated network)."""
     return f"wgs.rpc.sandbox.{phone}"

@@ -45,6 +45,11 @@ class Coalescer(Generic[Item, Result]):
         self._pending: list[tuple[Item, asyncio.Future[Result]]] = []
         self._workers: set[asyncio.Task[None]] = set()
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waits and no batch runs."""
+        return not self._pending and all(worker.done() for worker in self._workers)
+
     async def submit(self, item: Item) -> Result:
         """The result of `item`, computed in a batch with the calls around it."""
         loop = asyncio.get_running_loop()

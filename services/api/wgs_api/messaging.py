@@ -24,7 +24,13 @@ from faststream.nats import NatsBroker
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from wgs_contracts import streams, subjects
-from wgs_contracts.instance_events import OutboundMessage, ProviderCall, ProviderReply
+from wgs_contracts.instance_events import (
+    OutboundMessage,
+    ProviderCall,
+    ProviderReply,
+    ProviderSends,
+    ProviderSendsReply,
+)
 from wgs_contracts.messages import ApiKeysRevoked, ControlCommand, InstanceStatusChanged
 from wgs_kit.batched import BatchedPullConsumer
 from wgs_kit.messaging import decode, encode, make_broker, publish_core, publish_durable, trace_headers
@@ -101,13 +107,22 @@ class ApiMessaging:
 
     async def call_provider(self, node: str, call: ProviderCall, *, timeout: float = 10.0) -> ProviderReply | None:
         """Relay an HTTP call to an instance's provider via its node agent; None when nobody answers."""
+        return await self._ask_node(subjects.provider_calls(node), call, ProviderReply, timeout)
+
+    async def call_provider_sends(
+        self, node: str, sends: ProviderSends, *, timeout: float = 10.0
+    ) -> ProviderSendsReply | None:
+        """Relay several sends to an instance's provider via its node agent; None when nobody answers."""
+        return await self._ask_node(subjects.provider_sends(node), sends, ProviderSendsReply, timeout)
+
+    async def _ask_node(self, subject: str, request: msgspec.Struct, reply_type: type[R], timeout: float) -> R | None:
         try:  # plain nats-py: this is every send's hop, FastStream's request wrapper costs more than the call
             response = await self.broker.connection.request(
-                subjects.provider_calls(node), encode(call), timeout=timeout, headers=trace_headers()
+                subject, encode(request), timeout=timeout, headers=trace_headers()
             )
         except (NoRespondersError, NatsTimeoutError, TimeoutError):
             return None
-        return decode(response.data, ProviderReply)
+        return decode(response.data, reply_type)
 
     async def ask_scheduler(self, subject: str, request: msgspec.Struct, reply_type: type[R], *, timeout: float) -> R:
         """A request to the scheduler leader and its reply; 503 when no scheduler leads, 504 after `timeout`."""

@@ -16,7 +16,7 @@ from typing import Any
 from faststream.nats import NatsBroker
 from nats.errors import NoRespondersError
 from wgs_contracts import streams, subjects
-from wgs_contracts.instance_events import ProviderCall, ProviderReply
+from wgs_contracts.instance_events import ProviderCall, ProviderReply, ProviderSends, ProviderSendsReply
 from wgs_contracts.messages import (
     AssignmentsReply,
     AssignmentsRequest,
@@ -42,6 +42,7 @@ from wgs_node_agent.session import InstanceSession
 from wgs_node_agent.snapshots import Outcome, Snapshotter, read_marker
 
 log = logging.getLogger(__name__)
+NOT_HERE = ProviderReply(status=404, body=b'{"error": "instance is not running on this node"}')
 SEEN_EVENTS_LIMIT = 1024
 HANDED_OFF_SECONDS = 60.0  # a handed-off generation is not started here again for this long
 CRASH_RESET_SECONDS = 60.0  # a container that ran this long since its last crash starts over at the first backoff
@@ -295,8 +296,16 @@ class NodeAgent:
         """Forward an HTTP call to a provider on this node; 404 when the instance is not here."""
         session = self.sessions.get(call.instance_id)
         if session is None:
-            return ProviderReply(status=404, body=b'{"error": "instance is not running on this node"}')
+            return NOT_HERE
         return await session.relay(call.method, call.path, call.body)
+
+    async def relay_sends(self, sends: ProviderSends) -> ProviderSendsReply:
+        """Forward sends to a provider on this node (they go together as one batch call when it takes them)."""
+        session = self.sessions.get(sends.instance_id)
+        if session is None:
+            return ProviderSendsReply(replies=[NOT_HERE] * len(sends.bodies))
+        replies = await asyncio.gather(*(session.relay("POST", "/messages", body) for body in sends.bodies))
+        return ProviderSendsReply(replies=list(replies))
 
     async def stop(self, command: StopInstance, *, remove: bool) -> None:
         """Remove the instance's containers at the command's generation or older; newer ones stay."""

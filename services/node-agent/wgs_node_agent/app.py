@@ -5,7 +5,7 @@ import logging
 
 from faststream.nats import NatsMessage
 from wgs_contracts import streams, subjects
-from wgs_contracts.instance_events import ProviderCall
+from wgs_contracts.instance_events import ProviderCall, ProviderSends
 from wgs_contracts.messages import HandOffRequest, NodeCommand
 from wgs_kit.lifecycle import cancel_all, wait_for_shutdown
 from wgs_kit.messaging import decode, durable_subscriber, encode, guarded_delivery, make_broker
@@ -84,12 +84,16 @@ async def run(settings: Settings) -> None:
     async def on_provider_call(body: bytes) -> bytes:
         return encode(await agent.relay(decode(body, ProviderCall)))
 
+    async def on_provider_sends(body: bytes) -> bytes:
+        return encode(await agent.relay_sends(decode(body, ProviderSends)))
+
     async def on_handoff(body: bytes) -> bytes:
         return encode(await agent.handoff(decode(body, HandOffRequest)))
 
     await broker.start()
     requests = RequestServer(broker.connection)  # concurrently: each relayed call waits on its provider
     await requests.serve(subjects.provider_calls(settings.node_name), on_provider_call)
+    await requests.serve(subjects.provider_sends(settings.node_name), on_provider_sends)
     await requests.serve(subjects.node_handoff(settings.node_name), on_handoff)
     log.info("node agent %s up with the %s runtime", settings.node_name, runtime.name)
     tasks = [

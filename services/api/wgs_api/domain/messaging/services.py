@@ -19,6 +19,7 @@ from wgs_kit.coalescing import Coalescer
 from wgs_api.domain.instances.services import fetch_own
 from wgs_api.domain.messaging import schemas
 from wgs_api.domain.messaging.rate_limit import send_context
+from wgs_api.domain.messaging.relay import SENDS
 from wgs_api.domain.messaging.validation import validate_send
 from wgs_api.errors import ApiError, Conflict, Invalid, NotFound, RateLimited, Unavailable
 from wgs_api.messaging import ApiMessaging
@@ -163,9 +164,10 @@ async def send(
 ) -> tuple[schemas.SendResult, bool]:
     """Send now when the instance runs (sent=True), else queue durably (sent=False).
 
-    Three statements on the hot path, each shared with the sends waiting meanwhile: the key;
-    the instance with its node and the tenant's rate, spending a token; the message with its
-    status. A body that fails validation spends no token.
+    On the hot path, each shared with the sends waiting meanwhile: the instance with its node
+    and the tenant's rate, spending a token (skipped while a lease serves the instance,
+    `leases`); the request to the provider (`relay`); the message with its status. A body that
+    fails validation spends no token.
     """
     try:
         recipient, content = validate_send(body)
@@ -185,8 +187,7 @@ async def send(
     sent = False
     if context.node is not None and context.status == InstanceStatus.RUNNING.value:
         request = SendRequest(id=message.id, to=recipient, content=content)
-        call = ProviderCall(instance_id=instance_id, method="POST", path="/messages", body=msgspec.json.encode(request))
-        reply = await messaging.call_provider(context.node, call)
+        reply = await SENDS.send(messaging, context.node, instance_id, msgspec.json.encode(request))
         if reply is not None and reply.status not in (200, 404, 504):
             error = provider_error(reply)
             if reply.status == 503:
