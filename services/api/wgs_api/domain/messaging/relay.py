@@ -35,15 +35,15 @@ async def relay_sends(
 
 
 class SendRelay:
-    """This process's queue of sends per (node, instance)."""
+    """This process's queue of sends per (connection, node, instance)."""
 
     def __init__(self, *, max_queues: int = MAX_QUEUES) -> None:
         self.max_queues = max_queues
-        self._queues: dict[tuple[str, int], Coalescer[bytes, ProviderReply | None]] = {}
+        self._queues: dict[tuple[ApiMessaging, str, int], Coalescer[bytes, ProviderReply | None]] = {}
 
     async def send(self, messaging: ApiMessaging, node: str, instance_id: int, body: bytes) -> ProviderReply | None:
         """The provider's answer to one send (`POST /messages` body), relayed with the sends around it."""
-        key = (node, instance_id)
+        key = (messaging, node, instance_id)
         queue = self._queues.get(key)
         if queue is None:
             if len(self._queues) >= self.max_queues:
