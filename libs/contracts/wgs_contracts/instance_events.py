@@ -194,5 +194,4 @@ class SandboxEnvelope(Base, frozen=True, tag="sandbox.envelope"):
     body: bytes
 
 
-RPC_TYPES: Final = (ProviderCall, ProviderReply, ProviderSends, ProviderSendsReply, SandboxEnvelope, OutboundMessage)
 EVENT_TYPES: Final = (MessageReceived, MessageStatusChanged, QrChanged, ConnectionChanged)
