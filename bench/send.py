@@ -6,7 +6,9 @@ responder (`bench.echo_baseline`). For both it measures
 
 - throughput: C connections in a closed loop for D seconds (wrk when installed, else Python), accepted sends per second,
   and sustained sends per second: over the run plus the time the event pipeline then needs to
-  finish the work the sends left behind (the providers' outboxes, routing, the API's consumer);
+  finish the work the sends left behind (the providers' outboxes, routing, the API's consumer).
+  Once per C of `--in-flight` (default 32 and 64: the gateway batches the sends waiting
+  together, so its throughput grows with the sends in flight);
 - latency at a fixed offered rate (open loop, default 500/s for D seconds): p50/p99;
 - latency at half the measured capacity (what a client sees below saturation);
 - latency nearly idle (IDLE_RATE sends/s: the floor a single send costs end to end).
@@ -15,7 +17,7 @@ Each run of the gateway starts once the events left by the run before it are han
 (`pipeline_idle`), so it does not measure the previous run's backlog.
 
 Targets (issue): ≥ 1,000 accepted sends/s, p99 ≤ 30 ms at 500 sends/s. Every loop is
-bounded in count and time. Usage: `python -m bench.send [--sends 3000] [--rate 500]`.
+bounded in count and time. Usage: `python -m bench.send [--in-flight 32,64] [--rate 500]`.
 """
 
 import argparse
@@ -208,16 +210,44 @@ async def measure(
     body: dict,
     headers: dict,
     sends: int,
-    flight: int,
+    flights: list[int],
     rate: float,
     seconds: float,
     work: Path,
     settle: Callable[[], Awaitable[None]] | None = None,
 ) -> dict:
-    """Throughput (wrk when installed, else the Python closed loop), then latency at a fixed rate.
+    """Throughput at each number of sends in flight (wrk when installed, else the Python closed
+    loop), then latency at a fixed rate, at half the first throughput, and nearly idle.
 
-    `settle` runs before each latency run: it waits until the work left by the previous run is done.
+    `settle` runs before each measurement: it waits until the work left by the previous one is done.
     """
+    throughputs = [
+        await closed_loop_throughput(url, body, headers, sends, flight, seconds, work, settle) for flight in flights
+    ]
+    idle = await open_loop(url, body, headers, IDLE_RATE, seconds)
+    sustainable = await open_loop(url, body, headers, max(1.0, throughputs[0]["sustained_per_second"] / 2), seconds)
+    if settle is not None:
+        await settle()
+    latency = await open_loop(url, body, headers, rate, seconds)  # last: it may overload the server
+    return {
+        "throughput": throughputs,
+        "latency": latency,
+        "latency_at_half_capacity": sustainable,
+        "latency_nearly_idle": idle,
+    }
+
+
+async def closed_loop_throughput(
+    url: str,
+    body: dict,
+    headers: dict,
+    sends: int,
+    flight: int,
+    seconds: float,
+    work: Path,
+    settle: Callable[[], Awaitable[None]] | None,
+) -> dict:
+    """Accepted and sustained sends per second with `flight` in flight, and the CPU each cost."""
     limits = httpx.Limits(max_connections=flight, max_keepalive_connections=flight)
     async with httpx.AsyncClient(timeout=30, limits=limits) as client:
         await closed_loop(client, url, body, headers, min(200, sends), flight)  # warm-up
@@ -235,23 +265,14 @@ async def measure(
         started = time.perf_counter()
         await settle()
         backlog = max(0.0, time.perf_counter() - started - IDLE_QUIET_SECONDS)
+    throughput["in_flight"] = flight
     throughput["backlog_seconds"] = round(backlog, 2)
     throughput["sustained_per_second"] = round(throughput["accepted"] / (throughput["seconds"] + backlog), 1)
     throughput["cpu_ms_per_send"] = cpu_ms_per_unit(before, cpu_reading(), throughput["accepted"])
-    idle = await open_loop(url, body, headers, IDLE_RATE, seconds)
-    sustainable = await open_loop(url, body, headers, max(1.0, throughput["sustained_per_second"] / 2), seconds)
-    if settle is not None:
-        await settle()
-    latency = await open_loop(url, body, headers, rate, seconds)  # last: it may overload the server
-    return {
-        "throughput": throughput,
-        "latency": latency,
-        "latency_at_half_capacity": sustainable,
-        "latency_nearly_idle": idle,
-    }
+    return throughput
 
 
-async def run(sends: int, flight: int, rate: float, seconds: float, out: Path | None) -> dict:
+async def run(sends: int, flights: list[int], rate: float, seconds: float, out: Path | None) -> dict:
     """Start the stack and the baseline, measure both, stop everything."""
     unlimited = {"sendRatePerSecond": 1_000_000, "sendBurst": 1_000_000}
     async with gateway_stack(tenant=unlimited) as stack:
@@ -276,13 +297,13 @@ async def run(sends: int, flight: int, rate: float, seconds: float, out: Path | 
 
             await wait_until(baseline_up, timeout=30, what="baseline server")
             body = {"to": "491700000002", "text": "bench"}
-            base = await measure(f"http://127.0.0.1:{port}/send", body, {}, sends, flight, rate, seconds, stack.work)
+            base = await measure(f"http://127.0.0.1:{port}/send", body, {}, sends, flights, rate, seconds, stack.work)
             gate = await measure(
                 f"{stack.api.url}/api/instances/{a}/send",
                 body,
                 stack.headers,
                 sends,
-                flight,
+                flights,
                 rate,
                 seconds,
                 stack.work,
@@ -304,43 +325,61 @@ async def run(sends: int, flight: int, rate: float, seconds: float, out: Path | 
 
 def print_table(result: dict) -> None:
     """The human-readable summary."""
-    print(
-        f"{'server':<32}{'accepted/s':>12}{'sustained/s':>13}{'p50 ms':>10}{'p99 ms':>10}{'failed':>8}"
-        f"{'p99 @ half':>12}{'p50 idle':>10}"
-    )
-    for name, key in (
+    rows = (
         ("baseline (Litestar + NATS echo)", "baseline_litestar_nats_echo"),
         ("gateway send", "gateway_send"),
-    ):
+    )
+    print(f"{'server':<32}{'in flight':>10}{'accepted/s':>12}{'sustained/s':>13}{'backlog s':>11}")
+    for name, key in rows:
+        for throughput in result[key]["throughput"]:
+            print(
+                f"{name:<32}{throughput['in_flight']:>10}{throughput['per_second']:>12}"
+                f"{throughput['sustained_per_second']:>13}{throughput['backlog_seconds']:>11}"
+            )
+    rate = result["gateway_send"]["latency"]["offered_per_second"]
+    print(f"{'server':<32}{f'p50 ms @ {rate:g}/s':>16}{'p99 ms':>9}{'failed':>8}{'p99 @ half':>12}{'p50 idle':>10}")
+    for name, key in rows:
         row = result[key]
         latency = row["latency"]
         print(
-            f"{name:<32}{row['throughput']['per_second']:>12}{row['throughput']['sustained_per_second']:>13}"
-            f"{latency['p50_ms']!s:>10}"
-            f"{latency['p99_ms']!s:>10}{latency['failed']:>8}{row['latency_at_half_capacity']['p99_ms']!s:>12}"
-            f"{row['latency_nearly_idle']['p50_ms']!s:>10}"
+            f"{name:<32}{latency['p50_ms']!s:>16}{latency['p99_ms']!s:>9}{latency['failed']:>8}"
+            f"{row['latency_at_half_capacity']['p99_ms']!s:>12}{row['latency_nearly_idle']['p50_ms']!s:>10}"
         )
     print(
         f"targets: >= {TARGET_THROUGHPUT:.0f} accepted/s (sustained); p99 <= {TARGET_P99_MS:.0f} ms at the offered rate"
     )
-    spent = result["gateway_send"]["throughput"]["cpu_ms_per_send"]
-    print("gateway CPU ms per accepted send: " + ", ".join(f"{name} {ms}" for name, ms in spent.items()))
+    for throughput in result["gateway_send"]["throughput"]:
+        spent = throughput["cpu_ms_per_send"]
+        print(
+            f"gateway CPU ms per accepted send, {throughput['in_flight']} in flight: "
+            + ", ".join(f"{name} {ms}" for name, ms in spent.items())
+        )
 
 
 def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sends", type=int, default=3000)
-    parser.add_argument("--in-flight", type=int, default=32)
+    parser.add_argument(
+        "--in-flight", default="32,64", help="sends in flight of each throughput run, comma-separated (default 32,64)"
+    )
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "send.json")
     args = parser.parse_args()
+    try:
+        flights = [int(part) for part in args.in_flight.split(",")]
+    except ValueError:
+        parser.error("--in-flight: comma-separated whole numbers")
     if not (
-        1 <= args.sends <= 100_000 and 1 <= args.in_flight <= 512 and 0 < args.rate <= 5000 and 0 < args.seconds <= 60
+        1 <= args.sends <= 100_000
+        and 1 <= len(flights) <= 4
+        and all(1 <= flight <= 512 for flight in flights)
+        and 0 < args.rate <= 5000
+        and 0 < args.seconds <= 60
     ):
-        parser.error("bounds: sends 1-100000, in-flight 1-512, rate 0-5000, seconds 0-60")
-    result = asyncio.run(cancel_on_sigterm(run(args.sends, args.in_flight, args.rate, args.seconds, args.out)))
+        parser.error("bounds: sends 1-100000, in-flight 1-4 values of 1-512, rate 0-5000, seconds 0-60")
+    result = asyncio.run(cancel_on_sigterm(run(args.sends, flights, args.rate, args.seconds, args.out)))
     print(json.dumps(result, indent=2))
     print_table(result)
 
