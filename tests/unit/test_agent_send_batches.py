@@ -46,6 +46,7 @@ class Sandbox:
             if self.failures:
                 self.failures -= 1
                 return Response(500, {"error": "a moment"})
+
         return await self.provider.handle(request)
 
     def batch_sizes(self) -> list[int]:
@@ -108,21 +109,38 @@ async def test_a_batch_answered_otherwise_is_sent_one_by_one_and_batches_go_on(s
     assert sandbox.batch_sizes() == [2, 0, 0, 2]
 
 
-async def test_a_batch_the_provider_does_not_answer_is_not_sent_again() -> None:
+@pytest.mark.parametrize(
+    ("answer", "calls"),
+    [
+        (b"", 1),  # hangs up: the batch is not sent again
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nxyz", 4),  # not results: sent again one by one
+        (b'HTTP/1.1 200 OK\r\nContent-Length: 14\r\n\r\n{"results":[]}', 4),  # not one per send: the same
+    ],
+    ids=["no-answer", "not-json", "wrong-count"],
+)
+async def test_a_batch_not_answered_per_send(answer: bytes, calls: int) -> None:
     folder = Path(tempfile.mkdtemp(prefix="wgs-sb-", dir="/tmp"))
     paths = InstancePaths(state_dir=folder / "state", socket_dir=folder)
     requests: list[bytes] = []
 
-    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        requests.append(await reader.readuntil(b"\r\n\r\n"))
+    async def scripted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                requests.append(head)
+                sized = [line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")]
+                await reader.readexactly(int(sized[0].split(b":")[1]))
+                if not answer:
+                    break
+                writer.write(answer)
         writer.close()
 
-    server = await asyncio.start_unix_server(hang_up, path=str(paths.socket))
+    server = await asyncio.start_unix_server(scripted, path=str(paths.socket))
     session = InstanceSession(SPEC, 1, paths, broker=None, network=None)  # type: ignore[arg-type]
     try:
         replies = await asyncio.gather(*(session.relay("POST", "/messages", send(f"m{i}")) for i in range(3)))
-        assert [r.status for r in replies] == [504] * 3
-        assert len(requests) == 1  # the batch, once: the sends are not tried again one by one
+        assert [r.status for r in replies] == [504 if not answer else 200] * 3
+        assert len(requests) == calls
     finally:
         await session.client.close()
         server.close()

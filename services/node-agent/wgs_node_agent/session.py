@@ -72,7 +72,7 @@ def batch_results(reply: ProviderReply, count: int) -> list[ProviderReply] | Non
         return None
     try:
         results = msgspec.json.decode(reply.body, type=BatchResults).results
-    except msgspec.ValidationError:
+    except msgspec.DecodeError:  # not JSON, or not that shape
         return None
     if len(results) != count:
         return None
