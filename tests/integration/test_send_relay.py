@@ -17,6 +17,7 @@ from wgs_contracts import subjects
 from wgs_contracts.instance_events import ProviderCall, ProviderReply, ProviderSends, ProviderSendsReply
 from wgs_kit.messaging import decode, encode
 from wgs_kit.requests import RequestServer
+from wgs_kit.waiting import wait_until
 
 SLOW_INSTANCE = 3
 
@@ -28,11 +29,11 @@ class Agent:
     node: str
     calls: list[int] = field(default_factory=list)  # instance id of each plain call
     batches: list[tuple[int, int]] = field(default_factory=list)  # (instance id, sends) of each batch
+    slow_released: asyncio.Event = field(default_factory=asyncio.Event)  # until set, SLOW_INSTANCE answers nothing
 
-    @staticmethod
-    async def reply(instance_id: int, body: bytes) -> ProviderReply:
+    async def reply(self, instance_id: int, body: bytes) -> ProviderReply:
         if instance_id == SLOW_INSTANCE:
-            await asyncio.sleep(1.0)  # a provider that takes its time (what this instance's sends share)
+            await self.slow_released.wait()  # a provider that takes its time (what this instance's sends share)
         return ProviderReply(status=200, body=msgspec.json.encode({"id": json.loads(body)["id"], "status": "sent"}))
 
     async def on_call(self, data: bytes) -> bytes:
@@ -85,11 +86,17 @@ async def test_a_slow_instance_holds_up_only_its_own_sends(relay) -> None:
     messaging, agent, _ = relay
     sends = SendRelay()
     slow = asyncio.gather(*(sends.send(messaging, agent.node, SLOW_INSTANCE, body(f"s{i}")) for i in range(3)))
-    await asyncio.sleep(0)  # the slow instance's request is on its way
-    started = asyncio.get_running_loop().time()
-    quick = await asyncio.gather(*(sends.send(messaging, agent.node, 4, body(f"q{i}")) for i in range(3)))
-    assert asyncio.get_running_loop().time() - started < 0.9
+
+    async def slow_request_arrived() -> bool:
+        return any(instance == SLOW_INSTANCE for instance, _ in agent.batches)
+
+    await wait_until(slow_request_arrived, timeout=10, what="the slow instance's request at its agent")
+    quick = await asyncio.wait_for(
+        asyncio.gather(*(sends.send(messaging, agent.node, 4, body(f"q{i}")) for i in range(3))), timeout=10
+    )
+    assert not slow.done()  # the other instance's sends were answered while this one's provider still holds
     assert all(r is not None and r.status == 200 for r in quick)
+    agent.slow_released.set()
     assert all(r is not None and r.status == 200 for r in await slow)
 
 
