@@ -9,7 +9,8 @@ responder (`bench.echo_baseline`). For both it measures
   finish the work the sends left behind (the providers' outboxes, routing, the API's consumer).
   Once per C of `--in-flight` (default 32 and 64: the gateway batches the sends waiting
   together, so its throughput grows with the sends in flight);
-- latency at a fixed offered rate (open loop, default 500/s for D seconds): p50/p99;
+- latency at a fixed offered rate (open loop, `bench.open_loop`: each latency counted from when
+  its request was due; default 500/s for D seconds): p50/p99;
 - latency at half the measured capacity (what a client sees below saturation);
 - latency nearly idle (IDLE_RATE sends/s: the floor a single send costs end to end).
 
@@ -24,13 +25,11 @@ import argparse
 import asyncio
 import json
 import shutil
-import statistics
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import aiohttp
 import httpx
 import nats
 from wgs_api.messaging import EVENTS_CONSUMER
@@ -39,7 +38,8 @@ from wgs_devstack.processes import ManagedProcess, free_port
 from wgs_kit.waiting import wait_until
 
 from bench.cpu import cpu_ms_per_unit, cpu_reading
-from bench.stack import ROOT, Stack, cancel_on_sigterm, gateway_stack, percentile
+from bench.open_loop import open_loop
+from bench.stack import ROOT, Stack, cancel_on_sigterm, gateway_stack
 
 TARGET_THROUGHPUT = 1000.0
 TARGET_P99_MS = 30.0
@@ -133,50 +133,6 @@ async def wrk_closed_loop(url: str, body: dict, headers: dict, connections: int,
         "per_second": round(accepted / float(duration), 1),
         "p50_ms": round(float(p50), 1),
         "p99_ms": round(float(p99), 1),
-    }
-
-
-async def open_loop(url: str, body: dict, headers: dict, rate: float, seconds: float) -> dict:
-    """Requests started at a fixed rate for `seconds` (aiohttp: cheaper per request than httpx, so
-    the generator itself does not queue); latency of each, client side."""
-    latencies: list[float] = []
-    failures = 0
-    payload = json.dumps(body).encode()
-    request_headers = {**headers, "content-type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=512)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
-
-        async def one() -> None:
-            nonlocal failures
-            started = time.perf_counter()
-            try:
-                async with session.post(url, data=payload, headers=request_headers) as response:
-                    await response.read()
-                    ok = response.status < 300
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
-            if ok:
-                latencies.append(time.perf_counter() - started)
-            else:
-                failures += 1
-
-        tasks: list[asyncio.Task[None]] = []
-        start = time.perf_counter()
-        for index in range(max(1, int(rate * seconds))):
-            delay = start + index / rate - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one()))
-        _, unfinished = await asyncio.wait(tasks, timeout=MAX_SECONDS)
-        for task in unfinished:
-            task.cancel()
-        failures += len(unfinished)
-    return {
-        "offered_per_second": round(rate, 1),
-        "completed": len(latencies),
-        "failed": failures,
-        "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
-        "p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
     }
 
 
