@@ -9,7 +9,7 @@ import httpx
 import nats
 import pytest
 from wgs_api.domain.messaging.leases import LEASES
-from wgs_api.domain.messaging.rate_limit import send_context, take_send_contexts
+from wgs_api.domain.messaging.rate_limit import TokenAsk, send_context, take_send_contexts
 from wgs_api.domain.messaging.services import MessageRecord, record_messages
 from wgs_contracts import subjects
 from wgs_contracts.messages import InstanceStatus, InstanceStatusChanged
@@ -147,14 +147,19 @@ async def test_concurrent_sends_get_exactly_the_burst_across_two_api_processes(
 
 
 async def test_one_rate_limit_statement_serves_a_batch_in_order(client: httpx.AsyncClient, api_pool, db) -> None:
-    """The batch function itself: repeated instances in order, another tenant's and unknown instances not found."""
+    """The batch function itself: repeated instances in order, another tenant's and unknown instances
+    not found; a lease renewal asked in the same batch takes no send's token."""
     tenant = await create_tenant(client)
     limits = {"sendRatePerSecond": 0.5, "sendBurst": 2}
     assert (await client.patch(f"/admin/tenants/{tenant.id}", json=limits, headers=ADMIN)).status_code == 200
     first, second = await pending_instance(client, tenant), await pending_instance(client, tenant)
     try:
-        batch = [(first, tenant.id), (second, tenant.id), (first, tenant.id), (first, tenant.id), (first, tenant.id)]
-        contexts = await take_send_contexts([*batch, (first, tenant.id + 1_000_000), (2_000_000_000, tenant.id)])
+        renewal = TokenAsk(first, tenant.id, renewal=True)
+        batch = [TokenAsk(i, tenant.id) for i in (first, second, first, first, first)]
+        unknown = [TokenAsk(first, tenant.id + 1_000_000), TokenAsk(2_000_000_000, tenant.id)]
+        answers = await take_send_contexts([renewal, *batch, *unknown])
+        assert answers[0] is not None
+        contexts = answers[1:]
         allowed = [c.retry_after is None for c in contexts[:5] if c is not None]
         assert allowed == [True, True, True, False, False]
         waits = [c.retry_after or 0.0 for c in contexts[3:5] if c is not None]
@@ -173,23 +178,35 @@ async def bucket_taken_at(db, instance_id: int) -> object:
 async def test_spare_tokens_serve_the_next_sends_without_a_statement(
     client: httpx.AsyncClient, api_pool, db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A statement leases half the burst at most; those sends skip PostgreSQL, the next one runs it."""
+    """A statement leases half the burst at most; those sends skip PostgreSQL, and the send that
+    finds the lease half spent renews it in the background, up to half the burst again."""
     monkeypatch.setattr(LEASES, "lease_seconds", 30.0)
     tenant = await create_tenant(client)
     limits = {"sendRatePerSecond": 100, "sendBurst": 20}
     assert (await client.patch(f"/admin/tenants/{tenant.id}", json=limits, headers=ADMIN)).status_code == 200
     instance_id = await pending_instance(client, tenant)
+    key = (instance_id, tenant.id)
     try:
         first = await send_context(instance_id, tenant.id)
         assert first is not None
         assert first.retry_after is None
         assert await db.fetchval("SELECT granted FROM rate_buckets WHERE instance_id = $1", instance_id) == 11
         taken_at = await bucket_taken_at(db, instance_id)
-        leased = [await send_context(instance_id, tenant.id) for _ in range(10)]
+        leased = [await send_context(instance_id, tenant.id) for _ in range(4)]
         assert all(c is not None and c.retry_after is None and c.status == "pending" for c in leased)
         assert await bucket_taken_at(db, instance_id) == taken_at
-        await send_context(instance_id, tenant.id)
+        assert await send_context(instance_id, tenant.id) == first  # the 5th of 10: half spent, renewed
+        assert LEASES.renewing(key)
+
+        async def renewal_ended() -> bool:
+            return not LEASES.renewing(key)
+
+        await wait_until(renewal_ended, timeout=10, what="the lease renewed")
         assert await bucket_taken_at(db, instance_id) != taken_at
+        held = 0
+        while LEASES.take(key) is not None:
+            held += 1
+        assert held == 10  # 5 left + what the renewal got, held up to half the burst
     finally:
         LEASES.end_all()
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)

@@ -8,9 +8,14 @@ statement, for at most `LEASE_SECONDS` (`WGS_API_SEND_LEASE_SECONDS`; 0 turns le
 
 - The limit still holds across API processes: a leased token was taken from the shared bucket.
   Tokens left when a lease ends are lost, never given back, so the limit can only be stricter:
-  by at most one lease's worth per process, for sends that another process serves.
+  by at most what one process holds (half the burst), for sends that another process serves.
 - A rate below one token per `LEASE_SECONDS` leases nothing: every send runs the statement, as
   before (the default 20/s with burst 40 leases 5 tokens at a time).
+- A lease is renewed before it runs out: once half its tokens are spent or half its time is
+  gone, the send that notices it asks for one more lease in the background
+  (`rate_limit.send_context`). The tokens it gets are added to those left and the context is
+  refreshed, so a busy instance's sends never wait for the statement. A process holds at most
+  half the burst: what a renewal would add beyond it is lost.
 - A status event of the instance (every API process watches them) ends its lease, since the
   context may have changed (stopping, moving, being deleted). The row is updated from the same
   events by the event consumer, possibly a moment later, so the instance gets no new lease for
@@ -47,6 +52,8 @@ class Lease:
     context: SendContext
     tokens: int
     expires_at: float
+    renew_below: int  # renew once tokens fall to this (half the tokens granted)
+    renew_at: float  # or once this time has come (half the lease's time)
 
 
 class SendLeases:
@@ -66,6 +73,7 @@ class SendLeases:
         self.clock = clock
         self._leases: dict[SendKey, Lease] = {}
         self._quarantined: dict[int, float] = {}  # instance id → no lease before this time
+        self._renewing: set[SendKey] = set()
 
     def take(self, key: SendKey) -> SendContext | None:
         """Spend a leased token: the instance's context, or None (no lease, expired or spent)."""
@@ -89,13 +97,42 @@ class SendLeases:
             del self._quarantined[instance_id]
         return self.lease_seconds
 
-    def grant(self, key: SendKey, context: SendContext, tokens: int) -> None:
-        """Keep `tokens` spare tokens with the context (none kept for a quarantined instance)."""
+    def renewal_due(self, key: SendKey) -> bool:
+        """True once per renewal: the instance's lease is half spent or half gone (see the module)."""
+        lease = self._leases.get(key)
+        if lease is None or key in self._renewing:
+            return False
+        if lease.tokens > lease.renew_below and self.clock() < lease.renew_at:
+            return False
+        self._renewing.add(key)
+        return True
+
+    def renewing(self, key: SendKey) -> bool:
+        """A renewal of the instance's lease is being asked for."""
+        return key in self._renewing
+
+    def renewal_done(self, key: SendKey) -> None:
+        """The renewal `renewal_due` asked for has ended (granted or failed): another may be asked."""
+        self._renewing.discard(key)
+
+    def grant(self, key: SendKey, context: SendContext, tokens: int, *, limit: int) -> None:
+        """Add `tokens` spare tokens to the instance's lease, with the context, up to `limit` held.
+
+        Nothing is kept for a refused send or a quarantined instance. The lease lasts
+        `lease_seconds` from now.
+        """
         if tokens <= 0 or context.retry_after is not None or self.seconds_to_ask(key[0]) == 0.0:
             return
-        if key not in self._leases and len(self._leases) >= self.max_leases:
+        now = self.clock()
+        held = self._leases.pop(key, None)
+        if held is not None and now < held.expires_at:
+            tokens += held.tokens
+        tokens = min(tokens, limit)
+        if tokens <= 0:
+            return
+        if len(self._leases) >= self.max_leases:
             del self._leases[next(iter(self._leases))]
-        self._leases[key] = Lease(context, tokens, self.clock() + self.lease_seconds)
+        self._leases[key] = Lease(context, tokens, now + self.lease_seconds, tokens // 2, now + self.lease_seconds / 2)
 
     def end(self, instance_id: int) -> None:
         """End the instance's lease and lease nothing for it during the quarantine (its status changed)."""

@@ -6,15 +6,30 @@ that statement (`wgs_kit.coalescing`): per instance it asks for as many tokens a
 are sends and grants what the bucket holds, so the limit holds exactly however the sends
 are batched or spread over processes (the bucket row is locked while it is updated).
 It also asks for the tokens the rate refills in a lease's time: the spare ones it gets
-serve the instance's next sends in this process without a statement (`leases`).
+serve the instance's next sends in this process without a statement (`leases`), and a lease
+half used is renewed in the background by the same statement.
 """
 
+import asyncio
+import logging
 from collections import Counter
+from typing import NamedTuple
 
 from wgs_db.engine import fetch
 from wgs_kit.coalescing import Coalescer
 
 from wgs_api.domain.messaging.leases import LEASES, SendContext, SendKey
+
+log = logging.getLogger(__name__)
+
+
+class TokenAsk(NamedTuple):
+    """One token for a send, or (`renewal`) for the instance's lease in this process."""
+
+    instance_id: int
+    tenant_id: int
+    renewal: bool = False
+
 
 CONTEXTS_AND_TOKENS = """
 WITH wanted AS (
@@ -44,35 +59,38 @@ WITH wanted AS (
     )
     RETURNING instance_id, tokens, granted
 )
-SELECT ctx.id, ctx.tenant_id, ctx.status, ctx.desired_state, ctx.node, ctx.rate,
+SELECT ctx.id, ctx.tenant_id, ctx.status, ctx.desired_state, ctx.node, ctx.rate, ctx.burst,
        taken.tokens, coalesce(taken.granted, 0) AS granted
 FROM ctx LEFT JOIN taken ON taken.instance_id = ctx.id
 """
 
 
-async def take_send_contexts(sends: list[SendKey]) -> list[SendContext | None]:
-    """For each (instance id, tenant id), in order: its context with a token spent, or None if not found.
+async def take_send_contexts(asks: list[TokenAsk]) -> list[SendContext | None]:
+    """For each ask, in order: its instance's context with a token spent, or None if not found.
 
     Sends of one instance are served in order: the first as many as the bucket granted pass,
     the others get the time until the token each of them would need is free. Tokens granted
-    beyond the sends are leased to the instance's next sends (`LEASES`).
+    beyond the sends (renewals ask one each, and spend none) are leased to the instance's next
+    sends (`LEASES`). A renewal's own answer is its context, whatever the bucket held.
     """
-    lease_seconds = [LEASES.seconds_to_ask(i) for i, _ in sends]
-    rows = await fetch(CONTEXTS_AND_TOKENS, [i for i, _ in sends], [t for _, t in sends], lease_seconds)
+    lease_seconds = [LEASES.seconds_to_ask(ask.instance_id) for ask in asks]
+    rows = await fetch(CONTEXTS_AND_TOKENS, [a.instance_id for a in asks], [a.tenant_id for a in asks], lease_seconds)
     by_key = {(row["id"], row["tenant_id"]): row for row in rows}
     served: Counter[SendKey] = Counter()
     contexts: list[SendContext | None] = []
-    for key in sends:
+    for ask in asks:
+        key = (ask.instance_id, ask.tenant_id)
         row = by_key.get(key)
         if row is None:
             contexts.append(None)
             continue
-        position = served[key]
-        served[key] += 1
         retry_after = None
-        if row["desired_state"] == "running" and position >= row["granted"]:
-            missing = position - row["granted"] + 1 - row["tokens"]
-            retry_after = max(missing / row["rate"], 0.0)
+        if not ask.renewal:
+            position = served[key]
+            served[key] += 1
+            if row["desired_state"] == "running" and position >= row["granted"]:
+                missing = position - row["granted"] + 1 - row["tokens"]
+                retry_after = max(missing / row["rate"], 0.0)
         contexts.append(
             SendContext(
                 status=row["status"],
@@ -82,15 +100,16 @@ async def take_send_contexts(sends: list[SendKey]) -> list[SendContext | None]:
                 retry_after=retry_after,
             )
         )
-    for key, sent in served.items():
-        row = by_key[key]
+    for key, row in by_key.items():
         if row["desired_state"] == "running":
-            spare = int(row["granted"]) - sent
-            LEASES.grant(key, SendContext(row["status"], row["desired_state"], row["node"], row["rate"], None), spare)
+            spare = int(row["granted"]) - served[key]
+            context = SendContext(row["status"], row["desired_state"], row["node"], row["rate"], None)
+            LEASES.grant(key, context, spare, limit=row["burst"] // 2)
     return contexts
 
 
-_contexts: Coalescer[SendKey, SendContext | None] = Coalescer(take_send_contexts, alone_on_error=True)
+_contexts: Coalescer[TokenAsk, SendContext | None] = Coalescer(take_send_contexts, alone_on_error=True)
+_renewals: set[asyncio.Task[None]] = set()
 
 
 async def send_context(instance_id: int, tenant_id: int) -> SendContext | None:
@@ -99,4 +118,21 @@ async def send_context(instance_id: int, tenant_id: int) -> SendContext | None:
     A leased token and context when this process holds one for the instance, else the statement.
     """
     key = (instance_id, tenant_id)
-    return LEASES.take(key) or await _contexts.submit(key)
+    context = LEASES.take(key)
+    if context is None:
+        return await _contexts.submit(TokenAsk(instance_id, tenant_id))
+    if LEASES.renewal_due(key):
+        task = asyncio.get_running_loop().create_task(_renew(key))
+        _renewals.add(task)
+        task.add_done_callback(_renewals.discard)
+    return context
+
+
+async def _renew(key: SendKey) -> None:
+    """Ask for the instance's next lease (`leases`); a failure only leaves its sends to the statement."""
+    try:
+        await _contexts.submit(TokenAsk(*key, renewal=True))
+    except Exception as exc:
+        log.warning("instance %d: renewing its send lease failed: %r", key[0], exc)
+    finally:
+        LEASES.renewal_done(key)
