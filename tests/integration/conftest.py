@@ -5,6 +5,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from wgs_db.engine import close_database, open_database
 from wgs_devstack.processes import free_port
 from wgs_devstack.services import ApiService
 
@@ -37,3 +38,11 @@ async def second_api(migrated: dict[str, str], work_dir: Path) -> AsyncIterator[
     await service.ready()
     yield service
     await service.stop()
+
+
+@pytest.fixture
+async def api_pool(migrated: dict[str, str]) -> AsyncIterator[None]:
+    """The API's database pool in this process, for calling its batch functions directly."""
+    await open_database(migrated["DATABASE_URL"], max_size=2)
+    yield
+    await close_database()

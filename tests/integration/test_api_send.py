@@ -13,30 +13,12 @@ from wgs_api.domain.messaging.rate_limit import TokenAsk, send_context, take_sen
 from wgs_api.domain.messaging.services import MessageRecord, record_messages
 from wgs_contracts import subjects
 from wgs_contracts.messages import InstanceStatus, InstanceStatusChanged
-from wgs_db.engine import close_database, open_database
 from wgs_devstack.processes import free_port
 from wgs_devstack.services import ApiService
 from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
 
-from tests.support.api import ADMIN, Tenant, create_tenant, unique_phone
-
-
-async def pending_instance(client: httpx.AsyncClient, tenant: Tenant) -> int:
-    """An instance that no node runs (sandbox with wait=0 and no sandbox node: it stays pending)."""
-    response = await client.post(
-        "/api/instances?wait=0", json={"phone": unique_phone(), "provider": "waba"}, headers=tenant.headers
-    )
-    assert response.status_code == 202, response.text
-    return int(response.json()["id"])
-
-
-@pytest.fixture
-async def api_pool(migrated: dict[str, str]) -> AsyncIterator[None]:
-    """The API's database pool in this process, for calling its batch functions directly."""
-    await open_database(migrated["DATABASE_URL"], max_size=2)
-    yield
-    await close_database()
+from tests.support.api import ADMIN, create_tenant, pending_instance
 
 
 @pytest.mark.parametrize(

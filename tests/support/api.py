@@ -37,3 +37,12 @@ async def create_tenant(client: httpx.AsyncClient, **fields: Any) -> Tenant:
 def unique_phone() -> str:
     """A phone number no other test uses."""
     return "49" + str(uuid.uuid4().int)[:10]
+
+
+async def pending_instance(client: httpx.AsyncClient, tenant: Tenant) -> int:
+    """An instance that no node runs (a `waba` one with wait=0 and no node for it: it stays pending)."""
+    response = await client.post(
+        "/api/instances?wait=0", json={"phone": unique_phone(), "provider": "waba"}, headers=tenant.headers
+    )
+    assert response.status_code == 202, response.text
+    return int(response.json()["id"])

@@ -30,8 +30,14 @@ from wgs_api.domain.instances.status import apply_status
 # The kinds the API applies: its consumer's filter subjects (nats-server 2.10+ multi-filter consumer).
 APPLIED_EVENTS: Final = (subjects.ALL_INSTANCE_STATUS, subjects.ALL_INSTANCE_CONNECTION, subjects.ALL_MESSAGE_STATUS)
 
-# One row per status event, `at` drawn per row in the arrays' (stream) order.
+# One row per status event, `at` drawn per row in the arrays' (stream) order; a provider's `sent`
+# confirms the one the API recorded while asking it (provisional, decision 35).
 RECORD_MESSAGE_STATUSES = """
+WITH confirmed AS (
+    UPDATE message_statuses s SET provisional = false
+      FROM unnest($1::text[], $2::text[]) AS e(message_id, status)
+     WHERE e.status = 'sent' AND s.provisional AND s.message_id = e.message_id AND s.status = 'sent'
+)
 INSERT INTO message_statuses (message_id, status, reason, at)
 SELECT message_id, status, reason, clock_timestamp()
   FROM unnest($1::text[], $2::text[], $3::text[]) AS e(message_id, status, reason)

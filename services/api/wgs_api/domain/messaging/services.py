@@ -1,5 +1,6 @@
 """Sending, pairing and QR: relayed to the instance's provider through its node agent."""
 
+import asyncio
 import base64
 import io
 import json
@@ -119,15 +120,32 @@ WITH message AS (
     WHERE EXISTS (SELECT 1 FROM instances i WHERE i.id = r.instance_id)
     RETURNING id
 )
+INSERT INTO message_statuses (message_id, status, provisional)
+SELECT m.id, s.status, s.status = 'sent'
+  FROM message m JOIN unnest($1::text[], $6::text[]) AS s(id, status) ON s.id = m.id
+ON CONFLICT DO NOTHING
+"""
+
+# The provider refused the send: nothing was sent, so nothing of it stays.
+FORGET_MESSAGE = """
+WITH statuses AS (DELETE FROM message_statuses WHERE message_id = $1)
+DELETE FROM messages WHERE id = $1
+"""
+
+# Nobody answered for the provider: the send is queued, and its `sent` stays only if the
+# provider's own event confirmed it meanwhile (decision 35).
+REQUEUE_MESSAGE = """
+WITH unconfirmed AS (DELETE FROM message_statuses WHERE message_id = $1 AND status = 'sent' AND provisional)
 INSERT INTO message_statuses (message_id, status)
-SELECT m.id, s.status FROM message m JOIN unnest($1::text[], $6::text[]) AS s(id, status) ON s.id = m.id
+SELECT id, 'queued' FROM messages WHERE id = $1
 ON CONFLICT DO NOTHING
 """
 
 
 @dataclass(frozen=True)
 class MessageRecord:
-    """A message the API accepted, with its first status (sent or queued)."""
+    """A message the API accepted, with its first status: queued, or sent while its provider is
+    asked (provisional: confirmed by the provider's event, or taken back by `send`)."""
 
     message_id: str
     instance_id: int
@@ -166,8 +184,9 @@ async def send(
 
     On the hot path, each shared with the sends waiting meanwhile: the instance with its node
     and the tenant's rate, spending a token (skipped while a lease serves the instance,
-    `leases`); the request to the provider (`relay`); the message with its status. A body that
-    fails validation spends no token.
+    `leases`); then, at the same time, the request to the provider (`relay`) and the message
+    with a provisional `sent` (decision 35), taken back when the provider refused the send
+    or did not answer. A body that fails validation spends no token.
     """
     try:
         recipient, content = validate_send(body)
@@ -184,25 +203,36 @@ async def send(
             f"Send rate limit of {context.rate_per_second:g}/s exceeded.", retry_after=context.retry_after
         )
     message = OutboundMessage(id=uuid4().hex, instance_id=instance_id, to=recipient, content=content)
-    sent = False
-    if context.node is not None and context.status == InstanceStatus.RUNNING.value:
-        request = SendRequest(id=message.id, to=recipient, content=content)
-        reply = await SENDS.send(messaging, context.node, instance_id, msgspec.json.encode(request))
-        if reply is not None and reply.status not in (200, 404, 504):
-            error = provider_error(reply)
-            if reply.status == 503:
-                raise Unavailable(NOT_CONNECTED)
-            if reply.status == 422:
-                raise Invalid(error.message, field=error.field)
-            raise error
-        sent = reply is not None and reply.status == 200
-    if not sent:
+
+    def record(status: DeliveryStatus) -> MessageRecord:
+        return MessageRecord(message.id, instance_id, tenant_id, recipient, content.type.value, status.value)
+
+    if context.node is None or context.status != InstanceStatus.RUNNING.value:
         await messaging.enqueue_send(message)
-    status = DeliveryStatus.SENT if sent else DeliveryStatus.QUEUED
-    await _records.submit(
-        MessageRecord(message.id, instance_id, tenant_id, recipient, content.type.value, status.value)
-    )
-    return schemas.SendResult(status="ok" if sent else "queued", id=message.id), sent
+        await _records.submit(record(DeliveryStatus.QUEUED))
+        return schemas.SendResult(status="queued", id=message.id), False
+    recorded = asyncio.ensure_future(_records.submit(record(DeliveryStatus.SENT)))
+    try:
+        request = msgspec.json.encode(SendRequest(id=message.id, to=recipient, content=content))
+        reply = await SENDS.send(messaging, context.node, instance_id, request)
+    except Exception:
+        await asyncio.gather(recorded, return_exceptions=True)
+        await fetch(FORGET_MESSAGE, message.id)
+        raise
+    await recorded
+    if reply is not None and reply.status == 200:
+        return schemas.SendResult(status="ok", id=message.id), True
+    if reply is not None and reply.status not in (404, 504):
+        await fetch(FORGET_MESSAGE, message.id)
+        error = provider_error(reply)
+        if reply.status == 503:
+            raise Unavailable(NOT_CONNECTED)
+        if reply.status == 422:
+            raise Invalid(error.message, field=error.field)
+        raise error
+    await messaging.enqueue_send(message)
+    await fetch(REQUEUE_MESSAGE, message.id)
+    return schemas.SendResult(status="queued", id=message.id), False
 
 
 async def message_view(tenant_id: int, instance_id: int, message_id: str) -> schemas.MessageView:

@@ -1,0 +1,176 @@
+"""What a send leaves in PostgreSQL for each answer of its provider (decision 35), on real NATS and
+PostgreSQL: the message is recorded with a provisional `sent` while the provider is asked, kept
+when it answers 200, forgotten when it refuses, and put back to `queued` when nobody answers.
+The node agent is a scripted responder; the send runs in this process (`services.send`) with a
+leased context, so no scheduler or node is involved."""
+
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import httpx
+import msgspec
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+from wgs_api.domain.messaging import schemas, services
+from wgs_api.domain.messaging.leases import LEASES, SendContext
+from wgs_api.domain.messaging.services import REQUEUE_MESSAGE, MessageRecord, ProviderAnswer, record_messages, send
+from wgs_api.errors import Invalid, Unavailable
+from wgs_api.events import record_message_statuses
+from wgs_api.messaging import ApiMessaging
+from wgs_contracts import streams, subjects
+from wgs_contracts.instance_events import DeliveryStatus, ProviderCall, ProviderReply
+from wgs_db.engine import fetch
+from wgs_kit.messaging import decode, encode
+from wgs_kit.requests import RequestServer
+
+from tests.integration.test_api_events import message_status
+from tests.support.api import Tenant, create_tenant, pending_instance
+
+TO = "491701234567"
+
+
+@dataclass
+class Agent:
+    """Answers every send with the reply scripted for its instance."""
+
+    replies: dict[int, ProviderReply]
+
+    async def on_call(self, data: bytes) -> bytes:
+        call = decode(data, ProviderCall)
+        return encode(self.replies[call.instance_id])
+
+
+@pytest.fixture
+async def agent(migrated: dict[str, str], api_pool) -> AsyncIterator[tuple[ApiMessaging, Agent, str]]:
+    messaging = ApiMessaging(migrated["NATS_URL"])
+    await messaging.broker.start()  # the connection only: this test consumes no events
+    node = f"outcomes-{uuid.uuid4().hex[:8]}"
+    agent = Agent({})
+    nc: NatsClient = await nats.connect(migrated["NATS_URL"])
+    requests = RequestServer(nc)
+    await requests.serve(subjects.provider_calls(node), agent.on_call)
+    await nc.flush()
+    yield messaging, agent, node
+    await requests.close()
+    await nc.close()
+    await messaging.broker.stop()
+
+
+async def leased_instance(client: httpx.AsyncClient, tenant: Tenant, node: str | None) -> int:
+    """An instance whose sends this process takes from a lease saying it runs on `node`."""
+    instance_id = await pending_instance(client, tenant)
+    running = SendContext(status="running", desired_state="running", node=node, rate_per_second=100.0, retry_after=None)
+    LEASES.grant((instance_id, tenant.id), running, 10, limit=10)
+    return instance_id
+
+
+async def stored(message_id: str) -> tuple[int, list[tuple[str, bool]]]:
+    """(rows in `messages`, [(status, provisional)] in the order reached)."""
+    messages = await fetch("SELECT count(*) AS n FROM messages WHERE id = $1", message_id)
+    statuses = await fetch(
+        "SELECT status, provisional FROM message_statuses WHERE message_id = $1 ORDER BY at, status", message_id
+    )
+    return messages[0]["n"], [(row["status"], row["provisional"]) for row in statuses]
+
+
+def sent_reply(status: int, body: dict) -> ProviderReply:
+    return ProviderReply(status=status, body=msgspec.json.encode(body))
+
+
+async def test_a_sent_message_is_recorded_provisionally_and_confirmed_by_the_providers_event(
+    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db
+) -> None:
+    messaging, script, node = agent
+    tenant = await create_tenant(client)
+    instance_id = await leased_instance(client, tenant, node)
+    script.replies[instance_id] = sent_reply(200, {"status": "sent"})
+    try:
+        result, sent = await send(messaging, tenant.id, instance_id, schemas.SendBody(to=TO, text="hi"))
+        assert (result.status, sent) == ("ok", True)
+        assert await stored(result.id) == (1, [("sent", True)])
+        confirmation = message_status(tenant.id, instance_id, result.id, DeliveryStatus.SENT)
+        await record_message_statuses([confirmation, confirmation])  # a batch may repeat an event
+        assert await stored(result.id) == (1, [("sent", False)])
+    finally:
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (sent_reply(503, {"error": "Client not connected"}), Unavailable),
+        (sent_reply(422, {"error": "no such recipient", "field": "to"}), Invalid),
+        (sent_reply(400, {"error": "media too large"}), ProviderAnswer),
+    ],
+)
+async def test_a_send_the_provider_refuses_leaves_nothing(
+    client: httpx.AsyncClient,
+    agent: tuple[ApiMessaging, Agent, str],
+    db,
+    monkeypatch: pytest.MonkeyPatch,
+    reply: ProviderReply,
+    error: type,
+) -> None:
+    messaging, script, node = agent
+    message_id = uuid.uuid4()
+    monkeypatch.setattr(services, "uuid4", lambda: message_id)
+    tenant = await create_tenant(client)
+    instance_id = await leased_instance(client, tenant, node)
+    script.replies[instance_id] = reply
+    try:
+        with pytest.raises(error):
+            await send(messaging, tenant.id, instance_id, schemas.SendBody(to=TO, text="hi"))
+        assert await stored(message_id.hex) == (0, [])
+    finally:
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+@pytest.mark.parametrize("answer", ["not here", "no answer from the provider", "no agent"])
+async def test_a_send_nobody_answered_is_queued_without_its_provisional_sent(
+    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db, answer: str
+) -> None:
+    messaging, script, node = agent
+    tenant = await create_tenant(client)
+    instance_id = await leased_instance(client, tenant, node if answer != "no agent" else f"gone-{node}")
+    script.replies[instance_id] = {
+        "not here": sent_reply(404, {"error": "instance is not running on this node"}),
+        "no answer from the provider": sent_reply(504, {"error": "provider not answering"}),
+    }.get(answer, sent_reply(200, {}))
+    try:
+        result, sent = await send(messaging, tenant.id, instance_id, schemas.SendBody(to=TO, text="hi"))
+        assert (result.status, sent) == ("queued", False)
+        assert await stored(result.id) == (1, [("queued", False)])
+        queued = await messaging.broker.connection.jetstream().get_last_msg(
+            streams.OUTBOUND.name, subjects.outbound(instance_id)
+        )
+        assert json.loads(queued.data or b"{}")["id"] == result.id
+    finally:
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_a_requeue_keeps_a_sent_the_provider_confirmed_meanwhile(client: httpx.AsyncClient, api_pool, db) -> None:
+    """A provider that did not answer in time may still have sent: its own event wins over the take-back."""
+    tenant = await create_tenant(client)
+    instance_id = await pending_instance(client, tenant)
+    confirmed, unconfirmed = f"c-{uuid.uuid4().hex}", f"u-{uuid.uuid4().hex}"
+    try:
+        await record_messages(
+            [MessageRecord(m, instance_id, tenant.id, TO, "text", "sent") for m in (confirmed, unconfirmed)]
+        )
+        await record_message_statuses([message_status(tenant.id, instance_id, confirmed, DeliveryStatus.SENT)])
+        for message_id in (confirmed, unconfirmed):
+            await fetch(REQUEUE_MESSAGE, message_id)
+        assert await stored(confirmed) == (1, [("sent", False), ("queued", False)])
+        assert await stored(unconfirmed) == (1, [("queued", False)])
+        # The provider's event arriving after the take-back is recorded as it always was.
+        await record_message_statuses([message_status(tenant.id, instance_id, unconfirmed, DeliveryStatus.SENT)])
+        assert await stored(unconfirmed) == (1, [("queued", False), ("sent", False)])
+    finally:
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+        await db.execute("DELETE FROM message_statuses WHERE message_id = ANY($1::text[])", [confirmed, unconfirmed])
