@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -145,14 +146,14 @@ async def test_compaction_while_concurrent_sends_are_committed(tmp_path, monkeyp
     provider = make(tmp_path)
     await pair(provider)
     compactions = 0
-    real_compact = store.Store.compact
+    real_start = store.Store.start_next_journal
 
-    def compact(self: store.Store, state: State) -> None:
+    def start_next_journal(self: store.Store) -> int:
         nonlocal compactions
         compactions += 1
-        real_compact(self, state)
+        return real_start(self)
 
-    monkeypatch.setattr(store.Store, "compact", compact)
+    monkeypatch.setattr(store.Store, "start_next_journal", start_next_journal)
 
     async def sender(worker: int) -> None:
         for number in range(40):
@@ -171,6 +172,40 @@ async def test_compaction_while_concurrent_sends_are_committed(tmp_path, monkeyp
     again = make(tmp_path)
     assert saved(again) == expected
     assert again.next_seq == provider.next_seq
+
+
+async def test_sends_are_committed_while_a_compactions_snapshot_is_being_written(tmp_path, monkeypatch):
+    """The snapshot is written in the background: the appends after the journal switch do not wait for it."""
+    monkeypatch.setattr(store, "MAX_JOURNAL_BYTES", 4 * 1024)
+    provider = make(tmp_path)
+    await pair(provider)
+    snapshot_started, release = threading.Event(), threading.Event()
+    real_write = store.Store.write_snapshot
+
+    def write_snapshot(self: store.Store, state: State, generation: int) -> None:
+        snapshot_started.set()
+        assert release.wait(timeout=30)  # held until the sends below are committed
+        real_write(self, state, generation)
+
+    monkeypatch.setattr(store.Store, "write_snapshot", write_snapshot)
+    try:
+        number = 0
+        while not snapshot_started.is_set():
+            number += 1
+            assert number < 1_000, "no compaction started"
+            assert (await send(provider, f"before-{number}"))[0] == 200
+        sends = asyncio.gather(*(send(provider, f"during-{n}") for n in range(20)))
+        during = await asyncio.wait_for(sends, timeout=10)
+        assert all(status == 200 for status, _ in during)
+    finally:
+        release.set()
+    assert provider._compaction is not None
+    await provider._compaction
+    expected = saved(provider)
+    provider.store.close()
+    again = make(tmp_path)
+    assert saved(again) == expected
+    assert sorted(p.name for p in tmp_path.iterdir()) == [store.journal_file(again.store.generation), "snapshot.json"]
 
 
 class CopyingOs:
@@ -214,6 +249,7 @@ def test_a_copy_of_the_folder_taken_at_any_step_loads_a_state_the_provider_had(t
     monkeypatch.setattr(store, "MAX_JOURNAL_BYTES", 700)
     history = [State().to_json()]
     live = State()
+    snapshot: tuple[State, int] | None = None  # a compaction's snapshot, not yet written
     copying = CopyingOs(folder, copies)
     with monkeypatch.context() as patched:
         patched.setattr(store, "os", copying)
@@ -226,12 +262,15 @@ def test_a_copy_of_the_folder_taken_at_any_step_loads_a_state_the_provider_had(t
             for op in ops:
                 live.apply(op)
             record = store.encode_record(ops)
-            due = journaled.compaction_due(len(record))
+            due = journaled.compaction_due(len(record)) and snapshot is None
             journaled.append(record)
             copying.durable += 1
             history.append(json.loads(json.dumps(live.to_json())))
+            if snapshot is not None:  # written while the next journal already holds a record, as it may be
+                journaled.write_snapshot(*snapshot)
+                snapshot = None
             if due:
-                journaled.compact(live.copy())
+                snapshot = (live.copy(), journaled.start_next_journal())
         journaled.close()
     assert journaled.generation >= 5  # compacted, with copies between all its steps
     assert len(copying.taken) > 500

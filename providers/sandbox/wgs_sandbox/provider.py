@@ -231,32 +231,38 @@ class SandboxProvider:
             await asyncio.shield(self._flusher)
 
     async def _flush(self) -> None:
-        """Append the sealed records; start a compaction when the journal is over its bound."""
-        if self._compaction is not None:
-            with contextlib.suppress(Exception):  # logged by the compaction; retried when due again
-                await self._compaction
-            self._compaction = None
+        """Append the sealed records; start a compaction when the journal is over its bound.
+
+        A compaction switches to the next journal here, between appends, and writes the snapshot
+        in the background (one compaction at a time): the appends after it never wait for the snapshot.
+        """
         self._seal()
         records, upto = self._records, self._sealed
         self._records = []
         payload = b"".join(records)
+        compacting = self._compaction is not None and not self._compaction.done()
         # The state now is exactly the state after these records: that is what a snapshot must hold.
-        snapshot = self.saved.copy() if self.store.compaction_due(len(payload)) else None
+        snapshot = None if compacting or not self.store.compaction_due(len(payload)) else self.saved.copy()
         try:
             await asyncio.to_thread(self.store.append, payload)
         except Exception:
             self._records[:0] = records  # retried by the next commit, after the damaged tail is cut off
             raise
         self._durable = upto
-        if snapshot is not None:
-            self._compaction = asyncio.get_running_loop().create_task(self._compact(snapshot))
-
-    async def _compact(self, snapshot: State) -> None:
+        if snapshot is None:
+            return
         try:
-            await asyncio.to_thread(self.store.compact, snapshot)
+            generation = await asyncio.to_thread(self.store.start_next_journal)
         except Exception:
-            log.exception("compacting the state journal failed")
-            raise
+            log.exception("starting the next state journal failed")  # the journal goes on; retried when due
+            return
+        self._compaction = asyncio.get_running_loop().create_task(self._write_snapshot(snapshot, generation))
+
+    async def _write_snapshot(self, snapshot: State, generation: int) -> None:
+        try:
+            await asyncio.to_thread(self.store.write_snapshot, snapshot, generation)
+        except Exception:
+            log.exception("writing the state snapshot failed")  # the journals still hold everything
 
     def _set_state(self, state: str, reason: str | None = None) -> None:
         self.state, self.reason = state, reason

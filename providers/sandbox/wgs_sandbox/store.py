@@ -17,11 +17,13 @@ journal or a snapshot of a newer version raises: crashing (and being restarted) 
 over and reusing sequence numbers the node agent has already published.
 
 Compaction, when the journal outgrows max(MAX_JOURNAL_BYTES, 2 x the last snapshot) (so its cost
-per change stays bounded as the state grows): write the snapshot of the state after the last
-appended record with generation G+1 (rename), then start journal G+1, then delete journal G.
+per change stays bounded as the state grows), in two steps:
+1. `start_next_journal`: appends go to journal G+1 from now on (a header and an fsync: quick);
+2. `write_snapshot`, while appends go on: the snapshot of the state after the last record of
+   journal G, with generation G+1 (rename), then journal G is deleted.
 A copy of the folder taken at any instant (the node agent freezes the container and copies it)
-holds either the old snapshot with journal G (G+1 missing or empty), or the new one and G is
-skipped: either way snapshot + journal prefix = a state the provider had.
+holds either the old snapshot with journals G and G+1 (replayed in order), or the new one and
+G is skipped: either way snapshot + journal prefix = a state the provider had.
 
 A version 1 folder (one `state.json`) is migrated on start: its content is written as the
 snapshot, then `state.json` is deleted (a copy holding both loads the snapshot).
@@ -132,7 +134,8 @@ def load_legacy(path: Path) -> State:
 class Store:
     """The state folder: loaded (and repaired or migrated) on construction, then appended to.
 
-    `append` and `compact` do blocking I/O and are meant to run in a worker thread, one call at a time.
+    Its methods do blocking I/O and are meant to run in a worker thread: `append` and
+    `start_next_journal` one call at a time, `write_snapshot` also while they run.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -229,17 +232,21 @@ class Store:
             raise
         self.size += len(records)
 
-    def compact(self, state: State) -> None:
-        """Replace snapshot + journal by a snapshot of `state`, the state after the last appended record."""
-        generation = self.generation + 1
-        self._replace_snapshot(state, generation)
-        # From here on the snapshot covers the current journal: append only to the next one.
-        old, self.fd, self.generation, self.size = self.fd, None, generation, 0
+    def start_next_journal(self) -> int:
+        """Append from now on to a new journal, and return its generation (the first step of a compaction)."""
+        old, self.fd, self.generation, self.size = self.fd, None, self.generation + 1, 0
         if old is not None:
             os.close(old)
+        self._open()
+        fsync_folder(self.folder)
+        return self.generation
+
+    def write_snapshot(self, state: State, generation: int) -> None:
+        """Replace the snapshot by `state`, the state after every journal before `generation`, and
+        delete those journals (the second step of a compaction; appends may go on meanwhile)."""
+        self._replace_snapshot(state, generation)
         fsync_folder(self.folder)
         self._remove_stale(generation)
-        self._open()
 
     def _replace_snapshot(self, state: State, generation: int) -> None:
         """Write the snapshot: temporary file, fsync, rename (the caller fsyncs the folder)."""
