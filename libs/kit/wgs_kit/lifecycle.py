@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import gc
 import signal
 from collections.abc import Coroutine
 from typing import Any
@@ -13,6 +14,19 @@ def run_service(main: Coroutine[Any, Any, None]) -> None:
     """Run a service's main coroutine on uvloop (as uvicorn runs the API): NATS-heavy loops spend
     noticeably less CPU per message than on the default event loop."""
     uvloop.run(main)
+
+
+def freeze_startup_heap() -> None:
+    """Keep the objects made while the process started out of every later garbage collection.
+
+    A full collection walks every tracked object, and most of a service's live objects are made
+    once at start-up (its framework, routes, schemas, tables) and live as long as the process.
+    The API has about 100,000: a full collection took 60-76 ms on the 2-core machine, and every
+    request waited meanwhile (at 500 sends/s, 30-40 of them, a p99 of its own). `gc.freeze`
+    moves them to a generation the collector never visits. Call it once, when start-up is done.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def wait_for_shutdown() -> None:

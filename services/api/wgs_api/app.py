@@ -7,6 +7,7 @@ from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from wgs_db.engine import close_database, open_database
+from wgs_kit.lifecycle import freeze_startup_heap
 
 from wgs_api.config import Settings, get_settings
 from wgs_api.domain.accounts.controllers import TenantController
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         messaging = ApiMessaging(settings.nats_url, events_max_deliver=settings.events_max_deliver)
         await messaging.start()
         app.state.messaging = messaging
+        freeze_startup_heap()
         try:
             yield
         finally:
