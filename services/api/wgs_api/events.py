@@ -30,18 +30,14 @@ from wgs_api.domain.instances.status import apply_status
 # The kinds the API applies: its consumer's filter subjects (nats-server 2.10+ multi-filter consumer).
 APPLIED_EVENTS: Final = (subjects.ALL_INSTANCE_STATUS, subjects.ALL_INSTANCE_CONNECTION, subjects.ALL_MESSAGE_STATUS)
 
-# One row per status event, `at` drawn per row in the arrays' (stream) order; a provider's `sent`
-# confirms the one the API recorded while asking it (provisional, decision 35).
+# One row per status event, `at` drawn per row in the arrays' (stream) order. A provider's `sent`
+# confirms the one the API recorded while asking it (provisional, decision 35): found through
+# the primary key (the conflict), never by a scan, so the cost stays flat as the table grows.
 RECORD_MESSAGE_STATUSES = """
-WITH confirmed AS (
-    UPDATE message_statuses s SET provisional = false
-      FROM unnest($1::text[], $2::text[]) AS e(message_id, status)
-     WHERE e.status = 'sent' AND s.provisional AND s.message_id = e.message_id AND s.status = 'sent'
-)
 INSERT INTO message_statuses (message_id, status, reason, at)
 SELECT message_id, status, reason, clock_timestamp()
   FROM unnest($1::text[], $2::text[], $3::text[]) AS e(message_id, status, reason)
-ON CONFLICT DO NOTHING
+ON CONFLICT (message_id, status) DO UPDATE SET provisional = false WHERE message_statuses.provisional
 """
 
 
@@ -79,14 +75,19 @@ async def apply_event(event: InstanceEvent) -> None:
 
 
 async def record_message_statuses(events: Sequence[MessageStatusChanged]) -> None:
-    """Remember that each message reached its status (once), in one statement."""
-    if not events:
+    """Remember that each message reached its status (once), in one statement.
+
+    A repeated (message, status) in the batch is dropped first: the statement may update a
+    row it conflicts with only once.
+    """
+    unique = list({(e.message_id, e.status): e for e in events}.values())  # in the order first seen
+    if not unique:
         return
     assert DB.pool is not None, "open_database() first"
     async with DB.pool.acquire() as connection:  # plain asyncpg: this is the hot path
         await connection.execute(
             RECORD_MESSAGE_STATUSES,
-            [e.message_id for e in events],
-            [e.status.value for e in events],
-            [e.reason for e in events],
+            [e.message_id for e in unique],
+            [e.status.value for e in unique],
+            [e.reason for e in unique],
         )
