@@ -4,11 +4,14 @@ when it answers 200, forgotten when it refuses, and put back to `queued` when no
 The node agent is a scripted responder; the send runs in this process (`services.send`) with a
 leased context, so no scheduler or node is involved."""
 
+import asyncio
+import functools
 import json
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import asyncpg
 import httpx
 import msgspec
 import nats
@@ -21,10 +24,17 @@ from wgs_api.errors import Invalid, Unavailable
 from wgs_api.events import record_message_statuses
 from wgs_api.messaging import ApiMessaging
 from wgs_contracts import streams, subjects
-from wgs_contracts.instance_events import DeliveryStatus, ProviderCall, ProviderReply
+from wgs_contracts.instance_events import (
+    DeliveryStatus,
+    ProviderCall,
+    ProviderReply,
+    ProviderSends,
+    ProviderSendsReply,
+)
 from wgs_db.engine import fetch
 from wgs_kit.messaging import decode, encode
 from wgs_kit.requests import RequestServer
+from wgs_kit.waiting import wait_until
 
 from tests.integration.test_api_events import message_status
 from tests.support.api import Tenant, create_tenant, pending_instance
@@ -34,13 +44,27 @@ TO = "491701234567"
 
 @dataclass
 class Agent:
-    """Answers every send with the reply scripted for its instance."""
+    """Answers every send with the reply scripted for its instance, once `answering` is set;
+    remembers the message ids of each request."""
 
     replies: dict[int, ProviderReply]
+    requests: list[list[str]] = field(default_factory=list)
+    answering: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.answering.set()
 
     async def on_call(self, data: bytes) -> bytes:
         call = decode(data, ProviderCall)
+        self.requests.append([json.loads(call.body or b"{}")["id"]])
+        await self.answering.wait()
         return encode(self.replies[call.instance_id])
+
+    async def on_sends(self, data: bytes) -> bytes:
+        sends = decode(data, ProviderSends)
+        self.requests.append([json.loads(body)["id"] for body in sends.bodies])
+        await self.answering.wait()
+        return encode(ProviderSendsReply(replies=[self.replies[sends.instance_id]] * len(sends.bodies)))
 
 
 @pytest.fixture
@@ -52,6 +76,7 @@ async def agent(migrated: dict[str, str], api_pool) -> AsyncIterator[tuple[ApiMe
     nc: NatsClient = await nats.connect(migrated["NATS_URL"])
     requests = RequestServer(nc)
     await requests.serve(subjects.provider_calls(node), agent.on_call)
+    await requests.serve(subjects.provider_sends(node), agent.on_sends)
     await nc.flush()
     yield messaging, agent, node
     await requests.close()
@@ -59,11 +84,11 @@ async def agent(migrated: dict[str, str], api_pool) -> AsyncIterator[tuple[ApiMe
     await messaging.broker.stop()
 
 
-async def leased_instance(client: httpx.AsyncClient, tenant: Tenant, node: str | None) -> int:
+async def leased_instance(client: httpx.AsyncClient, tenant: Tenant, node: str | None, tokens: int = 10) -> int:
     """An instance whose sends this process takes from a lease saying it runs on `node`."""
     instance_id = await pending_instance(client, tenant)
     running = SendContext(status="running", desired_state="running", node=node, rate_per_second=100.0, retry_after=None)
-    LEASES.grant((instance_id, tenant.id), running, 10, limit=10)
+    LEASES.grant((instance_id, tenant.id), running, tokens, limit=tokens)
     return instance_id
 
 
@@ -94,6 +119,68 @@ async def test_a_sent_message_is_recorded_provisionally_and_confirmed_by_the_pro
         confirmation = message_status(tenant.id, instance_id, result.id, DeliveryStatus.SENT)
         await record_message_statuses([confirmation, confirmation])  # a batch may repeat an event
         assert await stored(result.id) == (1, [("sent", False)])
+    finally:
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_the_sends_of_one_relay_request_are_recorded_by_one_statement(
+    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Sends arriving one by one while their instance's requests are in flight are relayed together
+    and recorded together: their rows are written by one transaction."""
+    messaging, script, node = agent
+    monkeypatch.setattr(LEASES, "lease_seconds", 60.0)  # the lease serves every send of the test, unrenewed
+    tenant = await create_tenant(client)
+    instance_id = await leased_instance(client, tenant, node, tokens=100)
+    script.replies[instance_id] = sent_reply(200, {"status": "sent"})
+    script.answering.clear()  # the provider holds its answers: the first two requests stay in flight
+
+    def start_send() -> asyncio.Future[tuple[schemas.SendResult, bool]]:
+        return asyncio.ensure_future(send(messaging, tenant.id, instance_id, schemas.SendBody(to=TO, text="hi")))
+
+    async def requests_at_agent(count: int) -> bool:
+        return len(script.requests) == count
+
+    async def queued_sends(count: int) -> bool:
+        return services.SENDS.waiting(messaging, node, instance_id) == count
+
+    sends: list[asyncio.Future[tuple[schemas.SendResult, bool]]] = []
+    try:
+        for in_flight in (1, 2):
+            sends.append(start_send())
+            await wait_until(functools.partial(requests_at_agent, in_flight), timeout=10, what="a request at the agent")
+        for waiting in range(1, 5):  # each alone, while the first two wait for the provider
+            sends.append(start_send())
+            await wait_until(functools.partial(queued_sends, waiting), timeout=10, what="the send in its queue")
+        script.answering.set()
+        results = [result for result, _ in await asyncio.gather(*sends)]
+        later = [result.id for result in results[2:]]
+        assert script.requests[2:] == [later]
+        transactions = await fetch("SELECT DISTINCT xmin::text FROM messages WHERE id = ANY($1::text[])", later)
+        assert len(transactions) == 1
+        assert [await stored(message_id) for message_id in later] == [(1, [("sent", True)])] * 4
+    finally:
+        script.answering.set()
+        await asyncio.gather(*sends, return_exceptions=True)
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_a_send_whose_record_fails_fails_with_that_error_and_takes_nothing_back(
+    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    messaging, script, node = agent
+    tenant = await create_tenant(client)
+    instance_id = await leased_instance(client, tenant, node)
+    script.replies[instance_id] = sent_reply(200, {"status": "sent"})
+    body = schemas.SendBody(to=TO, text="hi")
+    try:
+        first, _ = await send(messaging, tenant.id, instance_id, body)
+        monkeypatch.setattr(services, "uuid4", lambda: uuid.UUID(first.id))  # the next record collides with it
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await send(messaging, tenant.id, instance_id, body)
+        assert await stored(first.id) == (1, [("sent", True)])
     finally:
         LEASES.end_all()
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)

@@ -11,7 +11,7 @@ import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from wgs_api.domain.messaging.relay import SendRelay
+from wgs_api.domain.messaging.relay import SendRelay, relay_sends
 from wgs_api.messaging import ApiMessaging
 from wgs_contracts import subjects
 from wgs_contracts.instance_events import ProviderCall, ProviderReply, ProviderSends, ProviderSendsReply
@@ -70,7 +70,7 @@ def body(message_id: str) -> bytes:
 
 async def test_sends_waiting_together_go_in_one_request_each_with_its_own_answer(relay) -> None:
     messaging, agent, _ = relay
-    sends = SendRelay()
+    sends = SendRelay(relay_sends)
     replies = await asyncio.gather(
         *(sends.send(messaging, agent.node, 1, body(f"m{i}")) for i in range(10)),
         sends.send(messaging, agent.node, 2, body("other")),
@@ -84,7 +84,7 @@ async def test_sends_waiting_together_go_in_one_request_each_with_its_own_answer
 
 async def test_a_slow_instance_holds_up_only_its_own_sends(relay) -> None:
     messaging, agent, _ = relay
-    sends = SendRelay()
+    sends = SendRelay(relay_sends)
     slow = asyncio.gather(*(sends.send(messaging, agent.node, SLOW_INSTANCE, body(f"s{i}")) for i in range(3)))
 
     async def slow_request_arrived() -> bool:
@@ -102,14 +102,14 @@ async def test_a_slow_instance_holds_up_only_its_own_sends(relay) -> None:
 
 async def test_sends_nobody_answers_are_none_each(relay) -> None:
     messaging, _, _ = relay
-    sends = SendRelay()
+    sends = SendRelay(relay_sends)
     replies = await asyncio.gather(*(sends.send(messaging, "no-such-node", 1, body(f"m{i}")) for i in range(3)))
     assert replies == [None, None, None]
 
 
 async def test_idle_queues_are_dropped_beyond_the_bound(relay) -> None:
     messaging, agent, _ = relay
-    sends = SendRelay(max_queues=2)
+    sends = SendRelay(relay_sends, max_queues=2)
     for instance in (11, 12, 13):
         assert await sends.send(messaging, agent.node, instance, body(f"m{instance}")) is not None
     assert len(sends._queues) <= 2

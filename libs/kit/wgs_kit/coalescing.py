@@ -50,6 +50,11 @@ class Coalescer(Generic[Item, Result]):
         """Nothing waits and no batch runs."""
         return not self._pending and all(worker.done() for worker in self._workers)
 
+    @property
+    def waiting(self) -> int:
+        """Calls waiting for a batch to take them."""
+        return len(self._pending)
+
     async def submit(self, item: Item) -> Result:
         """The result of `item`, computed in a batch with the calls around it."""
         loop = asyncio.get_running_loop()

@@ -7,10 +7,14 @@ one `ProviderSends` to its node agent, which hands them to the provider as one b
 the provider takes batches (`docs/provider-contract.md`). Each send gets its own answer; a
 request nobody answered is None for each of its sends (they are then queued, and the provider's
 idempotency by message id makes a send that did reach it harmless to repeat).
+
+What a queue's batch does is its owner's (`SendRelay(run_batch)`): `relay_sends` alone, or, for
+the API's sends, that and their records at the same time (`services.relay_and_record`).
 """
 
 import functools
-from typing import Final
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, Generic, TypeVar
 
 from wgs_contracts.instance_events import ProviderCall, ProviderReply, ProviderSends
 from wgs_kit.coalescing import Coalescer
@@ -19,6 +23,11 @@ from wgs_api.messaging import ApiMessaging
 
 MAX_SENDS_PER_REQUEST: Final = 100
 MAX_QUEUES: Final = 1_000  # beyond this many instances with a queue, the idle queues are dropped
+
+Item = TypeVar("Item")
+Answer = TypeVar("Answer")
+# run_batch(messaging, node, instance id, items) -> one answer per item, in order
+BatchRun = Callable[[ApiMessaging, str, int, list[Item]], Awaitable[Sequence[Answer]]]
 
 
 async def relay_sends(
@@ -34,23 +43,26 @@ async def relay_sends(
     return list(answer.replies)
 
 
-class SendRelay:
-    """This process's queue of sends per (connection, node, instance)."""
+class SendRelay(Generic[Item, Answer]):
+    """This process's queue of sends per (connection, node, instance), each batch run by `run_batch`."""
 
-    def __init__(self, *, max_queues: int = MAX_QUEUES) -> None:
+    def __init__(self, run_batch: BatchRun[Item, Answer], *, max_queues: int = MAX_QUEUES) -> None:
+        self.run_batch = run_batch
         self.max_queues = max_queues
-        self._queues: dict[tuple[ApiMessaging, str, int], Coalescer[bytes, ProviderReply | None]] = {}
+        self._queues: dict[tuple[ApiMessaging, str, int], Coalescer[Item, Answer]] = {}
 
-    async def send(self, messaging: ApiMessaging, node: str, instance_id: int, body: bytes) -> ProviderReply | None:
-        """The provider's answer to one send (`POST /messages` body), relayed with the sends around it."""
+    def waiting(self, messaging: ApiMessaging, node: str, instance_id: int) -> int:
+        """Sends waiting in the instance's queue for a batch to take them."""
+        queue = self._queues.get((messaging, node, instance_id))
+        return 0 if queue is None else queue.waiting
+
+    async def send(self, messaging: ApiMessaging, node: str, instance_id: int, item: Item) -> Answer:
+        """The answer to one send, run in a batch with the sends around it."""
         key = (messaging, node, instance_id)
         queue = self._queues.get(key)
         if queue is None:
             if len(self._queues) >= self.max_queues:
                 self._queues = {k: q for k, q in self._queues.items() if not q.idle}
-            batch = functools.partial(relay_sends, messaging, node, instance_id)
+            batch = functools.partial(self.run_batch, messaging, node, instance_id)
             queue = self._queues[key] = Coalescer(batch, max_batch=MAX_SENDS_PER_REQUEST)
-        return await queue.submit(body)
-
-
-SENDS: Final = SendRelay()  # this process's
+        return await queue.submit(item)

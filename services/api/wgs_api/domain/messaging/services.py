@@ -5,7 +5,7 @@ import base64
 import io
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from uuid import uuid4
 
 import msgspec
@@ -20,7 +20,7 @@ from wgs_kit.coalescing import Coalescer
 from wgs_api.domain.instances.services import fetch_own
 from wgs_api.domain.messaging import schemas
 from wgs_api.domain.messaging.rate_limit import send_context
-from wgs_api.domain.messaging.relay import SENDS
+from wgs_api.domain.messaging.relay import SendRelay, relay_sends
 from wgs_api.domain.messaging.validation import validate_send
 from wgs_api.errors import ApiError, Conflict, Invalid, NotFound, RateLimited, Unavailable
 from wgs_api.messaging import ApiMessaging
@@ -177,6 +177,46 @@ async def record_messages(records: list[MessageRecord]) -> list[None]:
 _records: Coalescer[MessageRecord, None] = Coalescer(record_messages, alone_on_error=True)
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A send on its way to its provider: its `POST /messages` body, and its record."""
+
+    body: bytes
+    record: MessageRecord
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """What became of an `Outgoing`: the provider's answer (None: nobody answered), and the
+    error that kept its record from being stored, if one did."""
+
+    reply: ProviderReply | None
+    record_error: BaseException | None
+
+
+async def relay_and_record(
+    messaging: ApiMessaging, node: str, instance_id: int, sends: list[Outgoing]
+) -> list[Relayed]:
+    """Relay sends waiting together to their provider and, at the same time, record them together.
+
+    The records go to the record coalescer in one turn of the loop, so the sends of one relay
+    request are stored by one statement (with any other instance's records waiting then), and
+    each send waits for the longer of the two, not their sum (decision 35).
+    """
+    recorded = asyncio.gather(*(_records.submit(s.record) for s in sends), return_exceptions=True)
+    try:
+        replies = await relay_sends(messaging, node, instance_id, [s.body for s in sends])
+    finally:
+        errors = await recorded
+    return [
+        Relayed(reply, error if isinstance(error, BaseException) else None)
+        for reply, error in zip(replies, errors, strict=True)
+    ]
+
+
+SENDS: Final = SendRelay(relay_and_record)  # this process's queues of sends per instance
+
+
 async def send(
     messaging: ApiMessaging, tenant_id: int, instance_id: int, body: schemas.SendBody
 ) -> tuple[schemas.SendResult, bool]:
@@ -185,8 +225,9 @@ async def send(
     On the hot path, each shared with the sends waiting meanwhile: the instance with its node
     and the tenant's rate, spending a token (skipped while a lease serves the instance,
     `leases`); then, at the same time, the request to the provider (`relay`) and the message
-    with a provisional `sent` (decision 35), taken back when the provider refused the send
-    or did not answer. A body that fails validation spends no token.
+    with a provisional `sent` (decision 35), both once per batch of sends (`relay_and_record`),
+    taken back when the provider refused the send or did not answer. A body that fails
+    validation spends no token.
     """
     try:
         recipient, content = validate_send(body)
@@ -211,15 +252,15 @@ async def send(
         await messaging.enqueue_send(message)
         await _records.submit(record(DeliveryStatus.QUEUED))
         return schemas.SendResult(status="queued", id=message.id), False
-    recorded = asyncio.ensure_future(_records.submit(record(DeliveryStatus.SENT)))
+    request = msgspec.json.encode(SendRequest(id=message.id, to=recipient, content=content))
     try:
-        request = msgspec.json.encode(SendRequest(id=message.id, to=recipient, content=content))
-        reply = await SENDS.send(messaging, context.node, instance_id, request)
+        relayed = await SENDS.send(messaging, context.node, instance_id, Outgoing(request, record(DeliveryStatus.SENT)))
     except Exception:
-        await asyncio.gather(recorded, return_exceptions=True)
         await fetch(FORGET_MESSAGE, message.id)
         raise
-    await recorded
+    if relayed.record_error is not None:
+        raise relayed.record_error
+    reply = relayed.reply
     if reply is not None and reply.status == 200:
         return schemas.SendResult(status="ok", id=message.id), True
     if reply is not None and reply.status not in (404, 504):
