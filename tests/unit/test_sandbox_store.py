@@ -141,27 +141,6 @@ async def test_a_restart_after_many_changes_replays_them_exactly(tmp_path, monke
     assert sorted(p.name for p in tmp_path.iterdir()) == [store.journal_file(again.store.generation), "snapshot.json"]
 
 
-async def test_concurrent_sends_share_an_append_made_on_the_loops_own_thread(tmp_path, monkeypatch):
-    """Group commit without a thread hand-off per append (its CPU cost was more than the fdatasync's)."""
-    provider = make(tmp_path)
-    await pair(provider)
-    appends: list[tuple[int, int]] = []  # (thread, records) of each append
-    real_append = store.Store.append
-
-    def append(self: store.Store, records: bytes) -> None:
-        appends.append((threading.get_ident(), records.count(b"\n")))
-        real_append(self, records)
-
-    monkeypatch.setattr(store.Store, "append", append)
-    statuses = await asyncio.gather(*(send(provider, f"m{n}") for n in range(10)))
-    assert [status for status, _ in statuses] == [200] * 10
-    assert {thread for thread, _ in appends} == {threading.get_ident()}
-    assert len(appends) < 10  # the sends arrived together, so they shared appends
-    assert sum(records for _, records in appends) == 10
-    provider.store.close()
-    assert len(make(tmp_path).sent) == 10
-
-
 async def test_compaction_while_concurrent_sends_are_committed(tmp_path, monkeypatch):
     monkeypatch.setattr(store, "MAX_JOURNAL_BYTES", 8 * 1024)
     provider = make(tmp_path)

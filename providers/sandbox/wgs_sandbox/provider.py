@@ -219,7 +219,7 @@ class SandboxProvider:
     async def commit(self) -> None:
         """Return once every change made so far is on disk.
 
-        Group commit: one append at a time (on the loop, see `_flush`), each carrying every record sealed
+        Group commit: one append (in a thread) at a time, each carrying every record sealed
         until it starts, so concurrent requests share an fsync instead of queueing one each.
         Callers wait on a shielded task: a cancelled request cannot cut a write short.
         """
@@ -244,10 +244,7 @@ class SandboxProvider:
         # The state now is exactly the state after these records: that is what a snapshot must hold.
         snapshot = None if compacting or not self.store.compaction_due(len(payload)) else self.saved.copy()
         try:
-            # On the loop: an fdatasync takes about 0.25 ms here, and handing it to a thread and back
-            # cost more CPU than the call. Requests arriving meanwhile wait in the socket, then share
-            # the next append as they would have shared it had they been read during this one.
-            self.store.append(payload)
+            await asyncio.to_thread(self.store.append, payload)
         except Exception:
             self._records[:0] = records  # retried by the next commit, after the damaged tail is cut off
             raise
