@@ -5,6 +5,7 @@ from wgs_kit.logs import configure_logging
 
 from wgs_api.app import create_app
 from wgs_api.config import get_settings
+from wgs_api.http_server import OneWriteHttpToolsProtocol
 
 
 def main() -> None:
@@ -15,6 +16,7 @@ def main() -> None:
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=OneWriteHttpToolsProtocol,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
