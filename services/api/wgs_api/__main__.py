@@ -5,7 +5,6 @@ from wgs_kit.logs import configure_logging
 
 from wgs_api.app import create_app
 from wgs_api.config import get_settings
-from wgs_api.http_server import OneWriteHttpToolsProtocol
 
 
 def main() -> None:
@@ -16,7 +15,6 @@ def main() -> None:
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        http=OneWriteHttpToolsProtocol,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=10,
