@@ -1,8 +1,14 @@
 """The node agent's sandbox network (real NATS): a phone held on the same node is handed its
-envelopes directly, a phone on another node is reached over NATS, an unknown phone is reported
-after the retry window, and leaving a phone stops both ways of reaching it."""
+envelopes directly, a phone on another node is reached over NATS, a number the directory does not
+know fails at once, a known one is asked again until the retry window ends (as every phone is when
+the directory does not answer), and leaving a phone stops both ways of reaching it.
 
+Each test asks its own directory subject, answered by the test or by nobody, not the API's."""
+
+import asyncio
 import random
+import time
+import uuid
 from collections.abc import AsyncIterator
 
 import nats
@@ -12,9 +18,17 @@ from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from wgs_contracts import subjects
 from wgs_contracts.instance_events import ProviderReply, SandboxEnvelope
+from wgs_contracts.messages import SandboxPhoneKnown, SandboxPhoneLookup
+from wgs_kit.messaging import decode, encode
+from wgs_kit.waiting import wait_until
 from wgs_node_agent.network import SandboxNetwork
 
 SHORT_RETRY = 0.3
+
+
+def no_directory() -> str:
+    """A directory subject nobody answers."""
+    return f"test.directory.{uuid.uuid4().hex}"
 
 
 class Phone:
@@ -64,7 +78,7 @@ async def settled(*connections: NatsClient) -> None:
 
 async def test_a_phone_on_this_node_gets_its_envelope_directly(connections: list[NatsClient]) -> None:
     node, _, spy = connections
-    network = SandboxNetwork(lambda: node, retry_seconds=SHORT_RETRY)
+    network = SandboxNetwork(lambda: node, retry_seconds=SHORT_RETRY, directory_subject=no_directory())
     phone, holder = f"49170{random.randrange(10**7):07d}", Phone("local")
     subscription = await network.join(phone, holder)
     seen = await over_nats(spy)
@@ -80,7 +94,10 @@ async def test_a_phone_on_this_node_gets_its_envelope_directly(connections: list
 
 async def test_a_phone_on_another_node_is_reached_over_nats(connections: list[NatsClient]) -> None:
     node_a, node_b, spy = connections
-    here, there = SandboxNetwork(lambda: node_a), SandboxNetwork(lambda: node_b, retry_seconds=SHORT_RETRY)
+    here, there = (
+        SandboxNetwork(lambda: node_a, directory_subject=no_directory()),
+        SandboxNetwork(lambda: node_b, retry_seconds=SHORT_RETRY, directory_subject=no_directory()),
+    )
     phone, holder = f"49171{random.randrange(10**7):07d}", Phone("remote")
     subscription = await here.join(phone, holder)
     seen = await over_nats(spy)
@@ -93,16 +110,18 @@ async def test_a_phone_on_another_node_is_reached_over_nats(connections: list[Na
     await here.leave(phone, holder, subscription)
 
 
-async def test_a_phone_nobody_holds_is_unknown_after_the_retry_window(connections: list[NatsClient]) -> None:
-    network = SandboxNetwork(lambda: connections[0], retry_seconds=SHORT_RETRY)
+async def test_without_a_directory_a_phone_nobody_holds_fails_after_the_retry_window(
+    connections: list[NatsClient],
+) -> None:
+    network = SandboxNetwork(lambda: connections[0], retry_seconds=SHORT_RETRY, directory_subject=no_directory())
     with pytest.raises(NoRespondersError):
         await network.carry(envelope_to(f"49172{random.randrange(10**7):07d}"))
 
 
 async def test_a_phone_left_is_no_longer_reached_either_way(connections: list[NatsClient]) -> None:
     node_a, node_b, _ = connections
-    here = SandboxNetwork(lambda: node_a, retry_seconds=SHORT_RETRY)
-    there = SandboxNetwork(lambda: node_b, retry_seconds=SHORT_RETRY)
+    here = SandboxNetwork(lambda: node_a, retry_seconds=SHORT_RETRY, directory_subject=no_directory())
+    there = SandboxNetwork(lambda: node_b, retry_seconds=SHORT_RETRY, directory_subject=no_directory())
     phone, holder = f"49173{random.randrange(10**7):07d}", Phone("gone")
     await here.leave(phone, holder, await here.join(phone, holder))
 
@@ -113,7 +132,7 @@ async def test_a_phone_left_is_no_longer_reached_either_way(connections: list[Na
 
 
 async def test_a_newer_holder_keeps_the_phone_when_the_older_one_leaves(connections: list[NatsClient]) -> None:
-    network = SandboxNetwork(lambda: connections[0], retry_seconds=SHORT_RETRY)
+    network = SandboxNetwork(lambda: connections[0], retry_seconds=SHORT_RETRY, directory_subject=no_directory())
     phone, old, new = f"49174{random.randrange(10**7):07d}", Phone("old"), Phone("new")
     old_subscription = await network.join(phone, old)
     new_subscription = await network.join(phone, new)  # the instance restarted at a new generation
@@ -121,3 +140,67 @@ async def test_a_newer_holder_keeps_the_phone_when_the_older_one_leaves(connecti
 
     assert (await network.carry(envelope_to(phone))).body == b"new"
     await network.leave(phone, new, new_subscription)
+
+
+class Directory:
+    """Answers sandbox phone lookups on its own subject: the numbers in `known` are known."""
+
+    def __init__(self, known: set[str]) -> None:
+        self.subject = no_directory()
+        self.known = known
+        self.asked: list[str] = []
+
+    async def serve(self, connection: NatsClient) -> None:
+        async def answer(msg: Msg) -> None:
+            phone = decode(msg.data, SandboxPhoneLookup).phone
+            self.asked.append(phone)
+            await msg.respond(encode(SandboxPhoneKnown(known=phone in self.known)))
+
+        await connection.subscribe(self.subject, cb=answer)
+        await connection.flush()
+
+
+async def test_a_number_the_directory_does_not_know_fails_at_once(connections: list[NatsClient]) -> None:
+    node, directory_side, _ = connections
+    directory = Directory(known=set())
+    await directory.serve(directory_side)
+    network = SandboxNetwork(lambda: node, retry_seconds=60.0, directory_subject=directory.subject)
+    phone = f"49175{random.randrange(10**7):07d}"
+
+    with pytest.raises(NoRespondersError):
+        await asyncio.wait_for(network.carry(envelope_to(phone)), timeout=10)  # not the 60 s window
+    assert directory.asked == [phone]
+
+
+async def test_a_known_number_is_asked_again_until_its_instance_is_back(connections: list[NatsClient]) -> None:
+    node_a, node_b, directory_side = connections
+    phone, holder = f"49176{random.randrange(10**7):07d}", Phone("back")
+    directory = Directory(known={phone})
+    await directory.serve(directory_side)
+    here = SandboxNetwork(lambda: node_a, directory_subject=directory.subject)
+    there = SandboxNetwork(lambda: node_b, retry_seconds=30.0, directory_subject=directory.subject)
+    carried = asyncio.ensure_future(there.carry(envelope_to(phone)))
+
+    async def looked_up() -> bool:
+        return directory.asked == [phone]
+
+    await wait_until(looked_up, timeout=10, what="the directory lookup")
+    subscription = await here.join(phone, holder)  # its instance is back (restarted, or moved here)
+    reply = await asyncio.wait_for(carried, timeout=10)
+
+    assert reply.body == b"back"
+    assert directory.asked == [phone]  # asked once, at the first unanswered attempt
+    await here.leave(phone, holder, subscription)
+
+
+async def test_a_known_number_still_away_fails_when_the_window_ends(connections: list[NatsClient]) -> None:
+    node, directory_side, _ = connections
+    phone = f"49177{random.randrange(10**7):07d}"
+    directory = Directory(known={phone})
+    await directory.serve(directory_side)
+    network = SandboxNetwork(lambda: node, retry_seconds=SHORT_RETRY, directory_subject=directory.subject)
+    started = time.monotonic()
+
+    with pytest.raises(NoRespondersError):
+        await network.carry(envelope_to(phone))
+    assert time.monotonic() - started >= SHORT_RETRY

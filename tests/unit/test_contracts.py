@@ -30,6 +30,8 @@ from wgs_contracts.messages import (
     NodeHeartbeat,
     NodeStatusChanged,
     Provider,
+    SandboxPhoneKnown,
+    SandboxPhoneLookup,
     SchedulerLeaderElected,
     SnapshotTaken,
     StartInstance,
@@ -125,6 +127,8 @@ SAMPLES: dict[type, Any] = {
     ),
     DrainRequest: DrainRequest(node="n1"),
     DrainReply: DrainReply(status=200, node="n1", moved=(7,), failed={9: "no room"}, error="partly"),
+    SandboxPhoneLookup: SandboxPhoneLookup(phone="491700000002"),
+    SandboxPhoneKnown: SandboxPhoneKnown(known=False),
 }
 
 

@@ -243,6 +243,18 @@ class DrainReply(Base, frozen=True, tag="scheduler.drain.reply"):
     error: str | None = None
 
 
+class SandboxPhoneLookup(Base, frozen=True, tag="sandbox.phone.lookup"):
+    """Asks whether a sandbox instance has this phone number (when no agent answers for it)."""
+
+    phone: str
+
+
+class SandboxPhoneKnown(Base, frozen=True, tag="sandbox.phone.known"):
+    """The answer to a `SandboxPhoneLookup`: an instance not being deleted has the number."""
+
+    known: bool
+
+
 WIRE_TYPES: Final = (
     CreateInstance,
     DeleteInstance,
@@ -262,4 +274,6 @@ WIRE_TYPES: Final = (
     MigrateReply,
     DrainRequest,
     DrainReply,
+    SandboxPhoneLookup,
+    SandboxPhoneKnown,
 )

@@ -32,6 +32,7 @@ ALL_DEAD_LETTERS: Final = "wgs.dlq.>"
 # Request-reply.
 ALL_NODE_ASSIGNMENTS: Final = "wgs.rpc.node.*.assignments"
 ALL_SANDBOX_PHONES: Final = "wgs.rpc.sandbox.*"
+SANDBOX_DIRECTORY: Final = "wgs.rpc.directory.sandbox-phone"  # answered by one API process (queue group)
 SCHEDULER_MIGRATE: Final = "wgs.rpc.scheduler.migrate"  # answered by the leader only
 SCHEDULER_DRAIN: Final = "wgs.rpc.scheduler.drain"  # answered by the leader only
 

@@ -14,6 +14,9 @@ Instance events reach the API twice:
   request can wait for its instance's next state (`StatusBoard`) and the instance's send lease
   ends (`wgs_api.domain.messaging.leases`), and revocations of API keys
   (`ApiKeysRevoked`), to forget the keys it remembers (`wgs_api.domain.accounts.key_cache`).
+
+The API processes also answer the sandbox network's directory (`SANDBOX_DIRECTORY`, one of them
+per request: a queue group), `wgs_api.domain.instances.directory`.
 """
 
 import logging
@@ -34,8 +37,10 @@ from wgs_contracts.instance_events import (
 from wgs_contracts.messages import ApiKeysRevoked, ControlCommand, InstanceStatusChanged
 from wgs_kit.batched import BatchedPullConsumer
 from wgs_kit.messaging import decode, encode, make_broker, publish_core, publish_durable, trace_headers
+from wgs_kit.requests import RequestServer
 
 from wgs_api.domain.accounts.key_cache import KEYS
+from wgs_api.domain.instances.directory import answer_lookup
 from wgs_api.domain.instances.status import StatusBoard
 from wgs_api.domain.messaging.leases import LEASES
 from wgs_api.errors import TimedOut, Unavailable
@@ -47,6 +52,7 @@ EVENTS_CONSUMER = "api-instance-events"
 EVENTS_MAX_DELIVER = 8
 EVENTS_ACK_WAIT_SECONDS = 30.0
 EVENTS_FETCH_BATCH = 100
+DIRECTORY_QUEUE = "wgs-api"
 
 
 class ApiMessaging:
@@ -57,6 +63,7 @@ class ApiMessaging:
         self.board = StatusBoard()
         self.events_max_deliver = events_max_deliver
         self.events: BatchedPullConsumer | None = None
+        self.requests: RequestServer | None = None
         self._register_subscribers()
 
     def _register_subscribers(self) -> None:
@@ -73,8 +80,10 @@ class ApiMessaging:
             KEYS.forget_tenant(decode(body, ApiKeysRevoked).tenant_id)
 
     async def start(self) -> None:
-        """Connect, start watching status events and consuming the events the API applies."""
+        """Connect, start watching status events, consuming the events the API applies and answering the directory."""
         await self.broker.start()
+        self.requests = RequestServer(self.broker.connection)
+        await self.requests.serve(subjects.SANDBOX_DIRECTORY, answer_lookup, queue=DIRECTORY_QUEUE)
         self.events = BatchedPullConsumer(
             self.broker.connection.jetstream(),
             apply_messages,
@@ -88,7 +97,9 @@ class ApiMessaging:
         await self.events.start()
 
     async def stop(self) -> None:
-        """Finish the batch being applied (bounded), then drain and disconnect."""
+        """Stop answering, finish the batch being applied (bounded), then drain and disconnect."""
+        if self.requests is not None:
+            await self.requests.close()
         if self.events is not None:
             await self.events.stop()
         await self.broker.stop()
