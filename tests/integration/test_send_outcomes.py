@@ -67,6 +67,13 @@ class Agent:
         return encode(ProviderSendsReply(replies=[self.replies[sends.instance_id]] * len(sends.bodies)))
 
 
+@pytest.fixture(autouse=True)
+def leases_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The leases these tests grant stay: the session's scheduler, when one runs, announces the
+    status of their instances (no node offers their provider), which would end them."""
+    monkeypatch.setattr(LEASES, "end", lambda instance_id: None)
+
+
 @pytest.fixture
 async def agent(migrated: dict[str, str], api_pool) -> AsyncIterator[tuple[ApiMessaging, Agent, str]]:
     messaging = ApiMessaging(migrated["NATS_URL"])
