@@ -10,7 +10,9 @@ responder (`bench.echo_baseline`). For both it measures
   Once per C of `--in-flight` (default 32 and 64: the gateway batches the sends waiting
   together, so its throughput grows with the sends in flight);
 - latency at a fixed offered rate (open loop, `bench.open_loop`: each latency counted from when
-  its request was due; default 500/s for D seconds): p50/p99;
+  its request was due; default 500/s for D seconds): p50/p99, and for the gateway the PostgreSQL
+  transactions that wrote something, per send (every service's, the run's backlog included: a
+  count that varies far less from run to run than latency does);
 - latency at half the measured capacity (what a client sees below saturation);
 - latency nearly idle (IDLE_RATE sends/s: the floor a single send costs end to end).
 
@@ -30,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import asyncpg
 import httpx
 import nats
 from wgs_api.messaging import EVENTS_CONSUMER
@@ -161,6 +164,19 @@ async def pipeline_idle(nats_url: str) -> None:
         await nc.close()
 
 
+async def write_transactions(dsn: str) -> int:
+    """How many transactions that wrote something PostgreSQL has started: its next transaction id.
+
+    Exact at once, unlike the statistics views, which a backend updates up to 10 s after its last
+    transaction. A read-only transaction takes no id and is not counted.
+    """
+    connection = await asyncpg.connect(dsn)
+    try:
+        return int(await connection.fetchval("SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint"))
+    finally:
+        await connection.close()
+
+
 async def measure(
     url: str,
     body: dict,
@@ -171,11 +187,13 @@ async def measure(
     seconds: float,
     work: Path,
     settle: Callable[[], Awaitable[None]] | None = None,
+    transactions: Callable[[], Awaitable[int]] | None = None,
 ) -> dict:
     """Throughput at each number of sends in flight (wrk when installed, else the Python closed
     loop), then latency at a fixed rate, at half the first throughput, and nearly idle.
 
     `settle` runs before each measurement: it waits until the work left by the previous one is done.
+    `transactions` counts PostgreSQL's write transactions, read around the fixed-rate run.
     """
     throughputs = [
         await closed_loop_throughput(url, body, headers, sends, flight, seconds, work, settle) for flight in flights
@@ -184,7 +202,14 @@ async def measure(
     sustainable = await open_loop(url, body, headers, max(1.0, throughputs[0]["sustained_per_second"] / 2), seconds)
     if settle is not None:
         await settle()
+    before = await transactions() if transactions is not None else 0
     latency = await open_loop(url, body, headers, rate, seconds)  # last: it may overload the server
+    if transactions is not None:
+        if settle is not None:
+            await settle()
+        latency["pg_write_transactions_per_send"] = round(
+            (await transactions() - before) / max(1, latency["completed"]), 2
+        )
     return {
         "throughput": throughputs,
         "latency": latency,
@@ -264,6 +289,7 @@ async def run(sends: int, flights: list[int], rate: float, seconds: float, out: 
                 seconds,
                 stack.work,
                 settle=lambda: pipeline_idle(stack.nats.url),
+                transactions=lambda: write_transactions(stack.env["DATABASE_URL"]),
             )
         finally:
             await baseline.stop()
@@ -304,6 +330,9 @@ def print_table(result: dict) -> None:
     print(
         f"targets: >= {TARGET_THROUGHPUT:.0f} accepted/s (sustained); p99 <= {TARGET_P99_MS:.0f} ms at the offered rate"
     )
+    transactions = result["gateway_send"]["latency"].get("pg_write_transactions_per_send")
+    if transactions is not None:
+        print(f"gateway PostgreSQL write transactions per send at {rate:g}/s (backlog included): {transactions}")
     for throughput in result["gateway_send"]["throughput"]:
         spent = throughput["cpu_ms_per_send"]
         print(
