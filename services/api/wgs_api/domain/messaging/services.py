@@ -4,6 +4,7 @@ import asyncio
 import base64
 import io
 import json
+import logging
 from dataclasses import dataclass
 from typing import Any, Final
 from uuid import uuid4
@@ -26,6 +27,7 @@ from wgs_api.errors import ApiError, Conflict, Invalid, NotFound, RateLimited, U
 from wgs_api.messaging import ApiMessaging
 
 NOT_CONNECTED = "Client not connected"
+log = logging.getLogger(__name__)
 
 
 class ProviderAnswer(ApiError):
@@ -227,7 +229,8 @@ async def send(
     `leases`); then, at the same time, the request to the provider (`relay`) and the message
     with a provisional `sent` (decision 35), both once per batch of sends (`relay_and_record`),
     taken back when the provider refused the send or did not answer. A body that fails
-    validation spends no token.
+    validation spends no token. A record that fails changes no answer (it is logged): only the
+    message's history is then missing.
     """
     try:
         recipient, content = validate_send(body)
@@ -258,9 +261,16 @@ async def send(
     except Exception:
         await fetch(FORGET_MESSAGE, message.id)
         raise
-    if relayed.record_error is not None:
-        raise relayed.record_error
     reply = relayed.reply
+    if relayed.record_error is not None:
+        # The provider's answer decides the send: one it took must not be reported as failed (the
+        # client would send it again). Only the message's history is missing.
+        log.error(
+            "message %s of instance %d: recording it failed (%r); the provider's answer stands",
+            message.id,
+            instance_id,
+            relayed.record_error,
+        )
     if reply is not None and reply.status == 200:
         return schemas.SendResult(status="ok", id=message.id), True
     if reply is not None and reply.status not in (404, 504):
