@@ -229,8 +229,8 @@ async def send(
     `leases`); then, at the same time, the request to the provider (`relay`) and the message
     with a provisional `sent` (decision 35), both once per batch of sends (`relay_and_record`),
     taken back when the provider refused the send or did not answer. A body that fails
-    validation spends no token. A record that fails changes no answer (it is logged): only the
-    message's history is then missing.
+    validation spends no token. A record that fails changes no relayed send's answer (it is
+    logged): only the message's history is then missing.
     """
     try:
         recipient, content = validate_send(body)
