@@ -28,7 +28,7 @@ async def follow(seconds: float) -> None:
         while time.monotonic() < deadline:
             try:
                 messages = await subscription.fetch(32, timeout=1)
-            except NatsTimeoutError:
+            except (NatsTimeoutError, TimeoutError):  # nats-py raises either when nothing came in time
                 continue
             for message in messages:
                 event = json.loads(message.data)
