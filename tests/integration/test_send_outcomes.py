@@ -198,6 +198,52 @@ async def test_a_send_the_provider_took_is_ok_even_when_its_record_fails(
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
 
 
+@pytest.fixture
+async def queued_status_refused(db) -> AsyncIterator[uuid.UUID]:
+    """A message id whose `queued` status PostgreSQL refuses (a trigger raising), for this test only."""
+    message_id = uuid.uuid4()
+    await db.execute(
+        "CREATE FUNCTION test_refuse_queued() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+    )
+    await db.execute(
+        "CREATE TRIGGER test_refuse_queued BEFORE INSERT ON message_statuses FOR EACH ROW"
+        f" WHEN (NEW.message_id = '{message_id.hex}' AND NEW.status = 'queued') EXECUTE FUNCTION test_refuse_queued()"
+    )
+    yield message_id
+    await db.execute("DROP TRIGGER test_refuse_queued ON message_statuses")
+    await db.execute("DROP FUNCTION test_refuse_queued()")
+
+
+@pytest.mark.parametrize("path", ["queued at once", "queued after no answer"])
+async def test_a_queued_send_is_202_even_when_its_record_fails(
+    client: httpx.AsyncClient,
+    agent: tuple[ApiMessaging, Agent, str],
+    db,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    queued_status_refused: uuid.UUID,
+    path: str,
+) -> None:
+    """The send is in the instance's queue and will go out: answering an error would make the client send it again."""
+    messaging, script, node = agent
+    monkeypatch.setattr(services, "uuid4", lambda: queued_status_refused)
+    tenant = await create_tenant(client)
+    instance_id = await leased_instance(client, tenant, node if path == "queued after no answer" else None)
+    script.replies[instance_id] = sent_reply(504, {"error": "provider not answering"})
+    try:
+        result, sent = await send(messaging, tenant.id, instance_id, schemas.SendBody(to=TO, text="hi"))
+        assert (result.status, result.id, sent) == ("queued", queued_status_refused.hex, False)
+        assert "recording it failed" in caplog.text
+        queued = await messaging.broker.connection.jetstream().get_last_msg(
+            streams.OUTBOUND.name, subjects.outbound(instance_id)
+        )
+        assert json.loads(queued.data or b"{}")["id"] == result.id
+    finally:
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
 @pytest.mark.parametrize(
     ("reply", "error"),
     [

@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Final
 from uuid import uuid4
@@ -229,8 +230,8 @@ async def send(
     `leases`); then, at the same time, the request to the provider (`relay`) and the message
     with a provisional `sent` (decision 35), both once per batch of sends (`relay_and_record`),
     taken back when the provider refused the send or did not answer. A body that fails
-    validation spends no token. A record that fails changes no relayed send's answer (it is
-    logged): only the message's history is then missing.
+    validation spends no token. A record that fails changes no answer of a send the provider
+    took or the queue holds (it is logged): only the message's history is then missing.
     """
     try:
         recipient, content = validate_send(body)
@@ -253,7 +254,7 @@ async def send(
 
     if context.node is None or context.status != InstanceStatus.RUNNING.value:
         await messaging.enqueue_send(message)
-        await _records.submit(record(DeliveryStatus.QUEUED))
+        await _record_queued(_records.submit(record(DeliveryStatus.QUEUED)), message.id, instance_id)
         return schemas.SendResult(status="queued", id=message.id), False
     request = msgspec.json.encode(SendRequest(id=message.id, to=recipient, content=content))
     try:
@@ -265,12 +266,7 @@ async def send(
     if relayed.record_error is not None:
         # The provider's answer decides the send: one it took must not be reported as failed (the
         # client would send it again). Only the message's history is missing.
-        log.error(
-            "message %s of instance %d: recording it failed (%r); the provider's answer stands",
-            message.id,
-            instance_id,
-            relayed.record_error,
-        )
+        _log_record_failure(message.id, instance_id, relayed.record_error)
     if reply is not None and reply.status == 200:
         return schemas.SendResult(status="ok", id=message.id), True
     if reply is not None and reply.status not in (404, 504):
@@ -282,8 +278,24 @@ async def send(
             raise Invalid(error.message, field=error.field)
         raise error
     await messaging.enqueue_send(message)
-    await fetch(REQUEUE_MESSAGE, message.id)
+    await _record_queued(fetch(REQUEUE_MESSAGE, message.id), message.id, instance_id)
     return schemas.SendResult(status="queued", id=message.id), False
+
+
+def _log_record_failure(message_id: str, instance_id: int, error: BaseException) -> None:
+    """A send's record failed after its fate was settled: logged, its answer unchanged (its history is missing)."""
+    log.error(
+        "message %s of instance %d: recording it failed (%r); the send's answer stands", message_id, instance_id, error
+    )
+
+
+async def _record_queued(recording: Awaitable[object], message_id: str, instance_id: int) -> None:
+    """Record a send already in its instance's queue: it will go out, so a failure must not answer 500
+    (the client would send it again); it is logged instead."""
+    try:
+        await recording
+    except Exception as exc:
+        _log_record_failure(message_id, instance_id, exc)
 
 
 async def message_view(tenant_id: int, instance_id: int, message_id: str) -> schemas.MessageView:
