@@ -10,9 +10,10 @@ responder (`bench.echo_baseline`). For both it measures
   Once per C of `--in-flight` (default 32 and 64: the gateway batches the sends waiting
   together, so its throughput grows with the sends in flight);
 - latency at a fixed offered rate (open loop, `bench.open_loop`: each latency counted from when
-  its request was due; default 500/s for D seconds): p50/p99, and for the gateway the PostgreSQL
-  transactions that wrote something, per send (every service's, the run's backlog included: a
-  count that varies far less from run to run than latency does);
+  its request was due; default 500/s for D seconds): p50/p99, and the CPU per send of each
+  component, and for the gateway the PostgreSQL transactions that wrote something, per send
+  (every service's), both with the run's backlog included: counts that vary far less from run
+  to run than latency does;
 - latency at half the measured capacity (what a client sees below saturation);
 - latency nearly idle (IDLE_RATE sends/s: the floor a single send costs end to end).
 
@@ -193,7 +194,8 @@ async def measure(
     loop), then latency at a fixed rate, at half the first throughput, and nearly idle.
 
     `settle` runs before each measurement: it waits until the work left by the previous one is done.
-    `transactions` counts PostgreSQL's write transactions, read around the fixed-rate run.
+    `transactions` counts PostgreSQL's write transactions, read around the fixed-rate run; the CPU
+    per send at the fixed rate counts its backlog too (the reading ends once `settle` returned).
     """
     throughputs = [
         await closed_loop_throughput(url, body, headers, sends, flight, seconds, work, settle) for flight in flights
@@ -203,10 +205,12 @@ async def measure(
     if settle is not None:
         await settle()
     before = await transactions() if transactions is not None else 0
+    cpu_before = cpu_reading()
     latency = await open_loop(url, body, headers, rate, seconds)  # last: it may overload the server
+    if settle is not None:
+        await settle()
+    latency["cpu_ms_per_send"] = cpu_ms_per_unit(cpu_before, cpu_reading(), latency["completed"])
     if transactions is not None:
-        if settle is not None:
-            await settle()
         latency["pg_write_transactions_per_send"] = round(
             (await transactions() - before) / max(1, latency["completed"]), 2
         )
@@ -333,12 +337,10 @@ def print_table(result: dict) -> None:
     transactions = result["gateway_send"]["latency"].get("pg_write_transactions_per_send")
     if transactions is not None:
         print(f"gateway PostgreSQL write transactions per send at {rate:g}/s (backlog included): {transactions}")
-    for throughput in result["gateway_send"]["throughput"]:
-        spent = throughput["cpu_ms_per_send"]
-        print(
-            f"gateway CPU ms per accepted send, {throughput['in_flight']} in flight: "
-            + ", ".join(f"{name} {ms}" for name, ms in spent.items())
-        )
+    spending = [(f"{t['in_flight']} in flight", t["cpu_ms_per_send"]) for t in result["gateway_send"]["throughput"]]
+    spending.append((f"{rate:g}/s (backlog included)", result["gateway_send"]["latency"]["cpu_ms_per_send"]))
+    for when, spent in spending:
+        print(f"gateway CPU ms per accepted send, {when}: " + ", ".join(f"{name} {ms}" for name, ms in spent.items()))
 
 
 def main() -> None:

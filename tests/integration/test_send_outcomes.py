@@ -107,6 +107,14 @@ async def stored(message_id: str) -> tuple[int, list[tuple[str, bool]]]:
     return messages[0]["n"], [(row["status"], row["provisional"]) for row in statuses]
 
 
+async def last_queued_id(messaging: ApiMessaging, instance_id: int) -> str:
+    """The id of the send queued last for the instance (its durable queue on `WGS_OUTBOUND`)."""
+    queued = await messaging.broker.connection.jetstream().get_last_msg(
+        streams.OUTBOUND.name, subjects.outbound(instance_id)
+    )
+    return json.loads(queued.data or b"{}")["id"]
+
+
 def sent_reply(status: int, body: dict) -> ProviderReply:
     return ProviderReply(status=status, body=msgspec.json.encode(body))
 
@@ -235,10 +243,7 @@ async def test_a_queued_send_is_202_even_when_its_record_fails(
         result, sent = await send(messaging, tenant.id, instance_id, schemas.SendBody(to=TO, text="hi"))
         assert (result.status, result.id, sent) == ("queued", queued_status_refused.hex, False)
         assert "recording it failed" in caplog.text
-        queued = await messaging.broker.connection.jetstream().get_last_msg(
-            streams.OUTBOUND.name, subjects.outbound(instance_id)
-        )
-        assert json.loads(queued.data or b"{}")["id"] == result.id
+        assert await last_queued_id(messaging, instance_id) == result.id
     finally:
         LEASES.end_all()
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
@@ -290,10 +295,7 @@ async def test_a_send_nobody_answered_is_queued_without_its_provisional_sent(
         result, sent = await send(messaging, tenant.id, instance_id, schemas.SendBody(to=TO, text="hi"))
         assert (result.status, sent) == ("queued", False)
         assert await stored(result.id) == (1, [("queued", False)])
-        queued = await messaging.broker.connection.jetstream().get_last_msg(
-            streams.OUTBOUND.name, subjects.outbound(instance_id)
-        )
-        assert json.loads(queued.data or b"{}")["id"] == result.id
+        assert await last_queued_id(messaging, instance_id) == result.id
     finally:
         LEASES.end_all()
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)

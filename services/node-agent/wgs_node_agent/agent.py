@@ -145,6 +145,7 @@ class NodeAgent:
             self.broker,
             self.network,
             on_paired=lambda: self._spawn(self.snapshot(spec.instance_id, "paired")),
+            event_linger_seconds=self.settings.event_linger_seconds,
         )
         await session.start()
         self.sessions[spec.instance_id] = session

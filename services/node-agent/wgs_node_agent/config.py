@@ -7,6 +7,8 @@ from pathlib import Path
 from wgs_contracts.resources import parse_cpu, parse_memory
 from wgs_kit.env import SettingsError, env_float, env_str
 
+from wgs_node_agent.session import EVENT_LINGER_SECONDS
+
 
 def host_memory_bytes() -> int:
     """Total memory of this machine from /proc/meminfo."""
@@ -15,6 +17,14 @@ def host_memory_bytes() -> int:
             if line.startswith("MemTotal:"):
                 return int(line.split()[1]) * 1024
     raise SettingsError("cannot read MemTotal from /proc/meminfo")
+
+
+def event_linger_seconds() -> float:
+    """`WGS_EVENT_LINGER_SECONDS`: how long an event pump lets events gather after emptying an outbox (0-1 s)."""
+    seconds = env_float("WGS_EVENT_LINGER_SECONDS", EVENT_LINGER_SECONDS)
+    if not 0 <= seconds <= 1:
+        raise SettingsError(f"WGS_EVENT_LINGER_SECONDS must be between 0 and 1, got {seconds}")
+    return seconds
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,6 +44,7 @@ class Settings:
     stop_timeout_seconds: int
     snapshot_seconds: float
     restore_timeout_seconds: float
+    event_linger_seconds: float
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -55,4 +66,5 @@ class Settings:
             stop_timeout_seconds=int(env_float("WGS_STOP_TIMEOUT_SECONDS", 10.0)),
             snapshot_seconds=env_float("WGS_SNAPSHOT_SECONDS", 300.0),
             restore_timeout_seconds=env_float("WGS_RESTORE_TIMEOUT_SECONDS", 60.0),
+            event_linger_seconds=event_linger_seconds(),
         )
