@@ -7,7 +7,7 @@ from pathlib import Path
 from wgs_contracts.resources import parse_cpu, parse_memory
 from wgs_kit.env import SettingsError, env_float, env_str
 
-from wgs_node_agent.session import EVENT_LINGER_SECONDS
+EVENT_LINGER_SECONDS = 0.02  # after a page that emptied a provider's outbox, how long the next events may gather
 
 
 def host_memory_bytes() -> int:

@@ -56,6 +56,7 @@ from wgs_contracts.provider_api import (
 from wgs_kit.coalescing import Coalescer
 from wgs_kit.messaging import decode, encode, publish_durable, publish_durable_all, redelivery_delay
 
+from wgs_node_agent.config import EVENT_LINGER_SECONDS
 from wgs_node_agent.network import SandboxNetwork
 from wgs_node_agent.outbox import to_contract_event
 from wgs_node_agent.provider_client import ProviderClient, ProviderUnavailable
@@ -63,7 +64,6 @@ from wgs_node_agent.runtime.base import InstancePaths
 
 log = logging.getLogger(__name__)
 LONG_POLL_SECONDS = 20.0
-EVENT_LINGER_SECONDS = 0.02  # after a page that emptied the outbox, how long the next events may gather
 RETRY_SECONDS = 0.2
 PROVIDER_WAIT_SECONDS = 1.0  # longest pause before a queued send is offered again to a provider not answering
 
