@@ -16,6 +16,7 @@ from wgs_kit.waiting import wait_until
 
 from tests.support.api import create_tenant, unique_phone
 from tests.support.sandbox import containers_of, status_is
+from tests.support.services import frozen_objects
 
 pytestmark = pytest.mark.docker
 
@@ -119,3 +120,8 @@ async def test_crashed_provider_is_reported_failed_then_running_after_the_agent_
     )
     assert view["statusReason"] == "restarted"
     assert (await client.delete(f"/api/instances/{instance['id']}", headers=tenant.headers)).status_code == 204
+
+
+async def test_the_node_agent_freezes_its_start_up_heap(node_agent: Service) -> None:
+    """Full collections skip what start-up made: the agent relays every send (decision 36)."""
+    assert await frozen_objects(node_agent) > 10_000

@@ -11,6 +11,7 @@ from wgs_scheduler.leader import APPLICATION_PREFIX, LEADER_LOCK_KEY
 
 from tests.integration.fake_nodes import fake_nodes
 from tests.support.api import create_tenant, unique_phone
+from tests.support.services import frozen_objects
 
 GB = 2**30
 CPU = 1_000_000_000
@@ -137,3 +138,8 @@ async def test_one_leader_at_a_time_and_a_standby_takes_over_after_kill_9(
         scheduler.start()
         await standby.stop()
     await wait_until(lambda: lock_holder(db), timeout=15, what="the restarted scheduler leads")
+
+
+async def test_the_scheduler_freezes_its_start_up_heap(scheduler: Service) -> None:
+    """Full collections skip what start-up made (decision 36)."""
+    assert await frozen_objects(scheduler) > 10_000

@@ -82,6 +82,30 @@ async def test_sends_waiting_together_go_in_one_request_each_with_its_own_answer
     assert agent.calls == [2, 1]
 
 
+async def test_sends_arriving_while_the_instances_request_is_in_flight_wait_for_it_and_go_together(relay) -> None:
+    """One request in flight per instance (decision 39): a second one would split the batch."""
+    messaging, agent, _ = relay
+    sends = SendRelay(relay_sends)
+    first = asyncio.ensure_future(sends.send(messaging, agent.node, SLOW_INSTANCE, body("first")))
+
+    async def first_call_arrived() -> bool:
+        return agent.calls == [SLOW_INSTANCE]
+
+    await wait_until(first_call_arrived, timeout=10, what="the first send at its agent")
+    later: list[asyncio.Future[ProviderReply | None]] = []
+    for waiting in range(1, 4):  # one by one: each finds the first request still in flight
+        later.append(asyncio.ensure_future(sends.send(messaging, agent.node, SLOW_INSTANCE, body(f"later{waiting}"))))
+
+        async def queued(count: int = waiting) -> bool:
+            return sends.waiting(messaging, agent.node, SLOW_INSTANCE) == count
+
+        await wait_until(queued, timeout=5, what=f"{waiting} send(s) waiting for the request in flight")
+    agent.slow_released.set()
+    replies = await asyncio.gather(first, *later)
+    assert [json.loads(r.body)["id"] for r in replies if r is not None] == ["first", "later1", "later2", "later3"]
+    assert (agent.calls, agent.batches) == ([SLOW_INSTANCE], [(SLOW_INSTANCE, 3)])
+
+
 async def test_a_slow_instance_holds_up_only_its_own_sends(relay) -> None:
     messaging, agent, _ = relay
     sends = SendRelay(relay_sends)

@@ -37,6 +37,7 @@ from wgs_node_agent.snapshots import Snapshotter
 
 from tests.support.api import ADMIN, Tenant, create_tenant, unique_phone
 from tests.support.files import tree
+from tests.support.services import frozen_objects
 
 UPLOAD_TIMEOUT_SECONDS = 4
 MIB = 1024 * 1024
@@ -404,3 +405,8 @@ async def test_agent_snapshotter_uploads_only_changes_and_restores_only_newer_ve
     assert tree(node_b.state_dir) == tree(node_a.state_dir)
     assert await snapshotter.restore_if_newer(instance, node_b) is None
     assert await snapshotter.restore_if_newer(instance, node_a) is None
+
+
+async def test_the_state_service_freezes_its_start_up_heap(state: Service) -> None:
+    """Full collections skip what start-up made (decision 36)."""
+    assert await frozen_objects(state) > 10_000

@@ -28,6 +28,7 @@ from wgs_kit.waiting import wait_until
 
 from tests.conftest import WEBHOOK_TIMEOUT_SECONDS as TIMEOUT_SECONDS
 from tests.support.api import Tenant, create_tenant, unique_phone
+from tests.support.services import frozen_objects
 from tests.support.webhooks import Behaviour, Hit, InvalidWebhook, Receiver, verify_webhook
 
 DEADLINE = 30.0
@@ -405,3 +406,8 @@ async def test_delivery_log_and_redelivery(
     assert view["attempts"] == 2
     assert view["deliveredAt"] is not None
     assert receiver.delivered("log") == [event.event_id]
+
+
+async def test_the_webhooks_service_freezes_its_start_up_heap(webhooks: Service) -> None:
+    """Full collections skip what start-up made (decision 36)."""
+    assert await frozen_objects(webhooks) > 10_000

@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from wgs_contracts.instance_events import ProviderReply
 from wgs_contracts.messages import InstanceSpec, Provider
+from wgs_kit.waiting import wait_until
 from wgs_node_agent.runtime.base import InstancePaths
 from wgs_node_agent.session import InstanceSession
 from wgs_sandbox.http import Request, Response, serve_connection
@@ -35,12 +37,15 @@ class Sandbox:
         self.sends: list[dict] = []
         self.refuse_batches = False
         self.failures = 0  # how many `/messages` calls to answer 500 first
+        self.answering = asyncio.Event()  # cleared: `/messages` calls are held (in flight) until set
+        self.answering.set()
         self.session = InstanceSession(SPEC, 1, self.paths, broker=None, network=None)  # type: ignore[arg-type]
 
     async def handle(self, request: Request) -> Response:
         if request.path == "/messages":
             body = json.loads(request.body)
             self.sends.append(body)
+            await self.answering.wait()
             if self.refuse_batches and "batch" in body:  # what a provider without batches answers
                 return Response(422, {"error": "missing id", "field": "id"})
             if self.failures:
@@ -85,6 +90,29 @@ async def test_sends_waiting_together_go_in_one_call_each_with_its_own_answer(sa
     assert json.loads(replies[3].body) == {"id": "m1", "status": "sent"}  # the repeat: sent once
     statuses = [e for e in sandbox.provider.outbox if e["type"] == "message.status"]
     assert [e["data"]["message_id"] for e in statuses] == ["m1", "m2", "m4"]
+
+
+async def test_sends_arriving_while_a_call_is_in_flight_wait_for_it_and_go_together(sandbox: Sandbox) -> None:
+    """One call in flight per instance (decision 39): a second one would split the batch."""
+    sandbox.answering.clear()
+    first = asyncio.ensure_future(sandbox.session.relay("POST", "/messages", send("m1")))
+
+    async def calls_made(count: int) -> bool:
+        return len(sandbox.sends) == count
+
+    await wait_until(functools.partial(calls_made, 1), timeout=10, what="the first call at the provider")
+    later: list[asyncio.Future[ProviderReply]] = []
+    for waiting in range(1, 4):  # one by one: each finds the first call still in flight
+        later.append(asyncio.ensure_future(sandbox.session.relay("POST", "/messages", send(f"m{waiting + 1}"))))
+
+        async def queued(count: int = waiting) -> bool:
+            return sandbox.session.sends_waiting == count
+
+        await wait_until(queued, timeout=5, what=f"{waiting} send(s) waiting for the call in flight")
+    sandbox.answering.set()
+    replies = await asyncio.gather(first, *later)
+    assert [json.loads(r.body) for r in replies] == [{"id": f"m{i}", "status": "sent"} for i in range(1, 5)]
+    assert sandbox.batch_sizes() == [0, 3]
 
 
 async def test_a_lone_send_is_a_plain_call(sandbox: Sandbox) -> None:

@@ -3,11 +3,14 @@
 import asyncio
 import contextlib
 import gc
+import logging
 import signal
 from collections.abc import Coroutine
 from typing import Any
 
 import uvloop
+
+log = logging.getLogger(__name__)
 
 
 def run_service(main: Coroutine[Any, Any, None]) -> None:
@@ -22,11 +25,13 @@ def freeze_startup_heap() -> None:
     A full collection walks every tracked object, and most of a service's live objects are made
     once at start-up (its framework, routes, schemas, tables) and live as long as the process.
     The API has about 100,000: a full collection took 60-76 ms on the 2-core machine, and every
-    request waited meanwhile (at 500 sends/s, 30-40 of them, a p99 of its own). `gc.freeze`
-    moves them to a generation the collector never visits. Call it once, when start-up is done.
+    request waited meanwhile (at 500 sends/s, 30-40 of them, a p99 of its own); the node
+    agent's took 44-67 ms, holding up every send it relayed. `gc.freeze` moves them to a
+    generation the collector never visits. Every service calls it once, when start-up is done.
     """
     gc.collect()
     gc.freeze()
+    log.info("start-up heap frozen: %d objects kept out of garbage collection", gc.get_freeze_count())
 
 
 async def wait_for_shutdown() -> None:

@@ -7,7 +7,7 @@ from faststream.nats import NatsMessage
 from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import ProviderCall, ProviderSends
 from wgs_contracts.messages import HandOffRequest, NodeCommand
-from wgs_kit.lifecycle import cancel_all, wait_for_shutdown
+from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
 from wgs_kit.messaging import decode, durable_subscriber, encode, guarded_delivery, make_broker
 from wgs_kit.requests import RequestServer
 
@@ -95,6 +95,7 @@ async def run(settings: Settings) -> None:
     await requests.serve(subjects.provider_calls(settings.node_name), on_provider_call)
     await requests.serve(subjects.provider_sends(settings.node_name), on_provider_sends)
     await requests.serve(subjects.node_handoff(settings.node_name), on_handoff)
+    freeze_startup_heap()
     log.info("node agent %s up with the %s runtime", settings.node_name, runtime.name)
     tasks = [
         asyncio.create_task(heartbeat_forever(agent, settings.heartbeat_seconds)),

@@ -70,6 +70,7 @@ PROVIDER_WAIT_SECONDS = 1.0  # longest pause before a queued send is offered aga
 
 PROVIDER_NOT_ANSWERING: Final = ProviderReply(status=504, body=b'{"error": "provider is not answering"}')
 MAX_SEND_BATCH = 100  # sends of one `POST /messages` batch call
+SEND_CALLS_IN_FLIGHT = 1  # per instance: sends arriving meanwhile wait and go in the next call (decision 39)
 
 
 def batch_results(reply: ProviderReply, count: int) -> list[ProviderReply] | None:
@@ -135,13 +136,20 @@ class InstanceSession:
         self._phone: Subscription | None = None
         # Held while events are published and acked, so that stopping never cuts between the two.
         self._publishing = asyncio.Lock()
-        self._sends: Coalescer[bytes, ProviderReply] = Coalescer(self._send_together, max_batch=MAX_SEND_BATCH)
+        self._sends: Coalescer[bytes, ProviderReply] = Coalescer(
+            self._send_together, max_batch=MAX_SEND_BATCH, max_in_flight=SEND_CALLS_IN_FLIGHT
+        )
         self._batches_refused = False
 
     @property
     def instance_id(self) -> int:
         """The instance this session serves."""
         return self.spec.instance_id
+
+    @property
+    def sends_waiting(self) -> int:
+        """Sends waiting for the provider's call in flight to end, to go together in the next one."""
+        return self._sends.waiting
 
     async def start(self) -> None:
         """Start pumping, draining and (sandbox) answering for the phone."""

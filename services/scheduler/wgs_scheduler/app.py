@@ -15,7 +15,7 @@ from wgs_contracts.messages import (
     SchedulerLeaderElected,
 )
 from wgs_db.engine import close_database, open_database
-from wgs_kit.lifecycle import cancel_all, wait_for_shutdown
+from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
 from wgs_kit.messaging import (
     decode,
     durable_subscriber,
@@ -115,6 +115,7 @@ async def run(settings: Settings) -> None:
     await broker.start()
     await commands.stop()  # consumes only while leader
     election_task = asyncio.create_task(election.run())
+    freeze_startup_heap()
     log.info("scheduler %s up", settings.holder)
     await wait_for_shutdown()
     await cancel_all([election_task])

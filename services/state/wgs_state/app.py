@@ -8,7 +8,7 @@ from wgs_contracts import headers, subjects
 from wgs_contracts.state import RestoreBegin, RestoreChunk, StateRefused, UploadBegin, UploadCommit
 from wgs_db import snapshots
 from wgs_db.engine import close_database, open_database
-from wgs_kit.lifecycle import cancel_all, wait_for_shutdown
+from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
 from wgs_kit.messaging import decode, encode, make_broker
 
 from wgs_state.config import Settings
@@ -60,6 +60,7 @@ async def run(settings: Settings) -> None:
 
     await broker.start()
     sweeper = asyncio.create_task(sweep_forever())
+    freeze_startup_heap()
     log.info(
         "state up: keep %d versions, %d-byte chunks, uploads abandoned after %gs",
         settings.keep,

@@ -6,7 +6,7 @@ import logging
 
 import nats
 from wgs_db.engine import close_database, open_database
-from wgs_kit.lifecycle import cancel_all, wait_for_shutdown
+from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
 
 from wgs_webhooks.config import Settings
 from wgs_webhooks.dispatcher import Dispatcher
@@ -31,6 +31,7 @@ async def run(settings: Settings) -> None:
     fan_out = FanOut(nc.jetstream(), dispatcher.wake)
     await fan_out.start()
     dispatching = asyncio.create_task(dispatcher.run())
+    freeze_startup_heap()
     log.info(
         "webhooks up: concurrency %d, timeout %gs, schedule %s, private addresses %s",
         settings.concurrency,

@@ -2,9 +2,12 @@
 
 Each instance has its own queue in an API process (a `Coalescer`), so an instance whose provider
 is slow holds up only its own sends. A lone send is one `ProviderCall`, as it always was; sends
-that arrive while the instance's previous requests are in flight (at most two) go together as
-one `ProviderSends` to its node agent, which hands them to the provider as one batch call when
-the provider takes batches (`docs/provider-contract.md`). Each send gets its own answer; a
+that arrive while the instance's request is in flight wait for it, and then go together as one
+`ProviderSends` to its node agent, which hands them to the provider as one batch call when the
+provider takes batches (`docs/provider-contract.md`). One request in flight per instance, not
+more: a provider takes an instance's sends one call at a time anyway (one connection, one
+journal), so a second request would only split the batch and double the work per send
+(decision 39). Each send gets its own answer; a
 request nobody answered is None for each of its sends (they are then queued, and the provider's
 idempotency by message id makes a send that did reach it harmless to repeat).
 
@@ -22,6 +25,7 @@ from wgs_kit.coalescing import Coalescer
 from wgs_api.messaging import ApiMessaging
 
 MAX_SENDS_PER_REQUEST: Final = 100
+REQUESTS_IN_FLIGHT: Final = 1  # per instance and API process (see the module)
 MAX_QUEUES: Final = 1_000  # beyond this many instances with a queue, the idle queues are dropped
 
 Item = TypeVar("Item")
@@ -64,5 +68,7 @@ class SendRelay(Generic[Item, Answer]):
             if len(self._queues) >= self.max_queues:
                 self._queues = {k: q for k, q in self._queues.items() if not q.idle}
             batch = functools.partial(self.run_batch, messaging, node, instance_id)
-            queue = self._queues[key] = Coalescer(batch, max_batch=MAX_SENDS_PER_REQUEST)
+            queue = self._queues[key] = Coalescer(
+                batch, max_batch=MAX_SENDS_PER_REQUEST, max_in_flight=REQUESTS_IN_FLIGHT
+            )
         return await queue.submit(item)
