@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -347,6 +348,24 @@ async def test_a_batch_of_deliveries_answers_each_item_as_alone_and_saves_once(p
     ]
     assert len(appends) == 1  # the whole batch in one journal append, before the answer
     assert set(make().delivered) == {"x1", "x3"}
+
+
+async def test_concurrent_requests_share_one_journal_append_made_on_the_loop(provider):
+    """Group commit without a worker thread (decision 40): the requests that wait while a flush
+    runs go into the next append together, and each append runs on the loop's own thread."""
+    await pair(provider)
+    appends: list[tuple[int, int]] = []  # (records' bytes, thread) of each append
+    append = provider.store.append
+
+    def recorded_append(records: bytes) -> None:
+        appends.append((len(records), threading.get_ident()))
+        append(records)
+
+    provider.store.append = recorded_append
+    answers = await asyncio.gather(*(send(provider, f"m{n}") for n in range(10)))
+    assert [status for status, _ in answers] == [200] * 10
+    assert 1 <= len(appends) <= 2  # the first send's own append, then the nine that waited for it
+    assert {thread for _, thread in appends} == {threading.get_ident()}
 
 
 async def test_a_batch_of_receipts_moves_each_status_forward(provider):

@@ -134,8 +134,9 @@ def load_legacy(path: Path) -> State:
 class Store:
     """The state folder: loaded (and repaired or migrated) on construction, then appended to.
 
-    Its methods do blocking I/O and are meant to run in a worker thread: `append` and
-    `start_next_journal` one call at a time, `write_snapshot` also while they run.
+    Its methods do blocking I/O: `append` (a short write and `fdatasync`, made on the provider's
+    loop) and `start_next_journal` one call at a time, `write_snapshot` (in a worker thread)
+    also while they run.
     """
 
     def __init__(self, folder: Path) -> None:
