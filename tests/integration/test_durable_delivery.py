@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import nats
@@ -396,6 +397,35 @@ async def test_a_stream_not_yet_taking_batches_gets_the_messages_one_by_one(migr
         await publish_all(stream, ["a", "b", "c"])
 
         assert await stored(stream) == [(stream.subject(i), f"{stream.token}-{i}") for i in "abc"]
+
+
+async def test_a_connections_batches_share_one_subscription_for_their_answers(
+    migrated: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No SUB and UNSUB per page of events: the answers of every batch come on one subscription."""
+    async with guard_stream(migrated["NATS_URL"], batches=True) as stream:
+        broker = make_broker(stream.url, "test-publisher")
+        await broker.start()
+        subscribed: list[str] = []
+        subscribe = broker.connection.subscribe
+
+        async def counted_subscribe(subject: str, **kwargs: Any) -> Any:
+            subscribed.append(subject)
+            return await subscribe(subject, **kwargs)
+
+        monkeypatch.setattr(broker.connection, "subscribe", counted_subscribe)
+        try:
+            pages = [
+                [(stream.subject(f"p{page}"), MESSAGE, f"{stream.token}-{page}-{n}") for n in range(3)]
+                for page in range(6)
+            ]
+            for page in pages[:3]:
+                await publish_durable_all(broker, page, stream=stream.spec)
+            await asyncio.gather(*(publish_durable_all(broker, page, stream=stream.spec) for page in pages[3:]))
+        finally:
+            await broker.stop()
+        assert len(subscribed) == 1
+        assert len(await stored(stream)) == 6 * 3
 
 
 async def test_many_batches_at_once_are_each_stored_in_order(migrated: dict[str, str]) -> None:

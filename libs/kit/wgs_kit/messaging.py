@@ -8,7 +8,9 @@ the message is parked on the dead-letter stream (never silently dropped).
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+import uuid
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from enum import IntEnum
 from typing import Any, TypeVar
@@ -17,6 +19,7 @@ import msgspec
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.client import JetStreamContext
@@ -98,6 +101,54 @@ class BatchRefused(Exception):
     or the stream takes no batches."""
 
 
+class BatchAnswers:
+    """The server's answers to one connection's fast-ingest batches, on one wildcard subscription.
+
+    Each batch gets its own inbox under the connection's prefix, its last token the batch id, and
+    the answers on it go to that batch's callback. A subscription per batch cost a SUB and an UNSUB
+    per page of events: two more writes of the publisher, and two changes of the server's
+    subscription list, each of which empties its subject cache.
+    """
+
+    def __init__(self, nc: Client) -> None:
+        self.nc = nc
+        self.prefix = nc.new_inbox()
+        self._callbacks: dict[str, Callable[[Msg], None]] = {}
+        self._subscribing = asyncio.Lock()
+        self._subscribed = False
+
+    @classmethod
+    def of(cls, nc: Client) -> "BatchAnswers":
+        """The connection's (one per connection, made on first use)."""
+        answers = _BATCH_ANSWERS.get(nc)
+        if answers is None:
+            answers = _BATCH_ANSWERS[nc] = cls(nc)
+        return answers
+
+    async def open(self, on_answer: Callable[[Msg], None]) -> str:
+        """A new batch's inbox; the answers on it go to `on_answer` until `close`."""
+        async with self._subscribing:
+            if not self._subscribed:
+                await self.nc.subscribe(f"{self.prefix}.>", cb=self._dispatch)
+                self._subscribed = True
+        batch_id = uuid.uuid4().hex
+        self._callbacks[batch_id] = on_answer
+        return f"{self.prefix}.{batch_id}"
+
+    def close(self, inbox: str) -> None:
+        """Stop taking answers for the batch of `inbox` (late ones are dropped)."""
+        self._callbacks.pop(inbox.rpartition(".")[2], None)
+
+    async def _dispatch(self, msg: Msg) -> None:
+        batch_id = msg.subject[len(self.prefix) + 1 :].partition(".")[0]
+        on_answer = self._callbacks.get(batch_id)
+        if on_answer is not None:
+            on_answer(msg)
+
+
+_BATCH_ANSWERS: "weakref.WeakKeyDictionary[Client, BatchAnswers]" = weakref.WeakKeyDictionary()
+
+
 async def publish_durable_all(
     broker: NatsBroker, messages: Sequence[tuple[str, msgspec.Struct, str]], *, stream: StreamSpec
 ) -> None:
@@ -136,33 +187,33 @@ async def _publish_fast(
     """One JetStream fast-ingest batch (ADR-50, "gap: fail"); returns once the server answered its commit.
 
     The batch lives in the reply subjects: `<inbox>.<flow>.fail.<batch seq>.<op>.$FI`, the inbox's
-    last token being the batch id. The server answers on them: flow acks, an error for a refused
-    message (and for each one after it), and the commit's answer with the count stored.
+    last token being the batch id. The server answers on them (`BatchAnswers`): flow acks, an
+    error for a refused message (and for each one after it), and the commit's answer with the
+    count stored.
     """
-    nc = broker.connection
-    inbox = nc.new_inbox()
-    replies = [
-        f"{inbox}.{FAST_BATCH_FLOW}.fail.{sequence}.{op_of(sequence, len(batch))}.{FAST_BATCH_SUFFIX}"
-        for sequence in range(1, len(batch) + 1)
-    ]
+    answers = BatchAnswers.of(broker.connection)
     refusals: list[dict[str, Any]] = []
     committed: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
 
-    async def answer(msg: Msg) -> None:
+    def answer(msg: Msg) -> None:
         frame = json.loads(msg.data)
         if "error" in frame:
             refusals.append(frame["error"])
         if msg.subject == replies[-1] and not committed.done():
             committed.set_result(frame)
 
-    subscription = await nc.subscribe(f"{inbox}.>", cb=answer)
+    inbox = await answers.open(answer)
+    replies = [
+        f"{inbox}.{FAST_BATCH_FLOW}.fail.{sequence}.{op_of(sequence, len(batch))}.{FAST_BATCH_SUFFIX}"
+        for sequence in range(1, len(batch) + 1)
+    ]
     try:
         common = {**trace_headers(), headers.EXPECTED_STREAM: stream.name}
         for (subject, message, msg_id), reply in zip(batch, replies, strict=True):
-            await nc.publish(subject, encode(message), reply=reply, headers={**common, headers.MSG_ID: msg_id})
+            await answers.nc.publish(subject, encode(message), reply=reply, headers={**common, headers.MSG_ID: msg_id})
         commit = await asyncio.wait_for(committed, timeout=5.0)
     finally:
-        await subscription.unsubscribe()
+        answers.close(inbox)
     if refusals:
         first = refusals[0]
         raise BatchRefused(f"{first.get('err_code')}: {first.get('description')}")
