@@ -127,10 +127,11 @@ class BatchAnswers:
 
     async def open(self, on_answer: Callable[[Msg], None]) -> str:
         """A new batch's inbox; the answers on it go to `on_answer` until `close`."""
-        async with self._subscribing:
-            if not self._subscribed:
-                await self.nc.subscribe(f"{self.prefix}.>", cb=self._dispatch)
-                self._subscribed = True
+        if not self._subscribed:  # the lock only until the first batch has subscribed
+            async with self._subscribing:
+                if not self._subscribed:
+                    await self.nc.subscribe(f"{self.prefix}.>", cb=self._dispatch)
+                    self._subscribed = True
         batch_id = uuid.uuid4().hex
         self._callbacks[batch_id] = on_answer
         return f"{self.prefix}.{batch_id}"
