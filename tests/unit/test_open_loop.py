@@ -1,6 +1,7 @@
 """The benchmarks' open-loop load generator (`bench.open_loop`) against a small HTTP server on loopback."""
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator
 
@@ -9,6 +10,7 @@ import pytest
 from bench.open_loop import build_request, open_loop, parse_response
 
 ANSWER_DELAY_SECONDS = 0.02
+COLLECTOR_STATES: list[bool] = []  # gc.isenabled() as the server saw it, one per request
 
 
 async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -20,6 +22,7 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             lines = head.split(b"\r\n")
             length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
             await reader.readexactly(length)
+            COLLECTOR_STATES.append(gc.isenabled())
             if path == b"/hang-up":
                 break
             if path == b"/slow":
@@ -73,6 +76,27 @@ async def test_latency_counts_from_when_a_request_was_due(base_url: str) -> None
     result = await open_loop(f"{base_url}/ok", {}, {}, rate=100, seconds=0.5)
     assert result["completed"] == 50
     assert result["p99_ms"] >= 100
+
+
+async def test_the_garbage_collector_pauses_nothing_during_a_run(base_url: str) -> None:
+    """The generator's own collection pauses would count against the server: the collector is
+    off while requests are due (the server runs in this process, so it sees the same state), and
+    back on after."""
+    COLLECTOR_STATES.clear()
+    assert gc.isenabled()
+    result = await open_loop(f"{base_url}/ok", {}, {}, rate=100, seconds=0.2)
+    assert result["completed"] == 20
+    assert COLLECTOR_STATES == [False] * 20
+    assert gc.isenabled()
+
+
+async def test_a_collector_already_off_stays_off(base_url: str) -> None:
+    gc.disable()
+    try:
+        await open_loop(f"{base_url}/ok", {}, {}, rate=100, seconds=0.05)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 @pytest.mark.parametrize("path", ["/error", "/no-length", "/hang-up"])
