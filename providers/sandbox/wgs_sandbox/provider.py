@@ -245,7 +245,8 @@ class SandboxProvider:
         payload = b"".join(records)
         compacting = self._compaction is not None and not self._compaction.done()
         # The state now is exactly the state after these records: that is what a snapshot must hold.
-        snapshot = None if compacting or not self.store.compaction_due(len(payload)) else self.saved.copy()
+        due = not compacting and self.store.compaction_due(len(payload))
+        snapshot = store.SnapshotView.of(self.saved) if due else None
         try:
             self.store.append(payload)
         except Exception:
@@ -261,9 +262,15 @@ class SandboxProvider:
             return
         self._compaction = asyncio.get_running_loop().create_task(self._write_snapshot(snapshot, generation))
 
-    async def _write_snapshot(self, snapshot: State, generation: int) -> None:
+    async def _write_snapshot(self, snapshot: store.SnapshotView, generation: int) -> None:
+        """Encode the snapshot a piece at a time, letting requests run between pieces, then write it in a
+        worker thread (decision 42)."""
         try:
-            await asyncio.to_thread(self.store.write_snapshot, snapshot, generation)
+            encoded = bytearray()
+            for piece in snapshot.pieces(generation):
+                encoded += piece
+                await asyncio.sleep(0)
+            await asyncio.to_thread(self.store.write_snapshot, bytes(encoded), generation)
         except Exception:
             log.exception("writing the state snapshot failed")  # the journals still hold everything
 

@@ -84,12 +84,6 @@ class State:
             "delivered": list(self.delivered),
         }
 
-    def copy(self) -> "State":
-        """A copy that later changes do not touch (events are never modified once emitted)."""
-        return State(
-            self.phone_id, self.next_seq, list(self.outbox), OrderedDict(self.sent), OrderedDict(self.delivered)
-        )
-
     @classmethod
     def from_json(cls, saved: dict[str, Any]) -> "State":
         """The state from `to_json` (also the content of a version 1 `state.json`)."""

@@ -20,7 +20,8 @@ Compaction, when the journal outgrows max(MAX_JOURNAL_BYTES, 2 x the last snapsh
 per change stays bounded as the state grows), in two steps:
 1. `start_next_journal`: appends go to journal G+1 from now on (a header and an fsync: quick);
 2. `write_snapshot`, while appends go on: the snapshot of the state after the last record of
-   journal G, with generation G+1 (rename), then journal G is deleted.
+   journal G, with generation G+1 (rename), then journal G is deleted. The provider takes that
+   state as a `SnapshotView` before the switch and encodes it piece by piece on its loop.
 A copy of the folder taken at any instant (the node agent freezes the container and copies it)
 holds either the old snapshot with journals G and G+1 (replayed in order), or the new one and
 G is skipped: either way snapshot + journal prefix = a state the provider had.
@@ -35,6 +36,8 @@ import logging
 import os
 import re
 import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,7 @@ SNAPSHOT_FILE = "snapshot.json"
 LEGACY_FILE = "state.json"  # version 1: the whole state, rewritten on every change
 JOURNAL_NAME = re.compile(r"journal-(\d+)\.jsonl")
 MAX_JOURNAL_BYTES = 4 * 1024 * 1024
+SNAPSHOT_SLICE = 1_000  # entries per piece of an encoded snapshot: about half a millisecond each
 
 
 def journal_file(generation: int) -> str:
@@ -116,11 +120,57 @@ def fsync_folder(folder: Path) -> None:
         os.close(folder_fd)
 
 
+def compact_json(value: Any) -> str:
+    """`value` as JSON without spaces."""
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class SnapshotView:
+    """A state's content at one moment, which later changes of the state do not touch (its lists are
+    its own, and events are never modified once emitted).
+
+    Taken in lists (about 2 ms for 10 000 ids of each kind), not as a copy of its ordered maps
+    (about 5 ms); encoded `pieces` at a time, so that a provider on an event loop answers requests
+    between them: at once, 10 000 ids of each kind took 12-16 ms, all that time holding the
+    interpreter's lock even in a worker thread (decision 42).
+    """
+
+    phone_id: str | None
+    next_seq: int
+    outbox: list[dict[str, Any]]
+    sent: list[tuple[str, str]]
+    delivered: list[str]
+
+    @classmethod
+    def of(cls, state: State) -> "SnapshotView":
+        """The view of `state` now."""
+        return cls(state.phone_id, state.next_seq, list(state.outbox), list(state.sent.items()), list(state.delivered))
+
+    def pieces(self, generation: int) -> Iterator[bytes]:
+        """The content of `snapshot.json` (the journals before `generation` included), in pieces of at
+        most SNAPSHOT_SLICE entries: the same JSON as `State.to_json` under its header."""
+        yield (
+            f'{{"version":{VERSION},"journal":{generation},"state":{{"phone_id":{compact_json(self.phone_id)},'
+            f'"next_seq":{self.next_seq},"outbox":['
+        ).encode()
+        yield from _slices(self.outbox, lambda part: compact_json(part)[1:-1])
+        yield b'],"sent":{'
+        yield from _slices(self.sent, lambda part: compact_json(dict(part))[1:-1])
+        yield b'},"delivered":['
+        yield from _slices(self.delivered, lambda part: compact_json(part)[1:-1])
+        yield b"]}}"
+
+
+def _slices(entries: list[Any], encode: Callable[[list[Any]], str]) -> Iterator[bytes]:
+    """`entries` encoded SNAPSHOT_SLICE at a time by `encode` (a slice's entries, comma-separated), joined by commas."""
+    for start in range(0, len(entries), SNAPSHOT_SLICE):
+        yield (("," if start else "") + encode(entries[start : start + SNAPSHOT_SLICE])).encode()
+
+
 def encode_snapshot(state: State, generation: int) -> bytes:
-    """The content of `snapshot.json` for `state`, which includes the journals before `generation`."""
-    return json.dumps(
-        {"version": VERSION, "journal": generation, "state": state.to_json()}, separators=(",", ":")
-    ).encode()
+    """The content of `snapshot.json` for `state`, which includes the journals before `generation`, at once."""
+    return b"".join(SnapshotView.of(state).pieces(generation))
 
 
 def load_legacy(path: Path) -> State:
@@ -135,8 +185,8 @@ class Store:
     """The state folder: loaded (and repaired or migrated) on construction, then appended to.
 
     Its methods do blocking I/O: `append` (a short write and `fdatasync`, made on the provider's
-    loop) and `start_next_journal` one call at a time, `write_snapshot` (in a worker thread)
-    also while they run.
+    loop) and `start_next_journal` one call at a time, `write_snapshot` (of bytes the provider
+    encoded, in a worker thread) also while they run.
     """
 
     def __init__(self, folder: Path) -> None:
@@ -164,7 +214,7 @@ class Store:
             self.generation, replayed = generation, replayed + len(records)
         log.info("state: snapshot before journal %d, %d records replayed", first, replayed)
         if migrate:
-            self._replace_snapshot(self.state, first)
+            self._replace_snapshot(encode_snapshot(self.state, first))
             fsync_folder(folder)
             log.info("state: migrated %s to %s", LEGACY_FILE, SNAPSHOT_FILE)
         self._remove_stale(first)
@@ -242,16 +292,15 @@ class Store:
         fsync_folder(self.folder)
         return self.generation
 
-    def write_snapshot(self, state: State, generation: int) -> None:
-        """Replace the snapshot by `state`, the state after every journal before `generation`, and
-        delete those journals (the second step of a compaction; appends may go on meanwhile)."""
-        self._replace_snapshot(state, generation)
+    def write_snapshot(self, payload: bytes, generation: int) -> None:
+        """Replace the snapshot by `payload`, the encoded state after every journal before `generation`,
+        and delete those journals (the second step of a compaction; appends may go on meanwhile)."""
+        self._replace_snapshot(payload)
         fsync_folder(self.folder)
         self._remove_stale(generation)
 
-    def _replace_snapshot(self, state: State, generation: int) -> None:
+    def _replace_snapshot(self, payload: bytes) -> None:
         """Write the snapshot: temporary file, fsync, rename (the caller fsyncs the folder)."""
-        payload = encode_snapshot(state, generation)
         temporary = self.folder / (SNAPSHOT_FILE + ".tmp")
         with open(temporary, "wb") as fh:
             fh.write(payload)
