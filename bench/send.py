@@ -10,8 +10,9 @@ responder (`bench.echo_baseline`). For both it measures
   Once per C of `--in-flight` (default 32 and 64: the gateway batches the sends waiting
   together, so its throughput grows with the sends in flight);
 - latency at a fixed offered rate (open loop, `bench.open_loop`: each latency counted from when
-  its request was due; default 500/s for D seconds): p50/p99, and the CPU per send of each
-  component, and for the gateway the PostgreSQL transactions that wrote something, per send
+  its request was due; default 500/s for D seconds): p50/p99, the machine's busy and steal share
+  meanwhile (`bench.cpu.MachineSampler`; steal: time the hypervisor gave to other guests), the
+  CPU per send of each component, and for the gateway the PostgreSQL transactions that wrote something, per send
   (every service's), both with the run's backlog included: counts that vary far less from run
   to run than latency does;
 - latency at half the measured capacity (what a client sees below saturation);
@@ -41,7 +42,7 @@ from wgs_contracts import streams
 from wgs_devstack.processes import ManagedProcess, free_port
 from wgs_kit.waiting import wait_until
 
-from bench.cpu import cpu_ms_per_unit, cpu_reading
+from bench.cpu import MachineSampler, cpu_ms_per_unit, cpu_reading
 from bench.open_loop import open_loop
 from bench.stack import ROOT, Stack, cancel_on_sigterm, gateway_stack
 
@@ -206,7 +207,9 @@ async def measure(
         await settle()
     before = await transactions() if transactions is not None else 0
     cpu_before = cpu_reading()
-    latency = await open_loop(url, body, headers, rate, seconds)  # last: it may overload the server
+    async with MachineSampler() as machine:
+        latency = await open_loop(url, body, headers, rate, seconds)  # last: it may overload the server
+    latency["machine"] = machine.summary()
     if settle is not None:
         await settle()
     latency["cpu_ms_per_send"] = cpu_ms_per_unit(cpu_before, cpu_reading(), latency["completed"])
@@ -323,14 +326,19 @@ def print_table(result: dict) -> None:
                 f"{throughput['sustained_per_second']:>13}{throughput['backlog_seconds']:>11}"
             )
     rate = result["gateway_send"]["latency"]["offered_per_second"]
-    print(f"{'server':<32}{f'p50 ms @ {rate:g}/s':>16}{'p99 ms':>9}{'failed':>8}{'p99 @ half':>12}{'p50 idle':>10}")
+    print(
+        f"{'server':<32}{f'p50 ms @ {rate:g}/s':>16}{'p99 ms':>9}{'failed':>8}{'steal %':>9}{'worst 1 s':>11}"
+        f"{'p99 @ half':>12}{'p50 idle':>10}"
+    )
     for name, key in rows:
         row = result[key]
-        latency = row["latency"]
+        latency, machine = row["latency"], row["latency"]["machine"]
         print(
             f"{name:<32}{latency['p50_ms']!s:>16}{latency['p99_ms']!s:>9}{latency['failed']:>8}"
+            f"{machine['steal_percent']:>9}{machine['worst_second_steal_percent']:>11}"
             f"{row['latency_at_half_capacity']['p99_ms']!s:>12}{row['latency_nearly_idle']['p50_ms']!s:>10}"
         )
+    print("steal: the share of the machine's time the hypervisor gave to other guests during the fixed-rate run")
     print(
         f"targets: >= {TARGET_THROUGHPUT:.0f} accepted/s (sustained); p99 <= {TARGET_P99_MS:.0f} ms at the offered rate"
     )

@@ -1,0 +1,45 @@
+"""`bench.cpu`: the machine's busy and steal shares, from `/proc/stat` readings."""
+
+import asyncio
+
+import pytest
+
+from bench import cpu
+
+
+def reading(*, busy: int = 0, idle: int = 0, iowait: int = 0, steal: int = 0) -> list[int]:
+    """A `/proc/stat` cpu line (user, nice, system, idle, iowait, irq, softirq, steal) in ticks."""
+    return [busy, 0, 0, idle, iowait, 0, 0, steal]
+
+
+def test_shares_are_percent_of_the_machines_time_between_two_readings() -> None:
+    before = reading(busy=1_000, idle=5_000, iowait=10, steal=20)
+    after = reading(busy=1_600, idle=5_200, iowait=30, steal=120)  # +600 busy, +200 idle, +20 iowait, +100 steal
+    assert cpu.machine_shares(before, after) == {"busy_percent": 65.2, "steal_percent": 10.9}
+
+
+def test_no_time_between_readings_is_no_share() -> None:
+    same = reading(busy=5, idle=5)
+    assert cpu.machine_shares(same, same) == {"busy_percent": 0.0, "steal_percent": 0.0}
+
+
+def test_the_worst_second_of_steal_is_found_among_the_samples() -> None:
+    sampler = cpu.MachineSampler()
+    # 9 readings a quarter of a second apart: 100 ticks each quarter, 50 of them stolen in the 4th and the 5th.
+    steal = [0, 0, 0, 0, 50, 100, 100, 100, 100]
+    sampler.readings = [reading(busy=100 * n - steal[n], steal=steal[n]) for n in range(9)]
+    summary = sampler.summary()
+    assert summary["steal_percent"] == 12.5  # 100 of 800 ticks
+    assert summary["worst_second_steal_percent"] == 25.0  # a second holding both: 100 of its 400 ticks
+    assert summary["busy_percent"] == 87.5
+
+
+async def test_the_sampler_reads_the_machine_while_its_block_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cpu, "MACHINE_SAMPLE_SECONDS", 0.01)
+    async with cpu.MachineSampler() as sampler:
+        await asyncio.sleep(0.1)
+    assert len(sampler.readings) >= 4  # the first, some while it ran, the last
+    assert all(len(one) == 8 for one in sampler.readings)
+    summary = sampler.summary()
+    assert 0 <= summary["steal_percent"] <= summary["worst_second_steal_percent"] <= 100
+    assert 0 <= summary["busy_percent"] <= 100
