@@ -1,8 +1,10 @@
 """CPU time per component of the machine, to see where a benchmark's time goes.
 
-Reads utime + stime of every process in /proc and groups them by what they run
-(a gateway service, the sandbox provider, PostgreSQL, NATS, Docker, the load
-generator); a reading taken before and after a phase gives CPU seconds per component.
+Reads utime + stime of every process in /proc, plus cutime + cstime (the CPU of its children
+that have exited and been waited for: a load generator that ran one phase in a child process,
+a PostgreSQL backend whose connection closed), and groups them by what they run (a gateway
+service, the sandbox provider, PostgreSQL, NATS, Docker, the load generator); a reading taken
+before and after a phase gives CPU seconds per component.
 
 `MachineSampler` watches the whole machine during a phase: how busy it was, and how much of
 its time the hypervisor gave to other guests while this one wanted a core ("steal"). A latency
@@ -41,7 +43,7 @@ def component_of(cmdline: str) -> str | None:
 
 
 def cpu_reading() -> dict[str, float]:
-    """CPU seconds used so far per component, summed over its live processes."""
+    """CPU seconds used so far per component, summed over its live processes and their exited children."""
     totals: dict[str, float] = defaultdict(float)
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -53,7 +55,7 @@ def cpu_reading() -> dict[str, float]:
             continue  # gone meanwhile
         component = component_of(cmdline)
         if component is not None:
-            totals[component] += (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
+            totals[component] += sum(int(ticks) for ticks in fields[11:15]) / TICKS_PER_SECOND
     return dict(totals)
 
 

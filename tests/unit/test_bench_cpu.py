@@ -1,6 +1,8 @@
 """`bench.cpu`: the machine's busy and steal shares, from `/proc/stat` readings."""
 
 import asyncio
+import subprocess
+import sys
 
 import pytest
 
@@ -43,3 +45,13 @@ async def test_the_sampler_reads_the_machine_while_its_block_runs(monkeypatch: p
     summary = sampler.summary()
     assert 0 <= summary["steal_percent"] <= summary["worst_second_steal_percent"] <= 100
     assert 0 <= summary["busy_percent"] <= 100
+
+
+def test_a_child_that_exited_counts_toward_its_parents_component(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A phase's load generator may run in a child process that is gone by the reading after it."""
+    monkeypatch.setattr(cpu, "COMPONENTS", (("pytest", "tests"),))  # this process; the child's command line differs
+    before = cpu.cpu_reading()
+    burn = "import time\nend = time.process_time() + 0.3\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True, timeout=30)
+    after = cpu.cpu_reading()
+    assert after["tests"] - before["tests"] >= 0.25
