@@ -1,10 +1,10 @@
 """`bench.cpu`: the machine's busy and steal shares, from `/proc/stat` readings."""
 
-import asyncio
 import subprocess
 import sys
 
 import pytest
+from wgs_kit.waiting import wait_until
 
 from bench import cpu
 
@@ -39,7 +39,11 @@ def test_the_worst_second_of_steal_is_found_among_the_samples() -> None:
 async def test_the_sampler_reads_the_machine_while_its_block_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cpu, "MACHINE_SAMPLE_SECONDS", 0.01)
     async with cpu.MachineSampler() as sampler:
-        await asyncio.sleep(0.1)
+
+        async def sampled_twice() -> bool:
+            return len(sampler.readings) >= 3
+
+        await wait_until(sampled_twice, timeout=10, interval=0.01, what="two samples")
     assert len(sampler.readings) >= 4  # the first, some while it ran, the last
     assert all(len(one) == 8 for one in sampler.readings)
     summary = sampler.summary()
