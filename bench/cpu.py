@@ -19,6 +19,8 @@ from collections import defaultdict
 from pathlib import Path
 from types import TracebackType
 
+from bench.open_loop import BINARY_PREFIX
+
 COMPONENTS = (
     ("wgs_api", "api"),
     ("wgs_node_agent", "node agent"),
@@ -32,6 +34,7 @@ COMPONENTS = (
     ("dockerd", "docker"),
     ("containerd", "docker"),
     ("wrk", "load generator"),
+    (BINARY_PREFIX, "load generator"),
     ("bench.", "load generator"),
 )
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")

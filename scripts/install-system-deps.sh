@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs the system packages the stack and its tests need, when missing:
-# Docker engine (docker.io), debootstrap (offline base image), PostgreSQL server, uv.
+# Docker engine (docker.io), debootstrap (offline base image), PostgreSQL server, a C compiler
+# (the benchmarks' open-loop load generator, bench/open_loop.c), uv.
 set -euo pipefail
 
 missing=()
 command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
 command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v cc >/dev/null 2>&1 || missing+=(gcc libc6-dev)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "missing system packages: ${missing[*]} (run as root or install them)" >&2

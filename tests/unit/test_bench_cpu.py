@@ -7,6 +7,7 @@ import pytest
 from wgs_kit.waiting import wait_until
 
 from bench import cpu
+from bench.open_loop import generator_binary
 
 
 def reading(*, busy: int = 0, idle: int = 0, iowait: int = 0, steal: int = 0) -> list[int]:
@@ -59,3 +60,9 @@ def test_a_child_that_exited_counts_toward_its_parents_component(monkeypatch: py
     subprocess.run([sys.executable, "-c", burn], check=True, timeout=30)
     after = cpu.cpu_reading()
     assert after["tests"] - before["tests"] >= 0.25
+
+
+def test_the_open_loop_generator_is_the_load_generator() -> None:
+    binary = generator_binary()
+    assert cpu.component_of(f"{binary} 127.0.0.1 8080 500 5000 60 32 512") == "load generator"
+    assert cpu.component_of("/work/.venv/bin/python -m wgs_api") == "api"

@@ -1,20 +1,26 @@
-"""The benchmarks' open-loop load generator (`bench.open_loop`) against a small HTTP server on loopback."""
+"""The benchmarks' open-loop load generator (`bench.open_loop`, a C program) against a small HTTP
+server on loopback, in the test's own process."""
 
 import asyncio
-import gc
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+from wgs_kit.waiting import wait_until
 
-from bench.open_loop import build_request, open_loop, parse_response
+from bench import open_loop as generator
+from bench.open_loop import build_request, open_loop
 
 ANSWER_DELAY_SECONDS = 0.02
-COLLECTOR_STATES: list[bool] = []  # gc.isenabled() as the server saw it, one per request
+PAUSE_SECONDS = 0.15
 
 
 async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Keep-alive HTTP/1.1: the path says how to answer (`/ok`, `/slow`, `/error`, `/no-length`, `/hang-up`)."""
+    """Keep-alive HTTP/1.1; the path says how to answer: `/ok`, `/slow`, `/error`, `/no-length`,
+    `/hang-up`, `/in-pieces` (the answer in two writes, 20 ms apart)."""
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -22,16 +28,21 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
             lines = head.split(b"\r\n")
             length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
             await reader.readexactly(length)
-            COLLECTOR_STATES.append(gc.isenabled())
             if path == b"/hang-up":
                 break
             if path == b"/slow":
                 await asyncio.sleep(ANSWER_DELAY_SECONDS)
+            answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
             if path == b"/no-length":
-                writer.write(b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\n\r\n{}")
-            else:
-                status = b"500 Internal Server Error" if path == b"/error" else b"200 OK"
-                writer.write(b"HTTP/1.1 " + status + b"\r\ncontent-length: 2\r\n\r\n{}")
+                answer = b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\n\r\n{}"
+            elif path == b"/error":
+                answer = b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 2\r\n\r\n{}"
+            if path == b"/in-pieces":
+                writer.write(answer[:20])
+                await writer.drain()
+                await asyncio.sleep(ANSWER_DELAY_SECONDS)
+                answer = answer[20:]
+            writer.write(answer)
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
@@ -53,8 +64,7 @@ async def base_url() -> AsyncIterator[str]:
 async def test_every_request_is_answered_at_the_offered_rate(base_url: str) -> None:
     started = time.monotonic()
     result = await open_loop(f"{base_url}/ok", {"to": "1"}, {"Authorization": "Bearer x"}, rate=200, seconds=0.5)
-    assert result["completed"] == 100
-    assert result["failed"] == 0
+    assert result == result | {"offered_per_second": 200, "completed": 100, "failed": 0}
     assert time.monotonic() - started >= 0.49  # the schedule spreads them, not a burst
     assert result["p50_ms"] < 50
 
@@ -65,38 +75,45 @@ async def test_latency_includes_the_servers_time(base_url: str) -> None:
     assert result["p50_ms"] >= ANSWER_DELAY_SECONDS * 1000
 
 
+async def test_an_answer_is_counted_once_it_is_whole(base_url: str) -> None:
+    result = await open_loop(f"{base_url}/in-pieces", {}, {}, rate=100, seconds=0.1)
+    assert result["completed"] == 10
+    assert result["p50_ms"] >= ANSWER_DELAY_SECONDS * 1000
+
+
+def generator_pids() -> list[int]:
+    """The generators this process started and that still run."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or generator.BINARY_PREFIX not in (entry / "cmdline").read_text():
+                continue
+            parent = next(line for line in (entry / "status").read_text().splitlines() if line.startswith("PPid:"))
+        except OSError:
+            continue  # gone meanwhile
+        if int(parent.split()[1]) == os.getpid():
+            pids.append(int(entry.name))
+    return pids
+
+
 async def test_latency_counts_from_when_a_request_was_due(base_url: str) -> None:
     """A generator that falls behind its schedule counts the lag against the server.
 
-    The event loop is stalled for 150 ms (a stand-in for a generator starved of CPU): the requests
+    The generator is stopped for 150 ms (a stand-in for a generator starved of CPU): the requests
     due meanwhile go out late, and their latency includes the wait. Measured from when they went
     out, every latency would be about a millisecond.
     """
-    asyncio.get_running_loop().call_later(0.1, time.sleep, 0.15)
-    result = await open_loop(f"{base_url}/ok", {}, {}, rate=100, seconds=0.5)
-    assert result["completed"] == 50
+    run = asyncio.create_task(open_loop(f"{base_url}/ok", {}, {}, rate=100, seconds=1.0))
+
+    async def started() -> list[int]:
+        return generator_pids()
+
+    (pid,) = await wait_until(started, timeout=10, interval=0.005, what="the generator running")
+    os.kill(pid, signal.SIGSTOP)
+    asyncio.get_running_loop().call_later(PAUSE_SECONDS, os.kill, pid, signal.SIGCONT)
+    result = await run
+    assert result["completed"] == 100
     assert result["p99_ms"] >= 100
-
-
-async def test_the_garbage_collector_pauses_nothing_during_a_run(base_url: str) -> None:
-    """The generator's own collection pauses would count against the server: the collector is
-    off while requests are due (the server runs in this process, so it sees the same state), and
-    back on after."""
-    COLLECTOR_STATES.clear()
-    assert gc.isenabled()
-    result = await open_loop(f"{base_url}/ok", {}, {}, rate=100, seconds=0.2)
-    assert result["completed"] == 20
-    assert COLLECTOR_STATES == [False] * 20
-    assert gc.isenabled()
-
-
-async def test_a_collector_already_off_stays_off(base_url: str) -> None:
-    gc.disable()
-    try:
-        await open_loop(f"{base_url}/ok", {}, {}, rate=100, seconds=0.05)
-        assert not gc.isenabled()
-    finally:
-        gc.enable()
 
 
 @pytest.mark.parametrize("path", ["/error", "/no-length", "/hang-up"])
@@ -107,13 +124,67 @@ async def test_answers_that_are_not_a_success_count_as_failures(base_url: str, p
     assert result["p50_ms"] is None
 
 
-def test_a_response_is_parsed_only_once_it_is_whole() -> None:
-    first = b'HTTP/1.1 202 Accepted\r\nContent-Length: 4\r\n\r\n{"a"'
-    assert parse_response(bytearray(first[:20])) is None
-    assert parse_response(bytearray(first[:-1])) is None
-    assert parse_response(bytearray(first + b"HTTP/1.1 200 OK")) == (202, len(first))
-    with pytest.raises(ValueError, match="not an HTTP"):
-        parse_response(bytearray(b"SSH-2.0-OpenSSH\r\n\r\n"))
+async def test_a_request_due_while_every_connection_is_busy_fails(
+    base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(generator, "WARM_CONNECTIONS", 1)
+    monkeypatch.setattr(generator, "MAX_CONNECTIONS", 2)
+    result = await open_loop(f"{base_url}/slow", {}, {}, rate=1000, seconds=0.01)  # 10 due within 10 ms
+    assert result["completed"] == 2
+    assert result["failed"] == 8
+
+
+async def test_unanswered_requests_fail_after_the_answers_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # until the generator closes the connection
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    monkeypatch.setattr(generator, "MAX_SECONDS", 0.2)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        result = await open_loop(f"http://127.0.0.1:{port}/", {}, {}, rate=100, seconds=0.05)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result["completed"] == 0
+    assert result["failed"] == 5
+
+
+async def test_a_server_that_is_not_listening_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="cannot connect"):
+        await open_loop("http://127.0.0.1:9/", {}, {}, rate=10, seconds=0.1)
+
+
+def test_the_generator_is_compiled_once_per_version_of_its_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    binary = generator.generator_binary()
+    assert binary.parent == tmp_path / "wgs-bench"
+    assert binary.name.startswith(generator.BINARY_PREFIX)
+    built_at = binary.stat().st_mtime_ns
+    assert generator.generator_binary() == binary
+    assert binary.stat().st_mtime_ns == built_at
+    changed = tmp_path / "open_loop.c"
+    changed.write_bytes(generator.SOURCE.read_bytes() + b"\n/* another version */\n")
+    monkeypatch.setattr(generator, "SOURCE", changed)
+    assert generator.generator_binary() != binary
+    assert not list(tmp_path.glob("wgs-bench/*.partial"))
+
+
+def test_a_missing_compiler_or_a_broken_source_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    with pytest.raises(RuntimeError, match="needs a C compiler: 'no-such-cc'"):
+        generator.generator_binary("no-such-cc")
+    broken = tmp_path / "open_loop.c"
+    broken.write_text("int main(void) { return missing; }\n")
+    monkeypatch.setattr(generator, "SOURCE", broken)
+    with pytest.raises(RuntimeError, match=r"compiling open_loop\.c failed: .*missing"):
+        generator.generator_binary()
+    assert not list(tmp_path.glob("wgs-bench/*"))
 
 
 def test_the_request_is_built_once_with_its_headers() -> None:
