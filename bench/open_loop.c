@@ -209,7 +209,8 @@ int main(int argc, char **argv) {
         }
         c->due = due;
         in_flight++;
-        if (write(c->fd, request, request_bytes) != (ssize_t)request_bytes) drop(c);
+        /* MSG_NOSIGNAL: a connection the server closed meanwhile fails its request, not the generator. */
+        if (send(c->fd, request, request_bytes, MSG_NOSIGNAL) != (ssize_t)request_bytes) drop(c);
     }
     int64_t deadline = now_ns() + (int64_t)(max_seconds * 1e9);
     while (in_flight > 0 && now_ns() < deadline) wait_for_answers(deadline);

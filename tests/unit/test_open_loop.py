@@ -124,6 +124,21 @@ async def test_answers_that_are_not_a_success_count_as_failures(base_url: str, p
     assert result["p50_ms"] is None
 
 
+async def test_a_server_resetting_every_connection_fails_every_request() -> None:
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.transport.abort()  # a reset, before or after the request arrived
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        result = await open_loop(f"http://127.0.0.1:{port}/", {}, {}, rate=200, seconds=0.25)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert result["completed"] == 0
+    assert result["failed"] == 50
+
+
 async def test_a_request_due_while_every_connection_is_busy_fails(
     base_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
