@@ -74,19 +74,9 @@ class State:
             raise ValueError(f"unknown state operation {kind!r}")
         return 0
 
-    def to_json(self) -> dict[str, Any]:
-        """The state as a JSON object (the snapshot's `state`)."""
-        return {
-            "phone_id": self.phone_id,
-            "next_seq": self.next_seq,
-            "outbox": self.outbox,
-            "sent": self.sent,
-            "delivered": list(self.delivered),
-        }
-
     @classmethod
     def from_json(cls, saved: dict[str, Any]) -> "State":
-        """The state from `to_json` (also the content of a version 1 `state.json`)."""
+        """The state from a snapshot's `state` object (also the content of a version 1 `state.json`)."""
         return cls(
             phone_id=saved.get("phone_id"),
             next_seq=saved.get("next_seq", 1),

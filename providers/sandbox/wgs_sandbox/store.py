@@ -149,7 +149,7 @@ class SnapshotView:
 
     def pieces(self, generation: int) -> Iterator[bytes]:
         """The content of `snapshot.json` (the journals before `generation` included), in pieces of at
-        most SNAPSHOT_SLICE entries: the same JSON as `State.to_json` under its header."""
+        most SNAPSHOT_SLICE entries: under its header, the JSON object `State.from_json` reads."""
         yield (
             f'{{"version":{VERSION},"journal":{generation},"state":{{"phone_id":{compact_json(self.phone_id)},'
             f'"next_seq":{self.next_seq},"outbox":['
