@@ -2,10 +2,11 @@
 server on loopback, in the test's own process."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from wgs_kit.waiting import wait_until
 from bench import open_loop as generator
 from bench.open_loop import build_request, open_loop
 
+ConnectionHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 ANSWER_DELAY_SECONDS = 0.02
 PAUSE_SECONDS = 0.15
 
@@ -50,15 +52,21 @@ async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-@pytest.fixture
-async def base_url() -> AsyncIterator[str]:
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
+@contextlib.asynccontextmanager
+async def serving(handler: ConnectionHandler) -> AsyncIterator[str]:
+    """A loopback server running `handler` for each connection; its base URL."""
+    server = await asyncio.start_server(handler, "127.0.0.1", 0)
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.fixture
+async def base_url() -> AsyncIterator[str]:
+    async with serving(serve) as url:
+        yield url
 
 
 async def test_every_request_is_answered_at_the_offered_rate(base_url: str) -> None:
@@ -128,13 +136,8 @@ async def test_a_server_resetting_every_connection_fails_every_request() -> None
     async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.transport.abort()  # a reset, before or after the request arrived
 
-    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
-    try:
-        port = server.sockets[0].getsockname()[1]
-        result = await open_loop(f"http://127.0.0.1:{port}/", {}, {}, rate=200, seconds=0.25)
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with serving(close_at_once) as url:
+        result = await open_loop(f"{url}/", {}, {}, rate=200, seconds=0.25)
     assert result["completed"] == 0
     assert result["failed"] == 50
 
@@ -154,14 +157,9 @@ async def test_unanswered_requests_fail_after_the_answers_deadline(monkeypatch: 
         await reader.read()  # until the generator closes the connection
         writer.close()
 
-    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
     monkeypatch.setattr(generator, "MAX_SECONDS", 0.2)
-    try:
-        port = server.sockets[0].getsockname()[1]
-        result = await open_loop(f"http://127.0.0.1:{port}/", {}, {}, rate=100, seconds=0.05)
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with serving(never_answer) as url:
+        result = await open_loop(f"{url}/", {}, {}, rate=100, seconds=0.05)
     assert result["completed"] == 0
     assert result["failed"] == 5
 
