@@ -27,7 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define ANSWER_BYTES 16384 /* an answer larger than this is a failure */
+#define ANSWER_BYTES 16384 /* an answer of this size or more is a failure */
 #define MAX_REQUEST_BYTES 65536
 #define EVENTS_PER_WAIT 64
 

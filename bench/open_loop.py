@@ -11,12 +11,12 @@ generator itself falls behind, that counts against the server, never in its favo
 The generator shares the machine with the server it measures, so it is a small C program
 (`open_loop.c`, compiled here once per version of its source with the machine's `cc`): one
 thread, epoll, the request's bytes built once, nanosecond timers. At 500 requests/s against a
-trivial server it costs 0.09 ms of CPU per request (user and kernel) and adds 0.25 ms to the
-median answer; the asyncio generator it replaced cost 0.18-0.20 ms and added 0.9 ms, and, as a
-Python process, it paused for its own garbage collections. Against the gateway at 500/s, in the
-same stack, alternating: p50 6.9-10.0 against 12.0-13.8 ms, p99 24.0-38.6 against 31.5-40.0 ms
-(4 runs each). Answers must carry a `Content-Length` (uvicorn's do); anything else counts as a
-failure.
+trivial asyncio server on loopback it costs 0.09 ms of CPU per request (user and kernel), and
+that server's median answer measures 0.25 ms; the asyncio generator it replaced cost 0.18-0.20 ms
+and measured 0.9 ms, and, as a Python process, it paused for its own garbage collections.
+Against the gateway at 500/s, in the same stack, alternating: p50 6.9-10.0 against 12.0-13.8 ms,
+p99 24.0-38.6 against 31.5-40.0 ms (4 runs each). Answers must carry a `Content-Length`
+(uvicorn's do); anything else counts as a failure.
 """
 
 import asyncio
