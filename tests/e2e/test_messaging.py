@@ -12,6 +12,7 @@ import msgspec
 import nats
 import pytest
 from nats.js.api import DeliverPolicy
+from nats.js.client import JetStreamContext
 from wgs_contracts import subjects
 from wgs_contracts.instance_events import MessageReceived, ProviderSends, ProviderSendsReply
 from wgs_devstack.services import Service
@@ -231,6 +232,49 @@ async def test_send_while_the_container_is_down_is_queued_and_delivered_after_it
     assert message["history"][0]["status"] == "queued"
 
 
+async def received_at(js: JetStreamContext, instance_id: int) -> list[MessageReceived]:
+    """Every message the instance received so far (its `message` events on JetStream)."""
+    subscription = await js.subscribe(
+        subjects.instance_event(instance_id, "message"), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
+    )
+    events: list[MessageReceived] = []
+    try:
+        while True:
+            try:
+                message = await subscription.next_msg(timeout=0.5)
+            except nats.errors.TimeoutError:
+                return events
+            events.append(msgspec.json.decode(message.data, type=MessageReceived))
+    finally:
+        await subscription.unsubscribe()
+
+
+async def test_a_send_retried_with_its_idempotency_key_is_delivered_once(
+    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], migrated: dict[str, str]
+) -> None:
+    """Six tries with one key at once (some while the first is in flight), and one after it was read."""
+    tenant_a, a, tenant_b, b = pair
+    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
+        await pair_up(client, tenant, instance["id"])
+    url, body = f"/api/instances/{a['id']}/send", {"to": b["phoneNumber"], "text": "exactly once"}
+    keyed = {**tenant_a.headers, "Idempotency-Key": "invoice-7"}
+    tries = await asyncio.gather(*(client.post(url, json=body, headers=keyed) for _ in range(6)))
+    assert [t.status_code for t in tries] == [200] * 6, [t.text for t in tries]
+    (message_id,) = {t.json()["id"] for t in tries}
+    await reaches(client, tenant_a, a["id"], message_id, "read")
+    late = await client.post(url, json=body, headers=keyed)
+    assert (late.status_code, late.json()["id"]) == (200, message_id)
+    # A message without a key after them: once B has it, B has whatever the tries delivered.
+    marker = await client.post(url, json={**body, "text": "marker"}, headers=tenant_a.headers)
+    await reaches(client, tenant_a, a["id"], marker.json()["id"], "delivered")
+    nc = await nats.connect(migrated["NATS_URL"])
+    try:
+        texts = [e.content.text for e in await received_at(nc.jetstream(), b["id"])]
+    finally:
+        await nc.close()
+    assert texts.count("exactly once") == 1
+
+
 async def test_events_survive_a_kill_9_of_the_agent_without_loss_or_duplicates(
     client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], node_agent: Service, migrated: dict[str, str]
 ) -> None:
@@ -251,19 +295,7 @@ async def test_events_survive_a_kill_9_of_the_agent_without_loss_or_duplicates(
         js = nc.jetstream()
 
         async def all_received() -> list[MessageReceived] | None:
-            subscription = await js.subscribe(
-                subjects.instance_event(b["id"], "message"), ordered_consumer=True, deliver_policy=DeliverPolicy.ALL
-            )
-            events: list[MessageReceived] = []
-            try:
-                while True:
-                    try:
-                        message = await subscription.next_msg(timeout=0.5)
-                    except nats.errors.TimeoutError:
-                        break
-                    events.append(msgspec.json.decode(message.data, type=MessageReceived))
-            finally:
-                await subscription.unsubscribe()
+            events = await received_at(js, b["id"])
             return events if {e.content.text for e in events} >= set(texts) else None
 
         events = await wait_until(all_received, timeout=60, interval=0.5, what="all 20 messages at B")

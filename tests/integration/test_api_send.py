@@ -71,6 +71,41 @@ async def test_send_to_an_instance_that_is_not_running_is_queued(client: httpx.A
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
 
 
+@pytest.mark.parametrize("key", ["", "k" * 256, "two words", "caf\u00e9"])
+async def test_an_invalid_idempotency_key_is_422_naming_the_header(client: httpx.AsyncClient, db, key: str) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await pending_instance(client, tenant)
+    headers = {name.encode(): value.encode() for name, value in tenant.headers.items()}
+    headers[b"Idempotency-Key"] = key.encode()  # as bytes: it may carry what is not ASCII
+    try:
+        response = await client.post(
+            f"/api/instances/{instance_id}/send", json={"to": "491701234567", "text": "hi"}, headers=headers
+        )
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == "Idempotency-Key"
+        assert await db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 0
+    finally:
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_a_send_retried_with_its_idempotency_key_gets_the_same_message(client: httpx.AsyncClient, db) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await pending_instance(client, tenant)
+    url, body = f"/api/instances/{instance_id}/send", {"to": "491701234567", "text": "later"}
+    try:
+        answers = [
+            await client.post(url, json=body, headers={**tenant.headers, "Idempotency-Key": "order-1"})
+            for _ in range(2)
+        ]
+        assert [a.status_code for a in answers] == [202, 202]
+        assert answers[0].json() == answers[1].json()
+        other = await client.post(url, json=body, headers={**tenant.headers, "Idempotency-Key": "order-2"})
+        assert other.json()["id"] != answers[0].json()["id"]
+        assert await db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 2
+    finally:
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
 async def test_rate_limit_holds_across_two_api_processes(client: httpx.AsyncClient, second_api: ApiService, db) -> None:
     tenant = await create_tenant(client)
     updated = await client.patch(

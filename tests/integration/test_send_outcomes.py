@@ -1,4 +1,5 @@
-"""What a send leaves in PostgreSQL for each answer of its provider (decision 35), on real NATS and
+"""What a send leaves in PostgreSQL for each answer of its provider (decision 35), and what a retry
+with its idempotency key gets (`send_keys`), on real NATS and
 PostgreSQL: the message is recorded with a provisional `sent` while the provider is asked, kept
 when it answers 200, forgotten when it refuses, and put back to `queued` when nobody answers.
 The node agent is a scripted responder; the send runs in this process (`services.send`) with a
@@ -180,26 +181,42 @@ async def test_the_sends_of_one_relay_request_are_recorded_by_one_statement(
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
 
 
+@pytest.fixture
+async def message_refused(db) -> AsyncIterator[uuid.UUID]:
+    """A message id whose row PostgreSQL refuses (a trigger raising), for this test only."""
+    message_id = uuid.uuid4()
+    await db.execute(
+        "CREATE FUNCTION test_refuse_message() RETURNS trigger LANGUAGE plpgsql"
+        " AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
+    )
+    await db.execute(
+        "CREATE TRIGGER test_refuse_message BEFORE INSERT ON messages FOR EACH ROW"
+        f" WHEN (NEW.id = '{message_id.hex}') EXECUTE FUNCTION test_refuse_message()"
+    )
+    yield message_id
+    await db.execute("DROP TRIGGER test_refuse_message ON messages")
+    await db.execute("DROP FUNCTION test_refuse_message()")
+
+
 async def test_a_send_the_provider_took_is_ok_even_when_its_record_fails(
     client: httpx.AsyncClient,
     agent: tuple[ApiMessaging, Agent, str],
     db,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
+    message_refused: uuid.UUID,
 ) -> None:
     """The message was sent: answering an error would make the client send it again."""
     messaging, script, node = agent
     tenant = await create_tenant(client)
     instance_id = await leased_instance(client, tenant, node)
     script.replies[instance_id] = sent_reply(200, {"status": "sent"})
-    body = schemas.SendBody(to=TO, text="hi")
+    monkeypatch.setattr(services, "uuid4", lambda: message_refused)
     try:
-        first, _ = await send(messaging, tenant.id, instance_id, body)
-        monkeypatch.setattr(services, "uuid4", lambda: uuid.UUID(first.id))  # the next record collides with it
-        result, sent = await send(messaging, tenant.id, instance_id, body)
-        assert (result.status, result.id, sent) == ("ok", first.id, True)
+        result, sent = await send(messaging, tenant.id, instance_id, schemas.SendBody(to=TO, text="hi"))
+        assert (result.status, result.id, sent) == ("ok", message_refused.hex, True)
         assert "recording it failed" in caplog.text
-        assert await stored(first.id) == (1, [("sent", True)])  # the other message's rows are untouched
+        assert await stored(result.id) == (0, [])  # only its history is missing
     finally:
         LEASES.end_all()
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
@@ -320,3 +337,130 @@ async def test_a_requeue_keeps_a_sent_the_provider_confirmed_meanwhile(client: h
     finally:
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
         await db.execute("DELETE FROM message_statuses WHERE message_id = ANY($1::text[])", [confirmed, unconfirmed])
+
+
+# --- idempotency keys (`send_keys`) -------------------------------------------------------------
+
+
+async def test_a_retry_with_its_key_gets_the_sent_message_without_sending_it_again(
+    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db
+) -> None:
+    messaging, script, node = agent
+    tenant = await create_tenant(client)
+    instance_id = await leased_instance(client, tenant, node)
+    script.replies[instance_id] = sent_reply(200, {"status": "sent"})
+    body = schemas.SendBody(to=TO, text="hi")
+    try:
+        result, sent = await send(messaging, tenant.id, instance_id, body, "order-17")
+        assert (result.status, sent) == ("ok", True)
+        await record_message_statuses([message_status(tenant.id, instance_id, result.id, DeliveryStatus.SENT)])
+        assert await send(messaging, tenant.id, instance_id, body, "order-17") == (result, True)
+        assert script.requests == [[result.id]]  # the retry was answered from the record
+        assert await stored(result.id) == (1, [("sent", False)])
+    finally:
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_a_retry_before_the_first_send_was_confirmed_sends_the_same_message_again(
+    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its `sent` is still provisional (the first request may yet be taken back): the retry asks the
+    provider again under the same id, which a provider takes once."""
+    messaging, script, node = agent
+    tenant = await create_tenant(client)
+    instance_id = await leased_instance(client, tenant, node)
+    script.replies[instance_id] = sent_reply(200, {"status": "sent"})
+    body = schemas.SendBody(to=TO, text="hi")
+    try:
+        first = await send(messaging, tenant.id, instance_id, body, "order-18")
+        again = await send(messaging, tenant.id, instance_id, body, "order-18")
+        assert again == first
+        assert script.requests == [[first[0].id], [first[0].id]]
+        assert await stored(first[0].id) == (1, [("sent", True)])
+        assert "recording it failed" not in caplog.text  # the retry's record adds nothing, and fails nothing
+    finally:
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_a_key_used_for_another_request_is_422_and_changes_nothing(
+    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db
+) -> None:
+    messaging, script, node = agent
+    tenant = await create_tenant(client)
+    instance_id = await leased_instance(client, tenant, node)
+    script.replies[instance_id] = sent_reply(200, {"status": "sent"})
+    try:
+        result, _ = await send(messaging, tenant.id, instance_id, schemas.SendBody(to=TO, text="hi"), "k")
+        for other in (schemas.SendBody(to=TO, text="bye"), schemas.SendBody(to="491700000009", text="hi")):
+            with pytest.raises(Invalid) as refused:
+                await send(messaging, tenant.id, instance_id, other, "k")
+            assert refused.value.field == "Idempotency-Key"
+        assert script.requests == [[result.id]]
+        assert await stored(result.id) == (1, [("sent", True)])
+    finally:
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_a_queued_send_retried_with_its_key_is_queued_once(
+    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db
+) -> None:
+    messaging, _, node = agent
+    tenant = await create_tenant(client)
+    instance_id = await leased_instance(client, tenant, f"gone-{node}")  # nobody answers for its node
+    body = schemas.SendBody(to=TO, text="later")
+    try:
+        result, sent = await send(messaging, tenant.id, instance_id, body, "order-19")
+        assert (result.status, sent) == ("queued", False)
+        assert await send(messaging, tenant.id, instance_id, body, "order-19") == (result, False)
+        subject = subjects.outbound(instance_id)
+        info = await messaging.broker.connection.jetstream().stream_info(streams.OUTBOUND.name, subjects_filter=subject)
+        assert (info.state.subjects or {}).get(subject) == 1
+        assert await stored(result.id) == (1, [("queued", False)])
+    finally:
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_a_send_the_provider_refused_releases_its_key(
+    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db
+) -> None:
+    messaging, script, node = agent
+    tenant = await create_tenant(client)
+    instance_id = await leased_instance(client, tenant, node)
+    script.replies[instance_id] = sent_reply(503, {"error": "Client not connected"})
+    body = schemas.SendBody(to=TO, text="hi")
+    try:
+        with pytest.raises(Unavailable):
+            await send(messaging, tenant.id, instance_id, body, "order-20")
+        [[refused]] = script.requests
+        assert await stored(refused) == (0, [])
+        assert await db.fetchval("SELECT count(*) FROM send_keys WHERE instance_id = $1", instance_id) == 0
+        script.replies[instance_id] = sent_reply(200, {"status": "sent"})
+        result, sent = await send(messaging, tenant.id, instance_id, body, "order-20")
+        assert sent
+        assert result.id != refused  # nothing was sent: the key was free again
+        assert await stored(result.id) == (1, [("sent", True)])
+    finally:
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_a_key_belongs_to_its_instance(
+    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db
+) -> None:
+    messaging, script, node = agent
+    tenant = await create_tenant(client)
+    instances = [await leased_instance(client, tenant, node) for _ in range(2)]
+    body = schemas.SendBody(to=TO, text="hi")
+    try:
+        for instance_id in instances:
+            script.replies[instance_id] = sent_reply(200, {"status": "sent"})
+        results = [await send(messaging, tenant.id, instance_id, body, "same-key") for instance_id in instances]
+        assert results[0][0].id != results[1][0].id
+        assert script.requests == [[results[0][0].id], [results[1][0].id]]
+    finally:
+        LEASES.end_all()
+        await db.execute("DELETE FROM instances WHERE id = ANY($1::int[])", instances)

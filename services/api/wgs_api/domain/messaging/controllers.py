@@ -1,14 +1,15 @@
 """Tenant endpoints to pair instances and send messages (the original `/qr` and `/send` kept)."""
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.params import Parameter
 from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED
 
 from wgs_api.domain.accounts.guards import current_tenant_id
-from wgs_api.domain.messaging import schemas, services
+from wgs_api.domain.messaging import schemas, send_keys, services
 
 
 class MessagingController(Controller):
@@ -43,10 +44,19 @@ class MessagingController(Controller):
 
     @post("/send", operation_id="SendMessage", status_code=HTTP_200_OK)
     async def send(
-        self, tenant_id: int, instance_id: int, state: State, data: schemas.SendBody
+        self,
+        tenant_id: int,
+        instance_id: int,
+        state: State,
+        data: schemas.SendBody,
+        idempotency_key: Annotated[str | None, Parameter(header=send_keys.HEADER, required=False)] = None,
     ) -> Response[schemas.SendResult]:
-        """Send a message: `200` when sent, `202` when queued (instance restarting or moving)."""
-        result, sent = await services.send(state.messaging, tenant_id, instance_id, data)
+        """Send a message: `200` when sent, `202` when queued (instance restarting or moving).
+
+        With an `Idempotency-Key` (1-255 visible ASCII characters), a retry gets the first
+        request's message and answer, and the message is sent once.
+        """
+        result, sent = await services.send(state.messaging, tenant_id, instance_id, data, idempotency_key)
         return Response(result, status_code=HTTP_200_OK if sent else HTTP_202_ACCEPTED)
 
     @get("/messages/{message_id:str}", operation_id="GetMessage")

@@ -20,7 +20,7 @@ from wgs_db.tables import Instance, Node
 from wgs_kit.coalescing import Coalescer
 
 from wgs_api.domain.instances.services import fetch_own
-from wgs_api.domain.messaging import schemas
+from wgs_api.domain.messaging import schemas, send_keys
 from wgs_api.domain.messaging.rate_limit import send_context
 from wgs_api.domain.messaging.relay import SendRelay, relay_sends
 from wgs_api.domain.messaging.validation import validate_send
@@ -121,6 +121,7 @@ WITH message AS (
     SELECT r.* FROM unnest($1::text[], $2::int[], $3::int[], $4::text[], $5::text[])
                     AS r(id, instance_id, tenant_id, recipient, type)
     WHERE EXISTS (SELECT 1 FROM instances i WHERE i.id = r.instance_id)
+    ON CONFLICT (id) DO NOTHING
     RETURNING id
 )
 INSERT INTO message_statuses (message_id, status, provisional)
@@ -129,9 +130,10 @@ SELECT m.id, s.status, s.status = 'sent'
 ON CONFLICT DO NOTHING
 """
 
-# The provider refused the send: nothing was sent, so nothing of it stays.
+# The provider refused the send: nothing was sent, so nothing of it stays (its idempotency key neither).
 FORGET_MESSAGE = """
-WITH statuses AS (DELETE FROM message_statuses WHERE message_id = $1)
+WITH statuses AS (DELETE FROM message_statuses WHERE message_id = $1),
+     send_key AS (DELETE FROM send_keys WHERE message_id = $1)
 DELETE FROM messages WHERE id = $1
 """
 
@@ -221,7 +223,11 @@ SENDS: Final = SendRelay(relay_and_record)  # this process's queues of sends per
 
 
 async def send(
-    messaging: ApiMessaging, tenant_id: int, instance_id: int, body: schemas.SendBody
+    messaging: ApiMessaging,
+    tenant_id: int,
+    instance_id: int,
+    body: schemas.SendBody,
+    idempotency_key: str | None = None,
 ) -> tuple[schemas.SendResult, bool]:
     """Send now when the instance runs (sent=True), else queue durably (sent=False).
 
@@ -232,12 +238,21 @@ async def send(
     taken back when the provider refused the send or did not answer. A body that fails
     validation spends no token. A record that fails changes no answer of a send the provider
     took or the queue holds (it is logged): only the message's history is then missing.
+    With an `idempotency_key`, a retry gets the first request's message (`send_keys`).
     """
     try:
         recipient, content = validate_send(body)
+        key = send_keys.checked_key(idempotency_key)
     except Invalid:
         await fetch_own(tenant_id, instance_id)  # 404 first, as for any other call on a missing instance
         raise
+    if key is None:
+        message_id = uuid4().hex
+    else:
+        claim = await send_keys.claim(tenant_id, instance_id, key, send_keys.request_digest(recipient, content))
+        message_id = claim.message_id
+        if not claim.ours and (answered := await send_keys.earlier_answer(message_id)) is not None:
+            return answered
     context = await send_context(instance_id, tenant_id)
     if context is None:
         raise NotFound("Instance not found")
@@ -247,7 +262,7 @@ async def send(
         raise RateLimited(
             f"Send rate limit of {context.rate_per_second:g}/s exceeded.", retry_after=context.retry_after
         )
-    message = OutboundMessage(id=uuid4().hex, instance_id=instance_id, to=recipient, content=content)
+    message = OutboundMessage(id=message_id, instance_id=instance_id, to=recipient, content=content)
 
     def record(status: DeliveryStatus) -> MessageRecord:
         return MessageRecord(message.id, instance_id, tenant_id, recipient, content.type.value, status.value)
