@@ -1,8 +1,9 @@
 """Send requests the API answers without a running provider: validation, queueing, rate limits."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import httpx
@@ -40,12 +41,19 @@ async def test_invalid_sends_are_422_naming_the_field(client: httpx.AsyncClient,
     tenant = await create_tenant(client)
     instance_id = await pending_instance(client, tenant)
     try:
-        response = await client.post(f"/api/instances/{instance_id}/send", json=body, headers=tenant.headers)
-        assert response.status_code == 422, response.text
-        assert response.json()["field"] == field
-        assert await db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 0
+        await refused_with_nothing_stored(client, db, instance_id, field, body, tenant.headers)
     finally:
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def refused_with_nothing_stored(
+    client: httpx.AsyncClient, db, instance_id: int, field: str, body: dict, headers: Mapping[Any, Any]
+) -> None:
+    """The send is 422 naming `field`, and the instance has no message."""
+    response = await client.post(f"/api/instances/{instance_id}/send", json=body, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["field"] == field
+    assert await db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 0
 
 
 async def test_send_to_an_instance_that_is_not_running_is_queued(client: httpx.AsyncClient, db) -> None:
@@ -78,12 +86,8 @@ async def test_an_invalid_idempotency_key_is_422_naming_the_header(client: httpx
     headers = {name.encode(): value.encode() for name, value in tenant.headers.items()}
     headers[b"Idempotency-Key"] = key.encode()  # as bytes: it may carry what is not ASCII
     try:
-        response = await client.post(
-            f"/api/instances/{instance_id}/send", json={"to": "491701234567", "text": "hi"}, headers=headers
-        )
-        assert response.status_code == 422, response.text
-        assert response.json()["field"] == "Idempotency-Key"
-        assert await db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 0
+        body = {"to": "491701234567", "text": "hi"}
+        await refused_with_nothing_stored(client, db, instance_id, "Idempotency-Key", body, headers)
     finally:
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
 

@@ -6,6 +6,7 @@ The node agent is a scripted responder; the send runs in this process (`services
 leased context, so no scheduler or node is involved."""
 
 import asyncio
+import contextlib
 import functools
 import json
 import uuid
@@ -181,21 +182,29 @@ async def test_the_sends_of_one_relay_request_are_recorded_by_one_statement(
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
 
 
-@pytest.fixture
-async def message_refused(db) -> AsyncIterator[uuid.UUID]:
-    """A message id whose row PostgreSQL refuses (a trigger raising), for this test only."""
-    message_id = uuid.uuid4()
+@contextlib.asynccontextmanager
+async def inserts_refused(db, table: str, when: str) -> AsyncIterator[None]:
+    """PostgreSQL refuses the rows of `table` that match `when` (a trigger raising) while the block runs."""
     await db.execute(
-        "CREATE FUNCTION test_refuse_message() RETURNS trigger LANGUAGE plpgsql"
+        "CREATE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql"
         " AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
     )
     await db.execute(
-        "CREATE TRIGGER test_refuse_message BEFORE INSERT ON messages FOR EACH ROW"
-        f" WHEN (NEW.id = '{message_id.hex}') EXECUTE FUNCTION test_refuse_message()"
+        f"CREATE TRIGGER test_refuse BEFORE INSERT ON {table} FOR EACH ROW WHEN ({when}) EXECUTE FUNCTION test_refuse()"
     )
-    yield message_id
-    await db.execute("DROP TRIGGER test_refuse_message ON messages")
-    await db.execute("DROP FUNCTION test_refuse_message()")
+    try:
+        yield
+    finally:
+        await db.execute(f"DROP TRIGGER test_refuse ON {table}")
+        await db.execute("DROP FUNCTION test_refuse()")
+
+
+@pytest.fixture
+async def message_refused(db) -> AsyncIterator[uuid.UUID]:
+    """A message id whose row PostgreSQL refuses, for this test only."""
+    message_id = uuid.uuid4()
+    async with inserts_refused(db, "messages", f"NEW.id = '{message_id.hex}'"):
+        yield message_id
 
 
 async def test_a_send_the_provider_took_is_ok_even_when_its_record_fails(
@@ -224,19 +233,12 @@ async def test_a_send_the_provider_took_is_ok_even_when_its_record_fails(
 
 @pytest.fixture
 async def queued_status_refused(db) -> AsyncIterator[uuid.UUID]:
-    """A message id whose `queued` status PostgreSQL refuses (a trigger raising), for this test only."""
+    """A message id whose `queued` status PostgreSQL refuses, for this test only."""
     message_id = uuid.uuid4()
-    await db.execute(
-        "CREATE FUNCTION test_refuse_queued() RETURNS trigger LANGUAGE plpgsql"
-        " AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$"
-    )
-    await db.execute(
-        "CREATE TRIGGER test_refuse_queued BEFORE INSERT ON message_statuses FOR EACH ROW"
-        f" WHEN (NEW.message_id = '{message_id.hex}' AND NEW.status = 'queued') EXECUTE FUNCTION test_refuse_queued()"
-    )
-    yield message_id
-    await db.execute("DROP TRIGGER test_refuse_queued ON message_statuses")
-    await db.execute("DROP FUNCTION test_refuse_queued()")
+    async with inserts_refused(
+        db, "message_statuses", f"NEW.message_id = '{message_id.hex}' AND NEW.status = 'queued'"
+    ):
+        yield message_id
 
 
 @pytest.mark.parametrize("path", ["queued at once", "queued after no answer"])
@@ -342,125 +344,105 @@ async def test_a_requeue_keeps_a_sent_the_provider_confirmed_meanwhile(client: h
 # --- idempotency keys (`send_keys`) -------------------------------------------------------------
 
 
-async def test_a_retry_with_its_key_gets_the_sent_message_without_sending_it_again(
-    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db
-) -> None:
+@dataclass
+class Sending:
+    """An instance whose sends the scripted agent answers (`200 sent` unless told otherwise)."""
+
+    messaging: ApiMessaging
+    script: Agent
+    tenant: Tenant
+    instance_id: int
+
+    async def send(self, body: schemas.SendBody, key: str) -> tuple[schemas.SendResult, bool]:
+        return await send(self.messaging, self.tenant.id, self.instance_id, body, key)
+
+
+@pytest.fixture
+async def sending(client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db) -> AsyncIterator[Sending]:
     messaging, script, node = agent
     tenant = await create_tenant(client)
     instance_id = await leased_instance(client, tenant, node)
     script.replies[instance_id] = sent_reply(200, {"status": "sent"})
-    body = schemas.SendBody(to=TO, text="hi")
     try:
-        result, sent = await send(messaging, tenant.id, instance_id, body, "order-17")
-        assert (result.status, sent) == ("ok", True)
-        await record_message_statuses([message_status(tenant.id, instance_id, result.id, DeliveryStatus.SENT)])
-        assert await send(messaging, tenant.id, instance_id, body, "order-17") == (result, True)
-        assert script.requests == [[result.id]]  # the retry was answered from the record
-        assert await stored(result.id) == (1, [("sent", False)])
+        yield Sending(messaging, script, tenant, instance_id)
     finally:
         LEASES.end_all()
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
+async def test_a_retry_with_its_key_gets_the_sent_message_without_sending_it_again(sending: Sending) -> None:
+    body = schemas.SendBody(to=TO, text="hi")
+    result, sent = await sending.send(body, "order-17")
+    assert (result.status, sent) == ("ok", True)
+    await record_message_statuses(
+        [message_status(sending.tenant.id, sending.instance_id, result.id, DeliveryStatus.SENT)]
+    )
+    assert await sending.send(body, "order-17") == (result, True)
+    assert sending.script.requests == [[result.id]]  # the retry was answered from the record
+    assert await stored(result.id) == (1, [("sent", False)])
 
 
 async def test_a_retry_before_the_first_send_was_confirmed_sends_the_same_message_again(
-    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db, caplog: pytest.LogCaptureFixture
+    sending: Sending, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Its `sent` is still provisional (the first request may yet be taken back): the retry asks the
     provider again under the same id, which a provider takes once."""
-    messaging, script, node = agent
-    tenant = await create_tenant(client)
-    instance_id = await leased_instance(client, tenant, node)
-    script.replies[instance_id] = sent_reply(200, {"status": "sent"})
     body = schemas.SendBody(to=TO, text="hi")
-    try:
-        first = await send(messaging, tenant.id, instance_id, body, "order-18")
-        again = await send(messaging, tenant.id, instance_id, body, "order-18")
-        assert again == first
-        assert script.requests == [[first[0].id], [first[0].id]]
-        assert await stored(first[0].id) == (1, [("sent", True)])
-        assert "recording it failed" not in caplog.text  # the retry's record adds nothing, and fails nothing
-    finally:
-        LEASES.end_all()
-        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+    first = await sending.send(body, "order-18")
+    assert await sending.send(body, "order-18") == first
+    assert sending.script.requests == [[first[0].id], [first[0].id]]
+    assert await stored(first[0].id) == (1, [("sent", True)])
+    assert "recording it failed" not in caplog.text  # the retry's record adds nothing, and fails nothing
 
 
-async def test_a_key_used_for_another_request_is_422_and_changes_nothing(
-    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db
-) -> None:
-    messaging, script, node = agent
-    tenant = await create_tenant(client)
-    instance_id = await leased_instance(client, tenant, node)
-    script.replies[instance_id] = sent_reply(200, {"status": "sent"})
-    try:
-        result, _ = await send(messaging, tenant.id, instance_id, schemas.SendBody(to=TO, text="hi"), "k")
-        for other in (schemas.SendBody(to=TO, text="bye"), schemas.SendBody(to="491700000009", text="hi")):
-            with pytest.raises(Invalid) as refused:
-                await send(messaging, tenant.id, instance_id, other, "k")
-            assert refused.value.field == "Idempotency-Key"
-        assert script.requests == [[result.id]]
-        assert await stored(result.id) == (1, [("sent", True)])
-    finally:
-        LEASES.end_all()
-        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+async def test_a_key_used_for_another_request_is_422_and_changes_nothing(sending: Sending) -> None:
+    result, _ = await sending.send(schemas.SendBody(to=TO, text="hi"), "k")
+    for other in (schemas.SendBody(to=TO, text="bye"), schemas.SendBody(to="491700000009", text="hi")):
+        with pytest.raises(Invalid) as refused:
+            await sending.send(other, "k")
+        assert refused.value.field == "Idempotency-Key"
+    assert sending.script.requests == [[result.id]]
+    assert await stored(result.id) == (1, [("sent", True)])
 
 
-async def test_a_queued_send_retried_with_its_key_is_queued_once(
-    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db
-) -> None:
-    messaging, _, node = agent
-    tenant = await create_tenant(client)
-    instance_id = await leased_instance(client, tenant, f"gone-{node}")  # nobody answers for its node
+async def test_a_queued_send_retried_with_its_key_is_queued_once(sending: Sending) -> None:
+    nobody = SendContext("running", "running", f"gone-{uuid.uuid4().hex[:8]}", rate_per_second=100.0, retry_after=None)
+    LEASES.end_all()
+    LEASES.grant((sending.instance_id, sending.tenant.id), nobody, 10, limit=10)  # no agent answers for its node
     body = schemas.SendBody(to=TO, text="later")
-    try:
-        result, sent = await send(messaging, tenant.id, instance_id, body, "order-19")
-        assert (result.status, sent) == ("queued", False)
-        assert await send(messaging, tenant.id, instance_id, body, "order-19") == (result, False)
-        subject = subjects.outbound(instance_id)
-        info = await messaging.broker.connection.jetstream().stream_info(streams.OUTBOUND.name, subjects_filter=subject)
-        assert (info.state.subjects or {}).get(subject) == 1
-        assert await stored(result.id) == (1, [("queued", False)])
-    finally:
-        LEASES.end_all()
-        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+    result, sent = await sending.send(body, "order-19")
+    assert (result.status, sent) == ("queued", False)
+    assert await sending.send(body, "order-19") == (result, False)
+    subject = subjects.outbound(sending.instance_id)
+    info = await sending.messaging.broker.connection.jetstream().stream_info(
+        streams.OUTBOUND.name, subjects_filter=subject
+    )
+    assert (info.state.subjects or {}).get(subject) == 1
+    assert await stored(result.id) == (1, [("queued", False)])
 
 
-async def test_a_send_the_provider_refused_releases_its_key(
-    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db
-) -> None:
-    messaging, script, node = agent
-    tenant = await create_tenant(client)
-    instance_id = await leased_instance(client, tenant, node)
-    script.replies[instance_id] = sent_reply(503, {"error": "Client not connected"})
+async def test_a_send_the_provider_refused_releases_its_key(sending: Sending, db) -> None:
+    sending.script.replies[sending.instance_id] = sent_reply(503, {"error": "Client not connected"})
     body = schemas.SendBody(to=TO, text="hi")
-    try:
-        with pytest.raises(Unavailable):
-            await send(messaging, tenant.id, instance_id, body, "order-20")
-        [[refused]] = script.requests
-        assert await stored(refused) == (0, [])
-        assert await db.fetchval("SELECT count(*) FROM send_keys WHERE instance_id = $1", instance_id) == 0
-        script.replies[instance_id] = sent_reply(200, {"status": "sent"})
-        result, sent = await send(messaging, tenant.id, instance_id, body, "order-20")
-        assert sent
-        assert result.id != refused  # nothing was sent: the key was free again
-        assert await stored(result.id) == (1, [("sent", True)])
-    finally:
-        LEASES.end_all()
-        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+    with pytest.raises(Unavailable):
+        await sending.send(body, "order-20")
+    [[refused]] = sending.script.requests
+    assert await stored(refused) == (0, [])
+    assert await db.fetchval("SELECT count(*) FROM send_keys WHERE instance_id = $1", sending.instance_id) == 0
+    sending.script.replies[sending.instance_id] = sent_reply(200, {"status": "sent"})
+    result, sent = await sending.send(body, "order-20")
+    assert sent
+    assert result.id != refused  # nothing was sent: the key was free again
+    assert await stored(result.id) == (1, [("sent", True)])
 
 
-async def test_a_key_belongs_to_its_instance(
-    client: httpx.AsyncClient, agent: tuple[ApiMessaging, Agent, str], db
-) -> None:
-    messaging, script, node = agent
-    tenant = await create_tenant(client)
-    instances = [await leased_instance(client, tenant, node) for _ in range(2)]
-    body = schemas.SendBody(to=TO, text="hi")
+async def test_a_key_belongs_to_its_instance(client: httpx.AsyncClient, sending: Sending, db) -> None:
+    other = await leased_instance(client, sending.tenant, f"outcomes-{uuid.uuid4().hex[:8]}")
     try:
-        for instance_id in instances:
-            script.replies[instance_id] = sent_reply(200, {"status": "sent"})
-        results = [await send(messaging, tenant.id, instance_id, body, "same-key") for instance_id in instances]
-        assert results[0][0].id != results[1][0].id
-        assert script.requests == [[results[0][0].id], [results[1][0].id]]
+        first, _ = await sending.send(schemas.SendBody(to=TO, text="hi"), "same-key")
+        queued, _ = await send(
+            sending.messaging, sending.tenant.id, other, schemas.SendBody(to=TO, text="hi"), "same-key"
+        )
+        assert queued.id != first.id
     finally:
-        LEASES.end_all()
-        await db.execute("DELETE FROM instances WHERE id = ANY($1::int[])", instances)
+        await db.execute("DELETE FROM instances WHERE id = $1", other)
