@@ -72,6 +72,10 @@ async def test_openapi_document_and_docs_page(client: httpx.AsyncClient) -> None
     document = (await client.get("/docs/openapi.json")).json()
     for path in ("/api/instances", "/api/instances/{instance_id}", "/admin/nodes", "/admin/tenants"):
         assert path in document["paths"]
+    send = document["paths"]["/api/instances/{instance_id}/send"]["post"]
+    assert {"name": "Idempotency-Key", "in": "header", "required": False} in [
+        {k: p[k] for k in ("name", "in", "required")} for p in send["parameters"]
+    ]
     page = await client.get("/docs")
     assert page.status_code == 200
     assert "html" in page.headers["content-type"]
