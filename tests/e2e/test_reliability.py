@@ -12,6 +12,7 @@ from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
 from wgs_node_agent.runtime.docker import freeze
 
+from tests.e2e.conftest import NODE
 from tests.support.api import Tenant, create_tenant, unique_phone
 from tests.support.sandbox import containers_of
 
@@ -99,10 +100,25 @@ async def test_scheduler_killed_before_the_command_still_runs_the_instance(
     await delete(client, tenant, instance["id"])
 
 
+async def heard_from_the_node_just_now(db) -> None:
+    """Wait until the scheduler has recorded a heartbeat of the node within the last second, so that
+    it still counts the node alive for the next few seconds (a scheduler restarted by the test
+    before has recorded none yet, and its last record may be nearly as old as the timeout)."""
+
+    async def fresh() -> bool:
+        recent = await db.fetchval(
+            "SELECT now() - last_heartbeat_at < interval '1 second' FROM nodes WHERE name = $1", NODE
+        )
+        return bool(recent)
+
+    await wait_until(fresh, timeout=30, interval=0.1, what=f"a fresh heartbeat of {NODE}")
+
+
 async def test_agent_killed_between_command_and_start_still_runs_the_instance(
     client: httpx.AsyncClient, node_agent: Service, engines: list[DockerEngine], db
 ) -> None:
     tenant = await create_tenant(client)
+    await heard_from_the_node_just_now(db)  # placed on it while its agent is down, before it counts as lost
     await node_agent.kill9()
     try:
         instance = await create_sandbox(client, tenant, wait=False)
