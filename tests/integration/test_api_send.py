@@ -110,6 +110,23 @@ async def test_a_send_retried_with_its_idempotency_key_gets_the_same_message(cli
         await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
 
 
+async def test_a_keyed_send_to_another_tenants_instance_is_404_and_claims_nothing(
+    client: httpx.AsyncClient, db
+) -> None:
+    owner, stranger = await create_tenant(client), await create_tenant(client)
+    instance_id = await pending_instance(client, owner)
+    try:
+        response = await client.post(
+            f"/api/instances/{instance_id}/send",
+            json={"to": "491701234567", "text": "hi"},
+            headers={**stranger.headers, "Idempotency-Key": "order-1"},
+        )
+        assert response.status_code == 404, response.text
+        assert await db.fetchval("SELECT count(*) FROM send_keys WHERE instance_id = $1", instance_id) == 0
+    finally:
+        await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
+
+
 async def test_rate_limit_holds_across_two_api_processes(client: httpx.AsyncClient, second_api: ApiService, db) -> None:
     tenant = await create_tenant(client)
     updated = await client.patch(

@@ -57,9 +57,14 @@ def journal_file(generation: int) -> str:
     return f"journal-{generation:08d}.jsonl"
 
 
+def compact_json(value: Any) -> str:
+    """`value` as JSON without spaces."""
+    return json.dumps(value, separators=(",", ":"))
+
+
 def encode_record(value: Any) -> bytes:
     """One journal line: checksum, space, compact JSON (which never holds a raw newline), newline."""
-    payload = json.dumps(value, separators=(",", ":")).encode()
+    payload = compact_json(value).encode()
     return b"%08x %b\n" % (zlib.crc32(payload), payload)
 
 
@@ -118,11 +123,6 @@ def fsync_folder(folder: Path) -> None:
         os.fsync(folder_fd)
     finally:
         os.close(folder_fd)
-
-
-def compact_json(value: Any) -> str:
-    """`value` as JSON without spaces."""
-    return json.dumps(value, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

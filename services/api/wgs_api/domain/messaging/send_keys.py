@@ -75,18 +75,18 @@ def request_digest(recipient: str, content: MessageContent) -> str:
     return hashlib.sha256(msgspec.json.encode((recipient, content))).hexdigest()
 
 
-async def claim(tenant_id: int, instance_id: int, key: str, digest: str) -> Claim:
-    """This request's claim on `key` with a new message id, or the claim made before it.
+async def claim(tenant_id: int, instance_id: int, key: str, digest: str) -> Claim | None:
+    """This request's claim on `key` with a new message id, or the claim made before it; None when
+    the tenant has no such instance.
 
-    422 when the key was claimed for another request; a missing instance (or another tenant's)
-    has no claim and is left to the send (404).
+    422 when the key was claimed for another request.
     """
     message_id = uuid4().hex
     if await fetch(CLAIM, instance_id, key, message_id, digest, tenant_id):
         return Claim(message_id, digest, ours=True)
     rows = await fetch(EARLIER_CLAIM, instance_id, key, tenant_id)
     if not rows:
-        return Claim(message_id, digest, ours=True)  # no such instance of the tenant: the send answers 404
+        return None
     earlier = Claim(rows[0]["message_id"], rows[0]["request_digest"], ours=False)
     if earlier.request_digest != digest:
         raise Invalid(f"{HEADER}: already used for another request to this instance", field=HEADER)

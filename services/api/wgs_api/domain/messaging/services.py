@@ -250,6 +250,8 @@ async def send(
         message_id = uuid4().hex
     else:
         claim = await send_keys.claim(tenant_id, instance_id, key, send_keys.request_digest(recipient, content))
+        if claim is None:
+            raise NotFound("Instance not found")
         message_id = claim.message_id
         if not claim.ours and (answered := await send_keys.earlier_answer(message_id)) is not None:
             return answered
