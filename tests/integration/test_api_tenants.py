@@ -67,6 +67,30 @@ async def test_bad_tenant_requests(client: httpx.AsyncClient, db) -> None:
     assert (await client.delete(f"/admin/tenants/{tenant.id}/keys/999999", headers=ADMIN)).status_code == 404
 
 
+async def test_a_tenants_retention_is_30_days_unless_set_and_bad_values_are_422(client: httpx.AsyncClient, db) -> None:
+    default = await client.get(f"/admin/tenants/{(await create_tenant(client)).id}", headers=ADMIN)
+    assert default.json()["retentionDays"] == 30
+    tenant = await create_tenant(client, retentionDays=7)
+    assert (await client.get(f"/admin/tenants/{tenant.id}", headers=ADMIN)).json()["retentionDays"] == 7
+    changed = await client.patch(f"/admin/tenants/{tenant.id}", json={"retentionDays": 3650}, headers=ADMIN)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["retentionDays"] == 3650
+
+    tenants_before = await db.fetchval("SELECT count(*) FROM tenants")
+    for bad in (0, -1, 3651):
+        created = await client.post("/admin/tenants", json={"name": "r-bad", "retentionDays": bad}, headers=ADMIN)
+        assert created.status_code == 422, created.text
+        assert created.json()["field"] == "retentionDays"
+        patched = await client.patch(f"/admin/tenants/{tenant.id}", json={"retentionDays": bad}, headers=ADMIN)
+        assert patched.status_code == 422, patched.text
+        assert patched.json()["field"] == "retentionDays"
+    not_a_number = await client.patch(f"/admin/tenants/{tenant.id}", json={"retentionDays": "thirty"}, headers=ADMIN)
+    assert not_a_number.status_code in (400, 422), not_a_number.text
+    assert "retentionDays" in not_a_number.text
+    assert await db.fetchval("SELECT count(*) FROM tenants") == tenants_before
+    assert await db.fetchval("SELECT retention_days FROM tenants WHERE id = $1", tenant.id) == 3650
+
+
 async def test_openapi_document_and_docs_page(client: httpx.AsyncClient) -> None:
     assert (await client.get("/")).json() == {"status": "ok"}
     document = (await client.get("/docs/openapi.json")).json()

@@ -34,6 +34,7 @@ class Tenant(Table, db=DB, tablename="tenants"):
     max_instances = Integer(default=100)
     send_rate_per_second = DoublePrecision(default=20.0)
     send_burst = Integer(default=40)
+    retention_days = Integer(default=30)
     created_at = Timestamptz()
 
 

@@ -1,4 +1,5 @@
-"""Wiring of one scheduler process: broker, leader election, consumers, pending retries."""
+"""Wiring of one scheduler process: broker, leader election, consumers, and the leader's periodic work
+(pending retries, failover, the retention sweep)."""
 
 import asyncio
 import logging
@@ -14,6 +15,7 @@ from wgs_contracts.messages import (
     NodeHeartbeat,
     SchedulerLeaderElected,
 )
+from wgs_db import retention
 from wgs_db.engine import close_database, open_database
 from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
 from wgs_kit.messaging import (
@@ -69,14 +71,16 @@ async def run(settings: Settings) -> None:
     leader_tasks: list[asyncio.Task[None]] = []
     leader_requests: list[RequestServer] = []
 
-    async def every(seconds: float, work: Callable[[], Awaitable[None]], what: str, *, after: float = 0.0) -> None:
-        await asyncio.sleep(after)
+    async def every(
+        seconds: float, work: Callable[[], Awaitable[None]], what: str, *, first_after: float | None = None
+    ) -> None:
+        await asyncio.sleep(seconds if first_after is None else first_after)
         while True:
-            await asyncio.sleep(seconds)
             try:
                 await work()
             except Exception:
                 log.exception("%s failed", what)
+            await asyncio.sleep(seconds)
 
     async def answer_migrate(body: bytes) -> bytes:
         request = decode(body, MigrateRequest)
@@ -85,12 +89,23 @@ async def run(settings: Settings) -> None:
     async def answer_drain(body: bytes) -> bytes:
         return encode(await mover.drain(decode(body, DrainRequest).node))
 
+    async def sweep_retention() -> None:
+        swept = await retention.sweep()
+        if swept.messages or swept.deliveries:
+            log.info("retention: deleted %d messages and %d webhook deliveries", swept.messages, swept.deliveries)
+
     async def on_elected() -> None:
         await commands.start()
         retry = every(settings.retry_pending_seconds, scheduler.retry_pending, "retrying pending instances")
         # A new leader first hears heartbeats for one timeout: nodes were not silent, this scheduler was.
-        failover = every(settings.leader_poll_seconds, mover.fail_over, "failover", after=settings.node_timeout_seconds)
-        leader_tasks.extend([asyncio.create_task(retry), asyncio.create_task(failover)])
+        failover = every(
+            settings.leader_poll_seconds,
+            mover.fail_over,
+            "failover",
+            first_after=settings.node_timeout_seconds + settings.leader_poll_seconds,
+        )
+        sweeping = every(settings.retention_sweep_seconds, sweep_retention, "retention sweep", first_after=0.0)
+        leader_tasks.extend([asyncio.create_task(task) for task in (retry, failover, sweeping)])
         requests = RequestServer(broker.connection)  # a migration waits for nodes: one task per request
         await requests.serve(subjects.SCHEDULER_MIGRATE, answer_migrate, queue=QUEUE_GROUP)
         await requests.serve(subjects.SCHEDULER_DRAIN, answer_drain, queue=QUEUE_GROUP)

@@ -19,6 +19,7 @@ class Settings:
     leader_poll_seconds: float
     handoff_timeout_seconds: float
     migrate_timeout_seconds: float
+    retention_sweep_seconds: float
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -32,4 +33,5 @@ class Settings:
             leader_poll_seconds=env_float("WGS_LEADER_POLL_SECONDS", 1.0),
             handoff_timeout_seconds=env_float("WGS_HANDOFF_TIMEOUT_SECONDS", 120.0),
             migrate_timeout_seconds=env_float("WGS_MIGRATE_TIMEOUT_SECONDS", 60.0),
+            retention_sweep_seconds=env_float("WGS_RETENTION_SWEEP_SECONDS", 3600.0),
         )

@@ -13,6 +13,7 @@ class TenantCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     max_instances: int = 100
     send_rate_per_second: float = 20.0
     send_burst: int = 40
+    retention_days: int = 30
 
 
 class TenantUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -22,6 +23,7 @@ class TenantUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
     max_instances: int | msgspec.UnsetType = msgspec.UNSET
     send_rate_per_second: float | msgspec.UnsetType = msgspec.UNSET
     send_burst: int | msgspec.UnsetType = msgspec.UNSET
+    retention_days: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class Tenant(msgspec.Struct, rename="camel"):
@@ -33,6 +35,7 @@ class Tenant(msgspec.Struct, rename="camel"):
     max_instances: int
     send_rate_per_second: float
     send_burst: int
+    retention_days: int
     created_at: datetime
 
 

@@ -20,6 +20,7 @@ from wgs_api.messaging import ApiMessaging
 from wgs_api.patching import unset_to_none
 
 KEY_USE_RESOLUTION = timedelta(seconds=60)
+MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 1, 3650  # as the `tenants` table checks
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")
 
 
@@ -32,6 +33,7 @@ def tenant_view(row: dict[str, Any]) -> schemas.Tenant:
         max_instances=row["max_instances"],
         send_rate_per_second=row["send_rate_per_second"],
         send_burst=row["send_burst"],
+        retention_days=row["retention_days"],
         created_at=row["created_at"],
     )
 
@@ -53,17 +55,19 @@ def validate_tenant(data: schemas.TenantCreate) -> None:
         raise Invalid("name: 1-128 letters, digits, spaces, dots, dashes", field="name")
     if data.email is not None and ("@" not in data.email or len(data.email) > 256):
         raise Invalid("email: not an e-mail address", field="email")
-    check_limits(data.max_instances, data.send_rate_per_second, data.send_burst)
+    check_limits(data.max_instances, data.send_rate_per_second, data.send_burst, data.retention_days)
 
 
-def check_limits(max_instances: int | None, rate: float | None, burst: int | None) -> None:
-    """Reject negative quotas and non-positive send rates with a 422 naming the field."""
+def check_limits(max_instances: int | None, rate: float | None, burst: int | None, retention_days: int | None) -> None:
+    """Reject negative quotas, non-positive send rates and retention out of range with a 422 naming the field."""
     if max_instances is not None and max_instances < 0:
         raise Invalid("maxInstances: must be zero or more", field="maxInstances")
     if rate is not None and not rate > 0:
         raise Invalid("sendRatePerSecond: must be positive", field="sendRatePerSecond")
     if burst is not None and burst < 1:
         raise Invalid("sendBurst: must be at least 1", field="sendBurst")
+    if retention_days is not None and not MIN_RETENTION_DAYS <= retention_days <= MAX_RETENTION_DAYS:
+        raise Invalid(f"retentionDays: must be {MIN_RETENTION_DAYS}-{MAX_RETENTION_DAYS} days", field="retentionDays")
 
 
 async def create_tenant(data: schemas.TenantCreate) -> schemas.TenantCreated:
@@ -80,6 +84,7 @@ async def create_tenant(data: schemas.TenantCreate) -> schemas.TenantCreated:
                         max_instances=data.max_instances,
                         send_rate_per_second=data.send_rate_per_second,
                         send_burst=data.send_burst,
+                        retention_days=data.retention_days,
                     )
                 ).returning(*Tenant.all_columns())
             )[0]
@@ -117,7 +122,7 @@ async def get_tenant(tenant_id: int) -> schemas.Tenant:
 
 
 async def update_tenant(tenant_id: int, data: schemas.TenantUpdate) -> schemas.Tenant:
-    """Change the given fields of a tenant (quota, send rate)."""
+    """Change the given fields of a tenant (quota, send rate, retention)."""
     await get_tenant(tenant_id)
     changes = {
         column: value
@@ -126,11 +131,15 @@ async def update_tenant(tenant_id: int, data: schemas.TenantUpdate) -> schemas.T
             (Tenant.max_instances, data.max_instances),
             (Tenant.send_rate_per_second, data.send_rate_per_second),
             (Tenant.send_burst, data.send_burst),
+            (Tenant.retention_days, data.retention_days),
         )
         if not isinstance(value, msgspec.UnsetType)
     }
     check_limits(
-        unset_to_none(data.max_instances), unset_to_none(data.send_rate_per_second), unset_to_none(data.send_burst)
+        unset_to_none(data.max_instances),
+        unset_to_none(data.send_rate_per_second),
+        unset_to_none(data.send_burst),
+        unset_to_none(data.retention_days),
     )
     if changes:
         await Tenant.update(changes).where(Tenant.id == tenant_id)  # type: ignore[arg-type]

@@ -130,10 +130,10 @@ SELECT m.id, s.status, s.status = 'sent'
 ON CONFLICT DO NOTHING
 """
 
-# The provider refused the send: nothing was sent, so nothing of it stays (its idempotency key neither).
+# The provider refused the send: nothing was sent, so nothing of it stays (its idempotency key
+# neither; its statuses go with it by a trigger).
 FORGET_MESSAGE = """
-WITH statuses AS (DELETE FROM message_statuses WHERE message_id = $1),
-     send_key AS (DELETE FROM send_keys WHERE message_id = $1)
+WITH send_key AS (DELETE FROM send_keys WHERE message_id = $1)
 DELETE FROM messages WHERE id = $1
 """
 

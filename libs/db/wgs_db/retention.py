@@ -1,0 +1,79 @@
+"""Retention: deleting what a tenant's retention period no longer covers (the scheduler leader runs it).
+
+A tenant keeps, for `tenants.retention_days` (default 30, 1-3650) after they were created:
+
+- its sent messages, with their status histories and their idempotency keys (so a key is
+  honoured as long as its message is kept);
+- its finished webhook deliveries (delivered or dead), with their attempts. An open delivery
+  (pending or sending) is kept whatever its age: it still has work to do.
+
+`sweep` deletes a batch at a time, one statement each (its locks held for one batch only),
+until nothing expired is left or the kind's time budget is spent; the next sweep goes on
+from there. Each batch takes the oldest rows of every tenant through an index, not a scan.
+"""
+
+import time
+from dataclasses import dataclass
+
+from wgs_db.engine import fetch
+
+# A message's statuses go with it (a trigger on `messages`, migration 0009); its key goes here.
+EXPIRED_MESSAGES = """
+WITH expired AS (
+    SELECT m.id FROM tenants t CROSS JOIN LATERAL (
+        SELECT id FROM messages
+         WHERE tenant_id = t.id AND created_at < now() - make_interval(days => t.retention_days)
+         ORDER BY created_at LIMIT $1
+    ) m
+    LIMIT $1
+),
+dropped_keys AS (DELETE FROM send_keys WHERE message_id IN (SELECT id FROM expired)),
+dropped AS (DELETE FROM messages WHERE id IN (SELECT id FROM expired) RETURNING id)
+SELECT count(*) FROM dropped
+"""
+
+# The DELETE checks the status again: a dead delivery redelivered meanwhile is open again, and kept.
+EXPIRED_DELIVERIES = """
+WITH expired AS (
+    SELECT d.id FROM tenants t JOIN webhook_endpoints e ON e.tenant_id = t.id CROSS JOIN LATERAL (
+        SELECT id FROM webhook_deliveries
+         WHERE endpoint_id = e.id AND status IN ('delivered', 'dead')
+           AND created_at < now() - make_interval(days => t.retention_days)
+         ORDER BY created_at LIMIT $1
+    ) d
+    LIMIT $1
+),
+dropped AS (
+    DELETE FROM webhook_deliveries
+     WHERE id IN (SELECT id FROM expired) AND status IN ('delivered', 'dead')
+    RETURNING id
+)
+SELECT count(*) FROM dropped
+"""
+
+
+@dataclass(frozen=True)
+class Swept:
+    """How many rows one sweep deleted (statuses, keys and attempts go with their row, uncounted)."""
+
+    messages: int
+    deliveries: int
+
+
+async def sweep(*, batch: int = 1000, budget_seconds: float = 30.0) -> Swept:
+    """Delete expired messages, then expired finished deliveries: for each kind at least one batch,
+    then more while some were left and its `budget_seconds` last."""
+    return Swept(
+        messages=await _delete_in_batches(EXPIRED_MESSAGES, batch, budget_seconds),
+        deliveries=await _delete_in_batches(EXPIRED_DELIVERIES, batch, budget_seconds),
+    )
+
+
+async def _delete_in_batches(statement: str, batch: int, budget_seconds: float) -> int:
+    deadline = time.monotonic() + budget_seconds
+    deleted = 0
+    while True:
+        count = int((await fetch(statement, batch))[0][0])
+        deleted += count
+        if count < batch or time.monotonic() >= deadline:
+            return deleted
