@@ -103,7 +103,7 @@ async def control_plane(
     environment), no node yet; everything started later through the stack is stopped with it, by PID."""
     work = Path(tempfile.mkdtemp(prefix="wgs-b-", dir="/tmp"))
     nats = EmbeddedNats(work / "nats")
-    pg = EmbeddedPostgres(work / "pg", fsync=False)
+    pg = EmbeddedPostgres(work / "pg")
     services: list[Service] = []
     engines: list[DockerEngine] = []
     try:

@@ -4,8 +4,10 @@ Events are published on WGS_EVENTS as the node agents and the API would; instanc
 written directly. The receiver (aiohttp on 127.0.0.1) can fail, be slow or be down on purpose.
 """
 
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
@@ -406,6 +408,45 @@ async def test_delivery_log_and_redelivery(
     assert view["attempts"] == 2
     assert view["deliveredAt"] is not None
     assert receiver.delivered("log") == [event.event_id]
+
+
+@contextlib.asynccontextmanager
+async def commit_modes(db) -> AsyncIterator[Callable[[], Awaitable[set[tuple[str, str]]]]]:
+    """While the block runs, each INSERT and UPDATE of webhook deliveries notes whether its session's
+    commits wait for the WAL flush (`synchronous_commit`); yields a reader of what was noted."""
+    await db.execute("CREATE TABLE test_commit_modes (operation text, mode text)")
+    await db.execute(
+        "CREATE FUNCTION test_note_commit_mode() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " INSERT INTO test_commit_modes VALUES (TG_OP, current_setting('synchronous_commit')); RETURN NULL; END $$"
+    )
+    await db.execute(
+        "CREATE TRIGGER test_note_commit_mode AFTER INSERT OR UPDATE ON webhook_deliveries"
+        " FOR EACH STATEMENT EXECUTE FUNCTION test_note_commit_mode()"
+    )
+
+    async def noted() -> set[tuple[str, str]]:
+        return {(r["operation"], r["mode"]) for r in await db.fetch("SELECT * FROM test_commit_modes")}
+
+    try:
+        yield noted
+    finally:
+        await db.execute("DROP TRIGGER test_note_commit_mode ON webhook_deliveries")
+        await db.execute("DROP FUNCTION test_note_commit_mode()")
+        await db.execute("DROP TABLE test_commit_modes")
+
+
+async def test_fan_out_waits_for_its_wal_flush_and_the_delivery_bookkeeping_does_not(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    """Decision 45: deliveries are on disk before their events are acked; claims and attempts are not waited for."""
+    tenant = await create_tenant(client)
+    instance_id = await insert_instance(db, tenant.id)
+    created = await endpoint(client, tenant, receiver.url("flush"), instance_id)
+    async with commit_modes(db) as noted:
+        await publish(js, message(instance_id, tenant.id))
+        await received(receiver, "flush", 1)
+        assert [d["status"] for d in await settled_deliveries(client, tenant, created["id"])] == ["delivered"]
+        assert await noted() == {("INSERT", "on"), ("UPDATE", "off")}
 
 
 async def test_the_webhooks_service_freezes_its_start_up_heap(webhooks: Service) -> None:

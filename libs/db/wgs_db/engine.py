@@ -1,5 +1,7 @@
 """The Piccolo engine every table is bound to; services open its pool in their lifespan."""
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -29,18 +31,36 @@ async def keep_session(connection: asyncpg.Connection) -> None:
     """
 
 
-async def open_database(dsn: str, *, min_size: int = 1, max_size: int = 10) -> None:
+async def open_database(dsn: str, *, min_size: int = 1, max_size: int = 10, wait_for_flush: bool = True) -> None:
     """Point the engine at `dsn` and start its connection pool.
 
     Without asyncpg's idle-connection timers: such a timer, set whenever a connection goes back
     to the pool, keeps the context of the request it served (e.g. a snapshot chunk) alive until it
     would have fired, 300 s later, even once cancelled; storing a large snapshot held up to a
     hundred chunks in memory that way. And without a session reset on release (`keep_session`).
+
+    With `wait_for_flush=False` the pool's commits do not wait for their WAL to reach the disk
+    (`synchronous_commit = off`): PostgreSQL flushes it within a fraction of a second, and a
+    crash of PostgreSQL meanwhile loses the last commits, never part of one. For a service
+    whose writes may be lost that way; what must not be runs in a `flushed_transaction`.
     """
     DB.config = {"dsn": dsn}
     await DB.start_connection_pool(
-        min_size=min_size, max_size=max_size, max_inactive_connection_lifetime=0, reset=keep_session
+        min_size=min_size,
+        max_size=max_size,
+        max_inactive_connection_lifetime=0,
+        reset=keep_session,
+        server_settings={} if wait_for_flush else {"synchronous_commit": "off"},
     )
+
+
+@asynccontextmanager
+async def flushed_transaction() -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection in a transaction whose commit waits for its WAL flush, whatever the pool does."""
+    assert DB.pool is not None, "open_database() first"
+    async with DB.pool.acquire() as connection, connection.transaction():
+        await connection.execute("SET LOCAL synchronous_commit = on")
+        yield connection
 
 
 async def close_database() -> None:

@@ -19,7 +19,8 @@ NATS_DRAIN_SECONDS = 5.0
 
 async def run(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT."""
-    await open_database(settings.database_url, max_size=min(settings.concurrency, 16) + 2)
+    # Claims and attempts may be lost to a crash of PostgreSQL (sent again); fan-out is flushed (store).
+    await open_database(settings.database_url, max_size=min(settings.concurrency, 16) + 2, wait_for_flush=False)
     nc = await nats.connect(settings.nats_url, name="wgs-webhooks", max_reconnect_attempts=-1, reconnect_time_wait=1)
     sender = Sender(
         timeout_seconds=settings.timeout_seconds,

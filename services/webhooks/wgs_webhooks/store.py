@@ -7,10 +7,15 @@ lease (`sending` until `lease_until`): if its worker dies, another process takes
 the delivery over when the lease expires. `FOR UPDATE SKIP LOCKED` lets several
 webhooks processes claim side by side.
 
-Every function is one statement (one round trip, its own transaction): a batch of
-events is fanned out by one multi-row INSERT; attempts that ended together are
-recorded by one statement, which also claims each endpoint's next delivery when it
-is due, so busy endpoints cost a fraction of a statement per delivery.
+Every function is one transaction: a batch of events is fanned out by one
+multi-row INSERT; attempts that ended together are recorded by one statement, which
+also claims each endpoint's next delivery when it is due, so busy endpoints cost a
+fraction of a statement per delivery.
+
+Only the fan-out waits for its WAL flush: its deliveries must be on disk before the
+events are acked. The service's pool commits claims and attempts without waiting
+(decision 45): a crash of PostgreSQL can lose the last of those, and then a delivery
+is sent again (at least once, with its `webhook-id`), never lost.
 """
 
 from collections.abc import Sequence
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from wgs_db.engine import fetch
+from wgs_db.engine import fetch, flushed_transaction
 
 # The batch form of WebhookEndpoint.adopt_instance_webhook: the instances' legacy `webhook_url`
 # get their endpoint row (filter `*`, generated secret) once; the NOT EXISTS spares the sequence
@@ -199,19 +204,20 @@ class Outcome:
 
 async def fan_out(events: Sequence[Event]) -> int:
     """One delivery per event and matching enabled endpoint, in the events' order (idempotent);
-    the number created now. Two statements whatever the number of events."""
+    the number created now. Two statements whatever the number of events, committed once flushed."""
     if not events:
         return 0
-    await fetch(ADOPT, sorted({e.instance_id for e in events}))
-    rows = await fetch(
-        FAN_OUT,
-        [e.event_id for e in events],
-        [e.event_type for e in events],
-        [e.tenant_id for e in events],
-        [e.instance_id for e in events],
-        [e.at for e in events],
-        [e.payload for e in events],
-    )
+    async with flushed_transaction() as connection:
+        await connection.execute(ADOPT, sorted({e.instance_id for e in events}))
+        rows = await connection.fetch(
+            FAN_OUT,
+            [e.event_id for e in events],
+            [e.event_type for e in events],
+            [e.tenant_id for e in events],
+            [e.instance_id for e in events],
+            [e.at for e in events],
+            [e.payload for e in events],
+        )
     return len(rows)
 
 
