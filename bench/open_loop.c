@@ -9,7 +9,11 @@
  * counts when it is an HTTP/1.1 response with a Content-Length and a status below 300; any
  * other answer, a connection lost with a request in flight, or no answer within MAX_SECONDS
  * after the last request was due, is a failure. WARM connections are opened before the first
- * request is due. Prints {"failed": N, "latencies_ns": [...]} on stdout.
+ * request is due. Prints on stdout {"failed": N, "failures": {...}, "latencies_ns": [...]}, the
+ * failures by kind: "statuses" (answers of status 300 or more, by status), "lost" (the connection
+ * closed or reset with a request in flight), "bad_answers" (not an HTTP/1.1 answer with a
+ * Content-Length, too large, or not asked for), "no_connection" (every connection busy, or none
+ * could be opened) and "unanswered" (still in flight at the deadline).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -45,7 +49,9 @@ static int open_count, max_connections;
 static connection **idle; /* a stack: the connection used last is used next */
 static int idle_count;
 static int64_t *latencies;
-static long completed, failed, in_flight;
+static long completed, in_flight;
+static long lost, bad_answers, no_connection, unanswered;
+static long statuses[600]; /* failed answers by status (300-599; others count as 599) */
 
 static int64_t now_ns(void) {
     struct timespec ts;
@@ -82,10 +88,10 @@ static connection *connect_one(void) {
     return c;
 }
 
-/* Close a connection; its request in flight, if any, failed. */
-static void drop(connection *c) {
+/* Close a connection; its request in flight, if any, failed and counts in `*kind`. */
+static void drop(connection *c, long *kind) {
     if (c->due >= 0) {
-        failed++;
+        (*kind)++;
         in_flight--;
     }
     for (int i = 0; i < idle_count; i++)
@@ -109,6 +115,7 @@ static long parse_response(const char *buffer, size_t used, int *status) {
     if (head_end == NULL) return -1;
     if (head_end - buffer < 12 || strncasecmp(buffer, "HTTP/1.1 ", 9) != 0) return -2;
     *status = atoi(buffer + 9);
+    if (*status < 100) return -2;
     long length = -1;
     for (const char *line = buffer; line < head_end;) {
         const char *line_end = memmem(line, head_end + 2 - line, "\r\n", 2);
@@ -123,24 +130,24 @@ static long parse_response(const char *buffer, size_t used, int *status) {
 static void readable(connection *c, int64_t now) {
     ssize_t got = read(c->fd, c->buffer + c->used, ANSWER_BYTES - c->used);
     if (got == 0 || (got < 0 && errno != EAGAIN && errno != EINTR)) {
-        drop(c);
+        drop(c, &lost);
         return;
     }
     if (got > 0) c->used += got;
     int status = 0;
     long taken = parse_response(c->buffer, c->used, &status);
     if (taken == -1) {
-        if (c->used == ANSWER_BYTES) drop(c);
+        if (c->used == ANSWER_BYTES) drop(c, &bad_answers);
         return;
     }
     if (taken == -2 || c->due < 0 || (size_t)taken != c->used) { /* not HTTP, or not asked for */
-        drop(c);
+        drop(c, &bad_answers);
         return;
     }
     if (status < 300)
         latencies[completed++] = now - c->due;
     else
-        failed++;
+        statuses[status < 600 ? status : 599]++;
     in_flight--;
     c->due = -1;
     c->used = 0;
@@ -204,18 +211,28 @@ int main(int argc, char **argv) {
         while (now_ns() < due);
         connection *c = idle_count ? idle[--idle_count] : connect_one();
         if (c == NULL) {
-            failed++;
+            no_connection++;
             continue;
         }
         c->due = due;
         in_flight++;
         /* MSG_NOSIGNAL: a connection the server closed meanwhile fails its request, not the generator. */
-        if (send(c->fd, request, request_bytes, MSG_NOSIGNAL) != (ssize_t)request_bytes) drop(c);
+        if (send(c->fd, request, request_bytes, MSG_NOSIGNAL) != (ssize_t)request_bytes) drop(c, &lost);
     }
     int64_t deadline = now_ns() + (int64_t)(max_seconds * 1e9);
     while (in_flight > 0 && now_ns() < deadline) wait_for_answers(deadline);
-    failed += in_flight;
-    printf("{\"failed\": %ld, \"latencies_ns\": [", failed);
+    unanswered = in_flight;
+    long refused = 0;
+    for (int status = 300; status < 600; status++) refused += statuses[status];
+    printf("{\"failed\": %ld, \"failures\": {\"statuses\": {", refused + lost + bad_answers + no_connection + unanswered);
+    for (int status = 300, first = 1; status < 600; status++)
+        if (statuses[status]) {
+            printf(first ? "\"%d\": %ld" : ", \"%d\": %ld", status, statuses[status]);
+            first = 0;
+        }
+    printf("}, \"lost\": %ld, \"bad_answers\": %ld, \"no_connection\": %ld, \"unanswered\": %ld}", lost, bad_answers,
+           no_connection, unanswered);
+    printf(", \"latencies_ns\": [");
     for (long i = 0; i < completed; i++) printf(i ? ", %ld" : "%ld", (long)latencies[i]);
     printf("]}\n");
     return 0;

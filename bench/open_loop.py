@@ -16,7 +16,7 @@ that server's median answer measures 0.25 ms; the asyncio generator it replaced 
 and measured 0.9 ms, and, as a Python process, it paused for its own garbage collections.
 Against the gateway at 500/s, in the same stack, alternating: p50 6.9-10.0 against 12.0-13.8 ms,
 p99 24.0-38.6 against 31.5-40.0 ms (4 runs each). Answers must carry a `Content-Length`
-(uvicorn's do); anything else counts as a failure.
+(uvicorn's do); anything else counts as a failure, and failures are reported by kind.
 """
 
 import asyncio
@@ -76,6 +76,13 @@ def generator_binary(compiler: str = "cc") -> Path:
     return binary
 
 
+def failure_kinds(failures: dict) -> dict[str, int]:
+    """The generator's failures by kind, those that happened: `status <code>` for each refusing
+    status, `lost`, `bad_answers`, `no_connection`, `unanswered` (see `open_loop.c`)."""
+    kinds = {f"status {code}": count for code, count in failures.pop("statuses").items()}
+    return {**kinds, **{kind: count for kind, count in failures.items() if count}}
+
+
 async def open_loop(url: str, body: dict, headers: dict[str, str], rate: float, seconds: float) -> dict:
     """POST `body` to `url` `rate` times a second for `seconds`; latency of each, from when it was due."""
     host, port, request = build_request(url, body, headers)
@@ -103,6 +110,7 @@ async def open_loop(url: str, body: dict, headers: dict[str, str], rate: float, 
         "offered_per_second": round(rate, 1),
         "completed": len(latencies),
         "failed": result["failed"],
+        "failures": failure_kinds(result["failures"]),
         "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
     }

@@ -338,6 +338,10 @@ def print_table(result: dict) -> None:
             f"{machine['steal_percent']:>9}{machine['worst_second_steal_percent']:>11}"
             f"{row['latency_at_half_capacity']['p99_ms']!s:>12}{row['latency_nearly_idle']['p50_ms']!s:>10}"
         )
+    for name, key in rows:
+        for run in ("latency", "latency_at_half_capacity", "latency_nearly_idle"):
+            if result[key][run]["failures"]:
+                print(f"failed, {name}, {run.replace('_', ' ')}: {result[key][run]['failures']}")
     print("steal: the share of the machine's time the hypervisor gave to other guests during the fixed-rate run")
     print(
         f"targets: >= {TARGET_THROUGHPUT:.0f} accepted/s (sustained); p99 <= {TARGET_P99_MS:.0f} ms at the offered rate"

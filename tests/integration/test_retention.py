@@ -62,7 +62,7 @@ async def aged_message(db, tenant: Tenant, instance_id: int, age_days: float) ->
     async with db.acquire() as connection, connection.transaction():
         await connection.execute(
             "INSERT INTO messages (id, instance_id, tenant_id, recipient, type, created_at)"
-            " VALUES ($1, $2, $3, '491700000000', 'text', now() - make_interval(days => $4))",
+            " VALUES ($1, $2, $3, '491700000000', 'text', now() - $4 * interval '1 day')",
             message_id,
             instance_id,
             tenant.id,
@@ -83,7 +83,7 @@ async def aged_delivery(db, endpoint_id: int, status: str, age_days: float) -> i
     """A delivery `age_days` old in `status`, with one attempt."""
     delivery_id = await db.fetchval(
         "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, payload, status, attempts, created_at)"
-        " VALUES ($1, $2, 'message', '{}', $3, 1, now() - make_interval(days => $4)) RETURNING id",
+        " VALUES ($1, $2, 'message', '{}', $3, 1, now() - $4 * interval '1 day') RETURNING id",
         endpoint_id,
         uuid.uuid4().hex,
         status,

@@ -3,6 +3,7 @@ server on loopback, in the test's own process."""
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import time
@@ -10,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
-from wgs_kit.waiting import wait_until
 
 from bench import open_loop as generator
 from bench.open_loop import build_request, open_loop
@@ -20,12 +20,17 @@ ANSWER_DELAY_SECONDS = 0.02
 PAUSE_SECONDS = 0.15
 
 
-async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def serve(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, on_request: Callable[[], None] | None = None
+) -> None:
     """Keep-alive HTTP/1.1; the path says how to answer: `/ok`, `/slow`, `/error`, `/no-length`,
-    `/hang-up`, `/in-pieces` (the answer in two writes, 20 ms apart)."""
+    `/hang-up`, `/in-pieces` (the answer in two writes, 20 ms apart). `on_request` is called as each
+    request arrives."""
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
+            if on_request is not None:
+                on_request()
             path = head.split(b" ", 2)[1]
             lines = head.split(b"\r\n")
             length = next(int(line.split(b":", 1)[1]) for line in lines if line.lower().startswith(b"content-length:"))
@@ -72,7 +77,7 @@ async def base_url() -> AsyncIterator[str]:
 async def test_every_request_is_answered_at_the_offered_rate(base_url: str) -> None:
     started = time.monotonic()
     result = await open_loop(f"{base_url}/ok", {"to": "1"}, {"Authorization": "Bearer x"}, rate=200, seconds=0.5)
-    assert result == result | {"offered_per_second": 200, "completed": 100, "failed": 0}
+    assert result == result | {"offered_per_second": 200, "completed": 100, "failed": 0, "failures": {}}
     assert time.monotonic() - started >= 0.49  # the schedule spreads them, not a burst
     assert result["p50_ms"] < 50
 
@@ -104,31 +109,35 @@ def generator_pids() -> list[int]:
     return pids
 
 
-async def test_latency_counts_from_when_a_request_was_due(base_url: str) -> None:
+async def test_latency_counts_from_when_a_request_was_due() -> None:
     """A generator that falls behind its schedule counts the lag against the server.
 
     The generator is stopped for 150 ms (a stand-in for a generator starved of CPU): the requests
     due meanwhile go out late, and their latency includes the wait. Measured from when they went
     out, every latency would be about a millisecond.
     """
-    run = asyncio.create_task(open_loop(f"{base_url}/ok", {}, {}, rate=100, seconds=1.0))
-
-    async def started() -> list[int]:
-        return generator_pids()
-
-    (pid,) = await wait_until(started, timeout=10, interval=0.005, what="the generator running")
-    os.kill(pid, signal.SIGSTOP)
-    asyncio.get_running_loop().call_later(PAUSE_SECONDS, os.kill, pid, signal.SIGCONT)
-    result = await run
+    first_request = asyncio.Event()
+    async with serving(functools.partial(serve, on_request=first_request.set)) as url:
+        run = asyncio.create_task(open_loop(f"{url}/ok", {}, {}, rate=100, seconds=1.0))
+        await asyncio.wait_for(first_request.wait(), timeout=10)  # its schedule has started
+        (pid,) = generator_pids()
+        os.kill(pid, signal.SIGSTOP)
+        asyncio.get_running_loop().call_later(PAUSE_SECONDS, os.kill, pid, signal.SIGCONT)
+        result = await run
     assert result["completed"] == 100
     assert result["p99_ms"] >= 100
 
 
-@pytest.mark.parametrize("path", ["/error", "/no-length", "/hang-up"])
-async def test_answers_that_are_not_a_success_count_as_failures(base_url: str, path: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "kind"), [("/error", "status 500"), ("/no-length", "bad_answers"), ("/hang-up", "lost")]
+)
+async def test_answers_that_are_not_a_success_count_as_failures_of_their_kind(
+    base_url: str, path: str, kind: str
+) -> None:
     result = await open_loop(f"{base_url}{path}", {}, {}, rate=100, seconds=0.1)
     assert result["completed"] == 0
     assert result["failed"] == 10
+    assert result["failures"] == {kind: 10}
     assert result["p50_ms"] is None
 
 
@@ -140,6 +149,7 @@ async def test_a_server_resetting_every_connection_fails_every_request() -> None
         result = await open_loop(f"{url}/", {}, {}, rate=200, seconds=0.25)
     assert result["completed"] == 0
     assert result["failed"] == 50
+    assert result["failures"] == {"lost": 50}
 
 
 async def test_a_request_due_while_every_connection_is_busy_fails(
@@ -150,6 +160,7 @@ async def test_a_request_due_while_every_connection_is_busy_fails(
     result = await open_loop(f"{base_url}/slow", {}, {}, rate=1000, seconds=0.01)  # 10 due within 10 ms
     assert result["completed"] == 2
     assert result["failed"] == 8
+    assert result["failures"] == {"no_connection": 8}
 
 
 async def test_unanswered_requests_fail_after_the_answers_deadline(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -162,6 +173,7 @@ async def test_unanswered_requests_fail_after_the_answers_deadline(monkeypatch: 
         result = await open_loop(f"{url}/", {}, {}, rate=100, seconds=0.05)
     assert result["completed"] == 0
     assert result["failed"] == 5
+    assert result["failures"] == {"unanswered": 5}
 
 
 async def test_a_server_that_is_not_listening_is_an_error() -> None:
