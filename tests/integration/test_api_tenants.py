@@ -85,8 +85,8 @@ async def test_a_tenants_retention_is_30_days_unless_set_and_bad_values_are_422(
         assert patched.status_code == 422, patched.text
         assert patched.json()["field"] == "retentionDays"
     not_a_number = await client.patch(f"/admin/tenants/{tenant.id}", json={"retentionDays": "thirty"}, headers=ADMIN)
-    assert not_a_number.status_code in (400, 422), not_a_number.text
-    assert "retentionDays" in not_a_number.text
+    assert not_a_number.status_code == 422, not_a_number.text
+    assert not_a_number.json()["field"] == "retentionDays"
     assert await db.fetchval("SELECT count(*) FROM tenants") == tenants_before
     assert await db.fetchval("SELECT retention_days FROM tenants WHERE id = $1", tenant.id) == 3650
 
