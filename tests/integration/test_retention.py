@@ -153,6 +153,13 @@ async def test_a_sweep_deletes_only_what_each_tenants_retention_no_longer_covers
 
     assert await retention.sweep(batch=2) == Swept(messages=0, deliveries=0)  # nothing expired is left
 
+    history = f"/api/instances/{brief_instance}/messages"
+    assert (await client.get(f"{history}/{brief_old[0]}", headers=brief.headers)).status_code == 404
+    kept = await client.get(f"{history}/{brief_new}", headers=brief.headers)
+    assert {step["status"] for step in kept.json()["history"]} == {"sent", "delivered"}
+    finished = await client.get(f"/api/webhooks/{brief_hook}/deliveries", headers=brief.headers)
+    assert {d["id"] for d in finished.json()} == {*open_old, finished_new}
+
 
 async def test_a_sweep_stops_at_its_budget_and_the_next_one_goes_on(
     client: httpx.AsyncClient, db, api_pool, made: Made
