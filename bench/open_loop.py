@@ -79,8 +79,8 @@ def generator_binary(compiler: str = "cc") -> Path:
 def failure_kinds(failures: dict) -> dict[str, int]:
     """The generator's failures by kind, those that happened: `status <code>` for each refusing
     status, `lost`, `bad_answers`, `no_connection`, `unanswered` (see `open_loop.c`)."""
-    kinds = {f"status {code}": count for code, count in failures.pop("statuses").items()}
-    return {**kinds, **{kind: count for kind, count in failures.items() if count}}
+    refused = {f"status {code}": count for code, count in failures["statuses"].items()}
+    return refused | {kind: count for kind, count in failures.items() if kind != "statuses" and count}
 
 
 async def open_loop(url: str, body: dict, headers: dict[str, str], rate: float, seconds: float) -> dict:

@@ -14,7 +14,8 @@ same request gets that message, never a second copy of it:
 - a send the provider refused is forgotten with its key (`services.FORGET_MESSAGE`): nothing was
   sent, so the key may be used again.
 
-Keys are kept as long as their instance.
+Keys are kept as long as their message: the tenant's retention (`wgs_db.retention`), at most as long
+as their instance.
 """
 
 import hashlib
