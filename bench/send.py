@@ -4,7 +4,7 @@ Starts the whole stack with two paired sandbox instances (A sends to B), and in 
 same run a baseline: a bare Litestar handler doing one NATS request-reply to an echo
 responder (`bench.echo_baseline`). For both it measures
 
-- throughput: C connections in a closed loop for D seconds (wrk when installed, else Python), accepted sends per second,
+- throughput: C connections in a closed loop for D seconds (wrk, after a 1 s warm-up), accepted sends per second,
   and sustained sends per second: over the run plus the time the event pipeline then needs to
   finish the work the sends left behind (the providers' outboxes, routing, the API's consumer).
   Once per C of `--in-flight` (default 32 and 64: the gateway batches the sends waiting
@@ -48,10 +48,13 @@ from bench.stack import ROOT, Stack, cancel_on_sigterm, gateway_stack
 
 TARGET_THROUGHPUT = 1000.0
 TARGET_P99_MS = 30.0
-MAX_SECONDS = 120.0
 IDLE_QUIET_SECONDS = 1.0
 IDLE_RATE = 20.0  # sends/s of the "nearly idle" latency run: what one send costs end to end
 IDLE_DEADLINE_SECONDS = 120.0
+WARM_UP_SECONDS = 1
+WRK_MISSING = (
+    "bench.send measures throughput with wrk, which is not installed: run `make install` (or apt-get install wrk)"
+)
 
 
 async def paired_sandbox(stack: Stack, phone: str) -> int:
@@ -70,30 +73,6 @@ async def paired_sandbox(stack: Stack, phone: str) -> int:
     return int(instance["id"])
 
 
-async def closed_loop(client: httpx.AsyncClient, url: str, body: dict, headers: dict, sends: int, flight: int) -> dict:
-    """`sends` requests with `flight` in flight; accepted (2xx) per second."""
-    accepted = 0
-    next_index = 0
-    deadline = time.perf_counter() + MAX_SECONDS
-
-    async def worker() -> None:
-        nonlocal accepted, next_index
-        while next_index < sends and time.perf_counter() < deadline:
-            next_index += 1
-            response = await client.post(url, json=body, headers=headers)
-            accepted += response.status_code < 300
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(flight)))
-    elapsed = time.perf_counter() - started
-    return {
-        "sends": next_index,
-        "accepted": accepted,
-        "seconds": round(elapsed, 2),
-        "per_second": round(accepted / elapsed, 1),
-    }
-
-
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = os.getenv("WRK_BODY")
@@ -110,14 +89,15 @@ end
 
 
 async def wrk_closed_loop(url: str, body: dict, headers: dict, connections: int, seconds: float, work: Path) -> dict:
-    """Throughput measured by wrk (C, one thread): accepted requests per second over `seconds`."""
+    """Throughput measured by wrk (C, one thread): accepted (2xx and 3xx) requests per second over
+    `seconds` (whole seconds, at least 1)."""
     script = work / "send.lua"
     script.write_text(WRK_SCRIPT)
     process = await asyncio.create_subprocess_exec(
         "wrk",
         "-t1",
         f"-c{connections}",
-        f"-d{int(seconds)}s",
+        f"-d{max(1, int(seconds))}s",
         "-s",
         str(script),
         url,
@@ -183,7 +163,6 @@ async def measure(
     url: str,
     body: dict,
     headers: dict,
-    sends: int,
     flights: list[int],
     rate: float,
     seconds: float,
@@ -191,15 +170,15 @@ async def measure(
     settle: Callable[[], Awaitable[None]] | None = None,
     transactions: Callable[[], Awaitable[int]] | None = None,
 ) -> dict:
-    """Throughput at each number of sends in flight (wrk when installed, else the Python closed
-    loop), then latency at a fixed rate, at half the first throughput, and nearly idle.
+    """Throughput at each number of sends in flight (wrk), then latency at a fixed rate, at half the
+    first throughput, and nearly idle.
 
     `settle` runs before each measurement: it waits until the work left by the previous one is done.
     `transactions` counts PostgreSQL's write transactions, read around the fixed-rate run; the CPU
     per send at the fixed rate counts its backlog too (the reading ends once `settle` returned).
     """
     throughputs = [
-        await closed_loop_throughput(url, body, headers, sends, flight, seconds, work, settle) for flight in flights
+        await closed_loop_throughput(url, body, headers, flight, seconds, work, settle) for flight in flights
     ]
     idle = await open_loop(url, body, headers, IDLE_RATE, seconds)
     sustainable = await open_loop(url, body, headers, max(1.0, throughputs[0]["sustained_per_second"] / 2), seconds)
@@ -229,23 +208,17 @@ async def closed_loop_throughput(
     url: str,
     body: dict,
     headers: dict,
-    sends: int,
     flight: int,
     seconds: float,
     work: Path,
     settle: Callable[[], Awaitable[None]] | None,
 ) -> dict:
     """Accepted and sustained sends per second with `flight` in flight, and the CPU each cost."""
-    limits = httpx.Limits(max_connections=flight, max_keepalive_connections=flight)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
-        await closed_loop(client, url, body, headers, min(200, sends), flight)  # warm-up
-        if settle is not None:
-            await settle()
-        before = cpu_reading()
-        if shutil.which("wrk"):
-            throughput = await wrk_closed_loop(url, body, headers, flight, seconds, work)
-        else:
-            throughput = await closed_loop(client, url, body, headers, sends, flight)
+    await wrk_closed_loop(url, body, headers, flight, WARM_UP_SECONDS, work)
+    if settle is not None:
+        await settle()
+    before = cpu_reading()
+    throughput = await wrk_closed_loop(url, body, headers, flight, seconds, work)
     # Sustained: the work a send causes after its answer (events, receipts) counts too, so the
     # rate is over the run plus the time the pipeline then needs to become idle.
     backlog = 0.0
@@ -260,7 +233,7 @@ async def closed_loop_throughput(
     return throughput
 
 
-async def run(sends: int, flights: list[int], rate: float, seconds: float, out: Path | None) -> dict:
+async def run(flights: list[int], rate: float, seconds: float, out: Path | None) -> dict:
     """Start the stack and the baseline, measure both, stop everything."""
     unlimited = {"sendRatePerSecond": 1_000_000, "sendBurst": 1_000_000}
     async with gateway_stack(tenant=unlimited) as stack:
@@ -285,12 +258,11 @@ async def run(sends: int, flights: list[int], rate: float, seconds: float, out: 
 
             await wait_until(baseline_up, timeout=30, what="baseline server")
             body = {"to": "491700000002", "text": "bench"}
-            base = await measure(f"http://127.0.0.1:{port}/send", body, {}, sends, flights, rate, seconds, stack.work)
+            base = await measure(f"http://127.0.0.1:{port}/send", body, {}, flights, rate, seconds, stack.work)
             gate = await measure(
                 f"{stack.api.url}/api/instances/{a}/send",
                 body,
                 stack.headers,
-                sends,
                 flights,
                 rate,
                 seconds,
@@ -358,7 +330,6 @@ def print_table(result: dict) -> None:
 def main() -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sends", type=int, default=3000)
     parser.add_argument(
         "--in-flight", default="32,64", help="sends in flight of each throughput run, comma-separated (default 32,64)"
     )
@@ -371,14 +342,15 @@ def main() -> None:
     except ValueError:
         parser.error("--in-flight: comma-separated whole numbers")
     if not (
-        1 <= args.sends <= 100_000
-        and 1 <= len(flights) <= 4
+        1 <= len(flights) <= 4
         and all(1 <= flight <= 512 for flight in flights)
         and 0 < args.rate <= 5000
-        and 0 < args.seconds <= 60
+        and 1 <= args.seconds <= 60
     ):
-        parser.error("bounds: sends 1-100000, in-flight 1-4 values of 1-512, rate 0-5000, seconds 0-60")
-    result = asyncio.run(cancel_on_sigterm(run(args.sends, flights, args.rate, args.seconds, args.out)))
+        parser.error("bounds: in-flight 1-4 values of 1-512, rate 0-5000, seconds 1-60")
+    if shutil.which("wrk") is None:
+        parser.exit(2, WRK_MISSING + "\n")
+    result = asyncio.run(cancel_on_sigterm(run(flights, args.rate, args.seconds, args.out)))
     print(json.dumps(result, indent=2))
     print_table(result)
 
