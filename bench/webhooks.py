@@ -7,7 +7,8 @@ and measures
 
 - throughput: N events published at once (up to 64 publishes in flight) over E instances (one
   endpoint each; order is kept per endpoint, so one endpoint alone is bounded by one round trip
-  per event), events/s until the receiver got all;
+  per event), events/s until the receiver got all, and the CPU per event of each component
+  (the webhooks service, PostgreSQL, NATS; "load generator" is this process: publisher and receiver);
 - latency at a fixed rate (default 500 events/s for D seconds): publish → receipt, p50/p99;
 - baseline in the same run: the same receiver fed directly by signed POSTs from this
   process (the cost of the HTTP delivery alone), throughput and latency.
@@ -34,6 +35,7 @@ from wgs_devstack.processes import free_port
 from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
 
+from bench.cpu import cpu_ms_per_unit, cpu_reading
 from bench.stack import ROOT, cancel_on_sigterm, control_plane, percentile
 
 TARGET_PER_SECOND = 1000.0
@@ -129,12 +131,14 @@ async def run_gateway(events: int, rate: float, seconds: float, endpoints: int) 
             try:
                 await publish()  # warm-up: the service is consuming
                 await wait_until(lambda: _count(receiver, 1), timeout=60, what="first delivery")
+                cpu_before = cpu_reading()
                 started = time.perf_counter()
                 await asyncio.gather(*(publish_bounded() for _ in range(events)))
                 await wait_until(
                     lambda: _count(receiver, events + 1), timeout=MAX_SECONDS, interval=0.05, what="all deliveries"
                 )
                 throughput = events / (time.perf_counter() - started)
+                cpu_per_event = cpu_ms_per_unit(cpu_before, cpu_reading(), events)
                 first_latency_id = seq + 1
                 start = time.perf_counter()
                 for index in range(int(rate * seconds)):
@@ -150,7 +154,7 @@ async def run_gateway(events: int, rate: float, seconds: float, endpoints: int) 
             for event_id in sent_at
             if int(event_id.rsplit(":", 1)[1]) >= first_latency_id and event_id in receiver.arrived
         ]
-        return _result(throughput, latencies, rate)
+        return _result(throughput, latencies, rate) | {"cpu_ms_per_event": cpu_per_event}
     finally:
         await receiver.stop()
 
@@ -236,6 +240,8 @@ def main() -> None:
         row = result[key]
         print(f"{name:<28}{row['events_per_second']:>10}{row['p50_ms']!s:>10}{row['p99_ms']!s:>10}")
     print(f"targets: >= {TARGET_PER_SECOND:.0f} events/s; p99 <= {TARGET_P99_MS:.0f} ms at the offered rate")
+    spent = result["gateway_webhooks"]["cpu_ms_per_event"]
+    print("gateway CPU ms per event, throughput run: " + ", ".join(f"{name} {ms}" for name, ms in spent.items()))
 
 
 if __name__ == "__main__":
