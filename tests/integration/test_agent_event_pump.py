@@ -28,7 +28,10 @@ from wgs_sandbox.http import Request, Response, serve_connection
 from wgs_sandbox.provider import PAGE_SIZE, SandboxProvider
 
 INSTANCE_ID = 900_002  # no instance row; no other test publishes this instance's events
-LINGER_SECONDS = 0.4  # long against the QR period below, so that pacing shows plainly
+# Long against the QR period below, so that pacing shows plainly, and against what publishing one
+# page can take on a loaded 2-core machine (a backlog page once waited 0.25 s in CI with 0.4 s
+# here), so that "no pause" (under half of it) stays tellable from the linger.
+LINGER_SECONDS = 1.0
 QR_SECONDS = 0.02  # the unpaired sandbox emits a new QR this often: a steady trickle of events
 BACKLOG = 2 * PAGE_SIZE + PAGE_SIZE // 2  # three pages' worth, in the outbox before the pump starts
 SPEC = InstanceSpec(
