@@ -231,6 +231,30 @@ async def test_a_batch_applies_statuses_in_stream_order_and_message_statuses_in_
     assert len({h["tx"] for h in history}) == 1  # written by one statement
 
 
+async def test_statuses_of_a_message_no_row_holds_are_marked_unclaimed(
+    events_api: EventsApi, instance: tuple[int, int], db: asyncpg.Pool
+) -> None:
+    tenant_id, instance_id = instance
+    recorded, unrecorded = uuid.uuid4().hex, uuid.uuid4().hex
+    await db.execute(
+        "INSERT INTO messages (id, instance_id, tenant_id, recipient, type)"
+        " VALUES ($1, $2, $3, '491700000000', 'text')",
+        recorded,
+        instance_id,
+        tenant_id,
+    )
+    events = [message_status(tenant_id, instance_id, m, DeliveryStatus.DELIVERED) for m in (recorded, unrecorded)]
+    await events_api.settled(await events_api.published_while_stopped(events))
+
+    rows = await db.fetch(
+        "SELECT message_id, unclaimed FROM message_statuses WHERE message_id = ANY($1::text[])", [recorded, unrecorded]
+    )
+    assert {r["message_id"]: r["unclaimed"] for r in rows} == {recorded: False, unrecorded: True}
+    await db.execute(
+        "DELETE FROM message_statuses WHERE message_id = $1", unrecorded
+    )  # the rest goes with its instance
+
+
 async def test_a_poison_event_holds_back_only_itself_and_is_dead_lettered(
     events_api: EventsApi, instance: tuple[int, int], db: asyncpg.Pool
 ) -> None:

@@ -1,6 +1,6 @@
 """Retention on real PostgreSQL: what each tenant's retention no longer covers is deleted, nothing else.
 
-The rows are aged by hand (`created_at` in the past). The webhook endpoints are disabled, so the
+The rows are aged by hand (`created_at`, or a status's `at`, in the past). The webhook endpoints are disabled, so the
 running webhooks service leaves their deliveries alone.
 """
 
@@ -134,7 +134,9 @@ async def test_a_sweep_deletes_only_what_each_tenants_retention_no_longer_covers
     finished_new = await aged_delivery(db, brief_hook, "delivered", 0.5)
     default_finished = [await aged_delivery(db, default_hook, "dead", days) for days in (29, 31)]
 
-    assert await retention.sweep(batch=2) == Swept(messages=4, deliveries=3)  # several batches of 2
+    assert await retention.sweep(batch=2) == Swept(
+        messages=4, deliveries=3, unclaimed_statuses=0
+    )  # several batches of 2
 
     messages = [*brief_old, brief_new, default_kept, default_old]
     assert await kept_messages(db, messages) == {brief_new: (2, 1), default_kept: (2, 1)}
@@ -151,7 +153,9 @@ async def test_a_sweep_deletes_only_what_each_tenants_retention_no_longer_covers
         == 4
     )
 
-    assert await retention.sweep(batch=2) == Swept(messages=0, deliveries=0)  # nothing expired is left
+    assert await retention.sweep(batch=2) == Swept(
+        messages=0, deliveries=0, unclaimed_statuses=0
+    )  # nothing expired is left
 
     history = f"/api/instances/{brief_instance}/messages"
     assert (await client.get(f"{history}/{brief_old[0]}", headers=brief.headers)).status_code == 404
@@ -170,11 +174,13 @@ async def test_a_sweep_stops_at_its_budget_and_the_next_one_goes_on(
     endpoint_id = await made.disabled_endpoint(tenant)
     deliveries = [await aged_delivery(db, endpoint_id, "delivered", 3) for _ in range(3)]
 
-    assert await retention.sweep(batch=1, budget_seconds=0) == Swept(messages=1, deliveries=1)  # one batch of each
+    assert await retention.sweep(batch=1, budget_seconds=0) == Swept(
+        messages=1, deliveries=1, unclaimed_statuses=0
+    )  # one batch of each
     assert len(await kept_messages(db, messages)) == 2
     assert len(await kept_deliveries(db, deliveries)) == 2
 
-    assert await retention.sweep(batch=1) == Swept(messages=2, deliveries=2)
+    assert await retention.sweep(batch=1) == Swept(messages=2, deliveries=2, unclaimed_statuses=0)
     assert await kept_messages(db, messages) == {}
     assert await kept_deliveries(db, deliveries) == {}
 
@@ -188,11 +194,11 @@ async def test_a_longer_retention_keeps_what_a_shorter_one_deleted(
     changed = await client.patch(f"/admin/tenants/{tenant.id}", json={"retentionDays": 7}, headers=ADMIN)
     assert changed.status_code == 200, changed.text
 
-    assert await retention.sweep() == Swept(messages=0, deliveries=0)
+    assert await retention.sweep() == Swept(messages=0, deliveries=0, unclaimed_statuses=0)
     assert await kept_messages(db, [message_id]) == {message_id: (2, 1)}
 
     await client.patch(f"/admin/tenants/{tenant.id}", json={"retentionDays": 4}, headers=ADMIN)
-    assert await retention.sweep() == Swept(messages=1, deliveries=0)
+    assert await retention.sweep() == Swept(messages=1, deliveries=0, unclaimed_statuses=0)
     assert await kept_messages(db, [message_id]) == {}
 
 
@@ -226,3 +232,47 @@ async def test_deleting_an_instance_deletes_its_messages_with_their_statuses_and
     assert await kept_messages(db, [message_id]) == {}
     assert await db.fetchval("SELECT count(*) FROM message_statuses WHERE message_id = $1", message_id) == 0
     assert await db.fetchval("SELECT count(*) FROM send_keys WHERE message_id = $1", message_id) == 0
+
+
+async def aged_statuses(db, message_id: str, age_seconds: float, statuses: tuple[str, ...]) -> None:
+    """Statuses of `message_id` recorded `age_seconds` ago with no message row (as the API marks them)."""
+    await db.execute(
+        "INSERT INTO message_statuses (message_id, status, at, unclaimed)"
+        " SELECT $1, s, now() - $2 * interval '1 second', true FROM unnest($3::text[]) AS s",
+        message_id,
+        age_seconds,
+        list(statuses),
+    )
+
+
+async def test_unclaimed_statuses_are_deleted_after_their_grace_unless_their_message_came(
+    client: httpx.AsyncClient, db, api_pool, made: Made
+) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await made.instance(tenant)
+    old, new, late = (uuid.uuid4().hex for _ in range(3))
+    await aged_statuses(db, old, 7200, ("sent", "delivered", "read"))
+    await aged_statuses(db, new, 600, ("delivered",))
+    await aged_statuses(db, late, 7200, ("delivered",))
+    await db.execute(  # recorded after its status (decision 35 allows it): claimed, not deleted
+        "INSERT INTO messages (id, instance_id, tenant_id, recipient, type)"
+        " VALUES ($1, $2, $3, '491700000000', 'text')",
+        late,
+        instance_id,
+        tenant.id,
+    )
+    try:
+        swept = await retention.sweep(batch=2, unclaimed_grace_seconds=3600)  # several batches of 2
+        assert swept == Swept(messages=0, deliveries=0, unclaimed_statuses=3)
+
+        rows = await db.fetch(
+            "SELECT message_id, status, unclaimed FROM message_statuses WHERE message_id = ANY($1::text[])",
+            [old, new, late],
+        )
+        assert {(r["message_id"], r["status"], r["unclaimed"]) for r in rows} == {
+            (new, "delivered", True),  # within its grace
+            (late, "delivered", False),
+        }
+        assert await retention.sweep(unclaimed_grace_seconds=3600) == Swept(0, 0, 0)
+    finally:
+        await db.execute("DELETE FROM message_statuses WHERE message_id = $1", new)

@@ -91,8 +91,13 @@ async def run(settings: Settings) -> None:
 
     async def sweep_retention() -> None:
         swept = await retention.sweep()
-        if swept.messages or swept.deliveries:
-            log.info("retention: deleted %d messages and %d webhook deliveries", swept.messages, swept.deliveries)
+        if swept.messages or swept.deliveries or swept.unclaimed_statuses:
+            log.info(
+                "retention: deleted %d messages, %d webhook deliveries and %d unclaimed message statuses",
+                swept.messages,
+                swept.deliveries,
+                swept.unclaimed_statuses,
+            )
 
     async def on_elected() -> None:
         await commands.start()
