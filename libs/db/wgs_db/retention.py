@@ -57,10 +57,11 @@ SELECT count(*), count(*) FROM dropped
 """
 
 # Unclaimed statuses past their grace, oldest first (a partial index holds only those): the ones
-# whose message was recorded after them are claimed, the others deleted.
+# whose message was recorded after them are claimed, the others deleted. `OFFSET 0` keeps the
+# check one index probe per candidate (without it, a hash of the whole `messages` table may be planned).
 UNCLAIMED_STATUSES = """
 WITH candidates AS (
-    SELECT s.message_id, s.status, EXISTS (SELECT 1 FROM messages m WHERE m.id = s.message_id) AS claimed
+    SELECT s.message_id, s.status, EXISTS (SELECT 1 FROM messages m WHERE m.id = s.message_id OFFSET 0) AS claimed
       FROM message_statuses s
      WHERE s.unclaimed AND s.at < now() - make_interval(secs => $2)
      ORDER BY s.at LIMIT $1

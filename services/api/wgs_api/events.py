@@ -33,11 +33,13 @@ APPLIED_EVENTS: Final = (subjects.ALL_INSTANCE_STATUS, subjects.ALL_INSTANCE_CON
 # One row per status event, `at` drawn per row in the arrays' (stream) order. A provider's `sent`
 # confirms the one the API recorded while asking it (provisional, decision 35): found through
 # the primary key (the conflict), never by a scan, so the cost stays flat as the table grows.
-# A status of a message no row holds is marked `unclaimed`, for the retention sweep (decision 46).
+# A status of a message no row holds is marked `unclaimed`, for the retention sweep (decision 46);
+# `OFFSET 0` keeps that check one index probe per status: without it, the planner may hash the
+# whole `messages` table instead (as it did on a new, unanalysed table).
 RECORD_MESSAGE_STATUSES = """
 INSERT INTO message_statuses (message_id, status, reason, at, unclaimed)
 SELECT e.message_id, e.status, e.reason, clock_timestamp(),
-       NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id)
+       NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = e.message_id OFFSET 0)
   FROM unnest($1::text[], $2::text[], $3::text[]) AS e(message_id, status, reason)
 ON CONFLICT (message_id, status) DO UPDATE SET provisional = false WHERE message_statuses.provisional
 """
