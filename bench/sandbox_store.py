@@ -57,21 +57,26 @@ def whole_state_provider_class() -> "type[SandboxProvider]":
             self._whole_version = 0
             self._whole_written = 0
 
-        def _seal(self) -> None:
-            if self._ops:
-                self._ops.clear()
-                self._whole_pending = json.dumps(
-                    {
-                        "phone_id": self.phone_id,
-                        "next_seq": self.next_seq,
-                        "outbox": self.outbox,
-                        "sent": self.sent,
-                        "delivered": list(self.delivered),
-                        "version": 1,
-                    },
-                    separators=(",", ":"),
-                ).encode()
-                self._whole_version += 1
+        def write_back(self) -> bool:
+            return False  # the previous store saved acks like any change
+
+        def _seal(self) -> bool:
+            if not self._ops:
+                return False
+            self._ops.clear()
+            self._whole_pending = json.dumps(
+                {
+                    "phone_id": self.phone_id,
+                    "next_seq": self.next_seq,
+                    "outbox": self.outbox,
+                    "sent": self.sent,
+                    "delivered": list(self.delivered),
+                    "version": 1,
+                },
+                separators=(",", ":"),
+            ).encode()
+            self._whole_version += 1
+            return True
 
         async def commit(self) -> None:
             self._seal()

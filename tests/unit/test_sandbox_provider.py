@@ -434,6 +434,49 @@ async def test_ack_drops_events_up_to_seq(provider):
         assert (await call(provider, "POST", "/events/ack", bad))[1]["field"] == "seq"
 
 
+@pytest.fixture
+def disk_flushes(monkeypatch) -> list[int]:
+    """The descriptors of every fdatasync made from now on (still made)."""
+    flushes: list[int] = []
+    fdatasync = store.os.fdatasync
+
+    def counted(fd: int) -> None:
+        flushes.append(fd)
+        fdatasync(fd)
+
+    monkeypatch.setattr(store.os, "fdatasync", counted)
+    return flushes
+
+
+async def test_an_ack_is_written_without_waiting_for_the_disk(provider, disk_flushes):
+    """An ack lost in a crash of the machine only replays events (deduplicated by id), so it is
+    written to the journal without an fdatasync; the next change's fdatasync covers it."""
+    await pair(provider)
+    seq = await last_seq(provider)
+    flushed = len(disk_flushes)
+
+    assert await call(provider, "POST", "/events/ack", {"seq": seq}) == (200, {"acked": seq, "pending": 0})
+    assert await events(provider) == []
+    assert len(disk_flushes) == flushed  # neither the ack nor the read after it waited for the disk
+    journal = provider.store.folder / store.journal_file(provider.store.generation)
+    assert store.read_journal(journal, provider.store.generation)[0][-1] == [["a", seq]]  # yet it is written
+
+    await send(provider, "m1")
+    assert len(disk_flushes) == flushed + 1  # the send waits for its own fdatasync, as before
+
+
+async def test_an_ack_with_other_changes_waiting_is_saved_durably(make, clock, disk_flushes):
+    provider = make(qr_seconds=3)
+    seq = await last_seq(provider)
+    flushed = len(disk_flushes)
+    clock.now += 3  # the ack's request brings the next QR, an event: it must be on disk before any answer
+
+    assert (await call(provider, "POST", "/events/ack", {"seq": seq}))[0] == 200
+    assert len(disk_flushes) == flushed + 1
+    kept = (await events(make()))[0]
+    assert (kept["seq"], kept["type"]) == (seq + 1, "qr")
+
+
 async def test_outbox_and_remembered_ids_are_bounded(provider, monkeypatch):
     monkeypatch.setattr(state_module, "MAX_OUTBOX", 3)
     monkeypatch.setattr(state_module, "MAX_REMEMBERED", 2)

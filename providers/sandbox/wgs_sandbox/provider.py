@@ -118,6 +118,7 @@ class SandboxProvider:
         self._records: list[bytes] = []  # sealed records not yet handed to the store
         self._sealed = 0  # records sealed so far
         self._durable = 0  # records on disk so far
+        self._required = 0  # records that must be on disk before the next answer (all but written-back acks)
         self._flusher: asyncio.Task[None] | None = None
         self._compaction: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()  # set, then replaced, on every new event
@@ -171,7 +172,8 @@ class SandboxProvider:
             response = await route(request)
         except HttpError as exc:
             response = exc.response()
-        await self.commit()
+        if not (route == self._ack and self.write_back()):
+            await self.commit()
         return response
 
     def tick(self) -> None:
@@ -209,12 +211,15 @@ class SandboxProvider:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def _seal(self) -> None:
-        """Close the changes made so far into one journal record (they replay all or not at all)."""
-        if self._ops:
-            self._records.append(store.encode_record(self._ops))
-            self._ops = []
-            self._sealed += 1
+    def _seal(self) -> bool:
+        """Close the changes made so far into one journal record (they replay all or not at all);
+        False when there were none."""
+        if not self._ops:
+            return False
+        self._records.append(store.encode_record(self._ops))
+        self._ops = []
+        self._sealed += 1
+        return True
 
     async def commit(self) -> None:
         """Return once every change made so far is on disk.
@@ -226,12 +231,36 @@ class SandboxProvider:
         and a thread cost two more wake-ups per flush (decision 40). Callers wait on a shielded
         task: a cancelled request cannot cut a write short.
         """
-        self._seal()
-        wanted = self._sealed
-        while self._durable < wanted:
+        if self._seal():
+            self._required = self._sealed
+        while self._durable < self._required:
             if self._flusher is None or self._flusher.done():
                 self._flusher = asyncio.get_running_loop().create_task(self._flush())
             await asyncio.shield(self._flusher)
+
+    def write_back(self) -> bool:
+        """Write acks to the journal without waiting for the disk (True); False, and nothing done,
+        when other changes wait to be saved or a flush runs (then `commit`).
+
+        An ack lost in a crash of the machine only means that the events after the last durable
+        ack are read and published again, and replays are deduplicated by event id
+        (`docs/provider-contract.md` 5). A crash of the provider alone loses nothing (the page
+        cache keeps the write), and the next commit's fdatasync makes it durable with its own
+        records. Any other change must be on disk before an answer that shows it leaves.
+        """
+        if self._records or any(op[0] != "a" for op in self._ops):
+            return False
+        if self._flusher is not None and not self._flusher.done():
+            return False  # a compaction may be switching journals: the order of appends is the flush's
+        self._seal()
+        if self._records:
+            records, self._records = self._records, []
+            try:
+                self.store.append(b"".join(records), sync=False)
+            except Exception:
+                self._records[:0] = records  # written by the next commit, after the damaged tail is cut off
+                raise
+        return True
 
     async def _flush(self) -> None:
         """Append the sealed records; start a compaction when the journal is over its bound.

@@ -267,8 +267,9 @@ class Store:
         """True when the journal, after `incoming` more bytes, is over its bound."""
         return self.size + incoming > max(MAX_JOURNAL_BYTES, 2 * self.snapshot_size)
 
-    def append(self, records: bytes) -> None:
-        """Append encoded records durably (fdatasync)."""
+    def append(self, records: bytes, *, sync: bool = True) -> None:
+        """Append encoded records: durably (fdatasync), or with `sync=False` only as far as the page
+        cache (they survive a crash of the process; the next synced append makes them durable)."""
         if self.fd is None:
             self._open()
         elif self.damaged:
@@ -277,7 +278,8 @@ class Store:
         assert self.fd is not None
         try:
             write_all(self.fd, records)
-            os.fdatasync(self.fd)
+            if sync:
+                os.fdatasync(self.fd)
         except BaseException:
             self.damaged = True
             raise
