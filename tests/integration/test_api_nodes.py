@@ -77,6 +77,13 @@ async def test_bad_node_bodies_are_422_and_write_nothing(client: httpx.AsyncClie
     missing = await client.post("/admin/nodes", json={"name": "ok-name"}, headers=ADMIN)
     assert missing.status_code == 422
     assert missing.json()["field"] == "dockerHost"
+    for field in ("dockerHost", "publicHost"):
+        too_long = await client.post(
+            "/admin/nodes", json={"name": "long-host", "dockerHost": "h", "publicHost": "p", field: "h" * 1025},
+            headers=ADMIN,
+        )  # fmt: skip
+        assert too_long.status_code == 422, too_long.text
+        assert too_long.json()["field"] == field
     assert await db.fetchval("SELECT count(*) FROM nodes") == before
 
 

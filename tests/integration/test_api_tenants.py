@@ -1,8 +1,10 @@
 """Tenants and API keys: created by operators, shown once, stored hashed, rotated and revoked."""
 
 import hashlib
+import uuid
 
 import httpx
+import pytest
 from wgs_devstack.services import ApiService
 from wgs_kit.waiting import wait_until
 
@@ -65,6 +67,45 @@ async def test_bad_tenant_requests(client: httpx.AsyncClient, db) -> None:
     assert await db.fetchval("SELECT count(*) FROM tenants") == before
     assert (await client.get("/admin/tenants/999999", headers=ADMIN)).status_code == 404
     assert (await client.delete(f"/admin/tenants/{tenant.id}/keys/999999", headers=ADMIN)).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("maxInstances", -1),
+        ("maxInstances", 99_999_999_999),  # beyond PostgreSQL's integer: was a 500
+        ("sendRatePerSecond", 0),
+        ("sendRatePerSecond", 1e-300),
+        ("sendRatePerSecond", 1e308),  # was taken, then its sends were 500s (the refill overflowed a double)
+        ("sendBurst", 0),
+        ("sendBurst", 99_999_999_999),
+    ],
+)
+async def test_tenant_limits_out_of_range_are_422_and_change_nothing(
+    client: httpx.AsyncClient, db, field: str, value: float
+) -> None:
+    tenant = await create_tenant(client)
+    before = await db.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant.id)
+    count = await db.fetchval("SELECT count(*) FROM tenants")
+
+    created = await client.post(
+        "/admin/tenants", json={"name": f"bad-{uuid.uuid4().hex[:8]}", field: value}, headers=ADMIN
+    )
+    patched = await client.patch(f"/admin/tenants/{tenant.id}", json={field: value}, headers=ADMIN)
+
+    for response in (created, patched):
+        assert response.status_code == 422, response.text
+        assert response.json()["field"] == field
+    assert await db.fetchval("SELECT count(*) FROM tenants") == count
+    assert await db.fetchrow("SELECT * FROM tenants WHERE id = $1", tenant.id) == before
+
+
+async def test_the_largest_tenant_limits_are_taken(client: httpx.AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    largest = {"maxInstances": 1_000_000, "sendRatePerSecond": 1_000_000, "sendBurst": 1_000_000}
+    patched = await client.patch(f"/admin/tenants/{tenant.id}", json=largest, headers=ADMIN)
+    assert patched.status_code == 200, patched.text
+    assert {k: patched.json()[k] for k in largest} == largest
 
 
 async def test_a_tenants_retention_is_30_days_unless_set_and_bad_values_are_422(client: httpx.AsyncClient, db) -> None:

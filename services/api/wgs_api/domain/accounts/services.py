@@ -21,6 +21,12 @@ from wgs_api.patching import unset_to_none
 
 KEY_USE_RESOLUTION = timedelta(seconds=60)
 MIN_RETENTION_DAYS, MAX_RETENTION_DAYS = 1, 3650  # as the `tenants` table checks
+# Upper bounds that keep the rate-limit arithmetic finite (a bucket refills `rate x seconds idle`
+# tokens in a double) and the counts inside PostgreSQL's `integer`; the lowest rate waits
+# 1,000 s for a token.
+MAX_INSTANCES_LIMIT = 1_000_000
+MIN_SEND_RATE, MAX_SEND_RATE = 0.001, 1_000_000.0
+MAX_SEND_BURST = 1_000_000
 TENANT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,127}$")
 
 
@@ -59,13 +65,13 @@ def validate_tenant(data: schemas.TenantCreate) -> None:
 
 
 def check_limits(max_instances: int | None, rate: float | None, burst: int | None, retention_days: int | None) -> None:
-    """Reject negative quotas, non-positive send rates and retention out of range with a 422 naming the field."""
-    if max_instances is not None and max_instances < 0:
-        raise Invalid("maxInstances: must be zero or more", field="maxInstances")
-    if rate is not None and not rate > 0:
-        raise Invalid("sendRatePerSecond: must be positive", field="sendRatePerSecond")
-    if burst is not None and burst < 1:
-        raise Invalid("sendBurst: must be at least 1", field="sendBurst")
+    """Reject quotas, send rates, bursts and retention out of their ranges with a 422 naming the field."""
+    if max_instances is not None and not 0 <= max_instances <= MAX_INSTANCES_LIMIT:
+        raise Invalid(f"maxInstances: must be 0-{MAX_INSTANCES_LIMIT}", field="maxInstances")
+    if rate is not None and not MIN_SEND_RATE <= rate <= MAX_SEND_RATE:
+        raise Invalid(f"sendRatePerSecond: must be {MIN_SEND_RATE:g}-{MAX_SEND_RATE:.0f}", field="sendRatePerSecond")
+    if burst is not None and not 1 <= burst <= MAX_SEND_BURST:
+        raise Invalid(f"sendBurst: must be 1-{MAX_SEND_BURST}", field="sendBurst")
     if retention_days is not None and not MIN_RETENTION_DAYS <= retention_days <= MAX_RETENTION_DAYS:
         raise Invalid(f"retentionDays: must be {MIN_RETENTION_DAYS}-{MAX_RETENTION_DAYS} days", field="retentionDays")
 

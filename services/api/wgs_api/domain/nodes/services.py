@@ -19,6 +19,7 @@ from wgs_api.messaging import ApiMessaging
 from wgs_api.patching import unset_to_none
 
 NODE_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+MAX_HOST_LENGTH = 1024  # a Docker URL or host name; longer is a mistake, not an address
 NODE_IN_USE = "Cannot delete node because it has instances assigned to it."
 
 
@@ -61,6 +62,8 @@ def validate_fields(name: str | None, docker_host: str | None, public_host: str 
     for field, value in (("dockerHost", docker_host), ("publicHost", public_host)):
         if value is not None and not value.strip():
             raise Invalid(f"{field}: must not be empty", field=field)
+        if value is not None and len(value) > MAX_HOST_LENGTH:
+            raise Invalid(f"{field}: at most {MAX_HOST_LENGTH} characters", field=field)
 
 
 async def fetch_node(node_id: int) -> dict[str, Any]:
