@@ -50,6 +50,7 @@ async def test_pair_by_qr_and_by_code_then_message_a_to_b(
     )
     assert unpaired.status_code == 503, unpaired.text
     assert unpaired.json()["error"] == "Client not connected"
+    assert unpaired.json()["code"] == "unavailable"
 
     png = await client.get(f"/api/instances/{a['id']}/qr", headers=tenant_a.headers)
     assert png.status_code == 200, png.text
@@ -67,6 +68,7 @@ async def test_pair_by_qr_and_by_code_then_message_a_to_b(
     assert view_a["phoneId"] == a["phoneNumber"]
     after = await client.get(f"/api/instances/{a['id']}/qr", headers=tenant_a.headers)
     assert after.status_code == 409
+    assert after.json() == {"error": "already connected", "code": "conflict"}  # the provider's, with its code
 
     await connection_is(client, tenant_b, b["id"], "qr")
     code = await client.post(

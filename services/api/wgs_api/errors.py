@@ -96,6 +96,22 @@ ERROR_BY_STATUS: dict[int, type[ApiError]] = {
 }
 
 
+CODE_BY_STATUS: dict[int, ErrorCode] = {
+    400: ErrorCode.VALIDATION,
+    401: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    409: ErrorCode.CONFLICT,
+    422: ErrorCode.VALIDATION,
+    429: ErrorCode.RATE_LIMITED,
+    504: ErrorCode.TIMEOUT,
+}
+
+
+def code_for_status(status: int) -> ErrorCode:
+    """The error code that goes with an HTTP status passed through from elsewhere (a provider)."""
+    return CODE_BY_STATUS.get(status, ErrorCode.UNAVAILABLE if status >= 500 else ErrorCode.VALIDATION)
+
+
 def error_for_status(status: int, message: str) -> ApiError:
     """The ApiError answering with `status` (502 start_failed for any other failure)."""
     return ERROR_BY_STATUS.get(status, StartFailed)(message)
@@ -165,4 +181,5 @@ __all__ = [
     "StartFailed",
     "Unauthorized",
     "Unavailable",
+    "code_for_status",
 ]

@@ -24,7 +24,7 @@ from wgs_api.domain.messaging import schemas, send_keys
 from wgs_api.domain.messaging.rate_limit import send_context
 from wgs_api.domain.messaging.relay import SendRelay, relay_sends
 from wgs_api.domain.messaging.validation import validate_send
-from wgs_api.errors import ApiError, Conflict, Invalid, NotFound, RateLimited, Unavailable
+from wgs_api.errors import ApiError, Conflict, Invalid, NotFound, RateLimited, Unavailable, code_for_status
 from wgs_api.messaging import ApiMessaging
 
 NOT_CONNECTED = "Client not connected"
@@ -32,11 +32,12 @@ log = logging.getLogger(__name__)
 
 
 class ProviderAnswer(ApiError):
-    """A provider's own error answer, passed through with its status."""
+    """A provider's own error answer, passed through with its status and the code that goes with it."""
 
     def __init__(self, status: int, message: str, field: str | None = None) -> None:
         super().__init__(message, field=field)
         self.status_code = status
+        self.code = code_for_status(status)
 
 
 async def node_name(row: dict[str, Any]) -> str | None:
