@@ -141,3 +141,37 @@ async def test_bad_update_is_422_and_changes_nothing(client: httpx.AsyncClient) 
     bad_status = await client.get(f"{path}/deliveries?status=lost", headers=tenant.headers)
     assert bad_status.status_code == 422
     assert bad_status.json()["field"] == "status"
+
+
+async def test_the_delivery_log_pages_newest_first_with_before(client: httpx.AsyncClient, db) -> None:
+    tenant = await create_tenant(client)
+    endpoint = await client.post("/api/webhooks", json={"url": RECEIVER, "enabled": False}, headers=tenant.headers)
+    endpoint_id = endpoint.json()["id"]
+    ids = [
+        await db.fetchval(
+            "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, payload, status)"
+            " VALUES ($1, $2, 'message', '{}', $3) RETURNING id",
+            endpoint_id,
+            f"event-{n}",
+            "dead" if n % 2 else "delivered",
+        )
+        for n in range(5)
+    ]
+    path = f"/api/webhooks/{endpoint_id}/deliveries"
+
+    async def page(**params) -> list[int]:
+        response = await client.get(path, params=params, headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        return [d["id"] for d in response.json()]
+
+    first = await page(limit=2)
+    second = await page(limit=2, before=first[-1])
+    third = await page(limit=2, before=second[-1])
+    assert first + second + third == ids[::-1]
+    assert await page(limit=2, before=ids[0]) == []
+    assert await page(status="dead", before=ids[3]) == [ids[1]]
+    for bad in ("0", "-1", "abc", str(2**63)):
+        response = await client.get(path, params={"before": bad}, headers=tenant.headers)
+        assert response.status_code in (400, 422), response.text
+        assert response.json()["field"] == "before"
+    await client.delete(f"/api/webhooks/{endpoint_id}", headers=tenant.headers)  # its deliveries go with it

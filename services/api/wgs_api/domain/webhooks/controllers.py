@@ -70,9 +70,12 @@ class WebhookController(Controller):
         endpoint_id: int,
         status: str | None = Parameter(default=None, description="pending, sending, delivered or dead"),
         limit: int = Parameter(default=50, ge=1, le=500),
+        before: int | None = Parameter(
+            default=None, ge=1, le=2**63 - 1, description="only deliveries with a smaller id: the next page"
+        ),
     ) -> list[schemas.Delivery]:
-        """The endpoint's deliveries, newest first."""
-        return await services.list_deliveries(tenant_id, endpoint_id, status, limit)
+        """The endpoint's deliveries, newest first; `before` the last id of a page gives the next one."""
+        return await services.list_deliveries(tenant_id, endpoint_id, status, limit, before)
 
     @get(DELIVERY, operation_id="GetWebhookDelivery")
     async def delivery(self, tenant_id: int, endpoint_id: int, delivery_id: int) -> schemas.DeliveryDetail:

@@ -186,14 +186,18 @@ async def rotate_secret(tenant_id: int, endpoint_id: int) -> schemas.EndpointWit
     return endpoint_with_secret(rows[0])
 
 
-async def list_deliveries(tenant_id: int, endpoint_id: int, status: str | None, limit: int) -> list[schemas.Delivery]:
-    """The endpoint's deliveries, newest first, optionally of one status."""
+async def list_deliveries(
+    tenant_id: int, endpoint_id: int, status: str | None, limit: int, before: int | None = None
+) -> list[schemas.Delivery]:
+    """The endpoint's deliveries, newest first, optionally of one status and with ids below `before`."""
     if status is not None and status not in DELIVERY_STATUSES:
         raise Invalid(f"status: expected one of {', '.join(DELIVERY_STATUSES)}", field="status")
     await fetch_own_endpoint(tenant_id, endpoint_id)
     query = WebhookDelivery.select().where(WebhookDelivery.endpoint == endpoint_id)
     if status is not None:
         query = query.where(WebhookDelivery.status == status)
+    if before is not None:
+        query = query.where(WebhookDelivery.id < before)
     rows = await query.order_by(WebhookDelivery.id, ascending=False).limit(limit)
     return [delivery_view(r) for r in rows]
 
