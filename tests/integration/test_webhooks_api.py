@@ -1,5 +1,6 @@
 """Webhook endpoints through the real API and PostgreSQL: CRUD, secrets, tenant isolation, 422s."""
 
+import asyncio
 import base64
 
 import httpx
@@ -175,3 +176,26 @@ async def test_the_delivery_log_pages_newest_first_with_before(client: httpx.Asy
         assert response.status_code in (400, 422), response.text
         assert response.json()["field"] == "before"
     await client.delete(f"/api/webhooks/{endpoint_id}", headers=tenant.headers)  # its deliveries go with it
+
+
+async def test_a_scope_holds_at_most_25_endpoints_even_when_created_at_once(client: httpx.AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await create_instance(client, tenant)
+    for path in ("/api/webhooks", f"/api/instances/{instance_id}/webhooks"):
+        answers = await asyncio.gather(
+            *(client.post(path, json={"url": RECEIVER, "enabled": False}, headers=tenant.headers) for _ in range(30))
+        )
+        assert sorted(a.status_code for a in answers) == [201] * 25 + [409] * 5
+        refused = next(a for a in answers if a.status_code == 409).json()
+        assert refused["code"] == "conflict"
+        assert "At most 25 webhook endpoints" in refused["error"]
+        assert len((await client.get(path, headers=tenant.headers)).json()) == 25
+    other_instance = await create_instance(client, tenant)  # each scope counts on its own
+    created = await client.post(
+        f"/api/instances/{other_instance}/webhooks", json={"url": RECEIVER}, headers=tenant.headers
+    )
+    assert created.status_code == 201, created.text
+    for instance in (instance_id, other_instance):
+        await client.delete(f"/api/instances/{instance}", headers=tenant.headers)
+    for endpoint in (await client.get("/api/webhooks", headers=tenant.headers)).json():
+        await client.delete(f"/api/webhooks/{endpoint['id']}", headers=tenant.headers)

@@ -5,7 +5,8 @@ from typing import Any, Final
 
 import msgspec
 from wgs_contracts.instance_events import EVENT_KINDS
-from wgs_db.tables import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from wgs_db.engine import DB
+from wgs_db.tables import Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from wgs_kit.urls import RefusedUrl, allow_private_from_env, check_url
 
 from wgs_api.domain.instances.services import fetch_own
@@ -15,6 +16,9 @@ from wgs_api.errors import Conflict, Invalid, NotFound
 EVENT_FILTERS: Final = frozenset({"*", *EVENT_KINDS})
 DELIVERY_STATUSES: Final = ("pending", "sending", "delivered", "dead")
 DESCRIPTION_MAX = 512
+# Endpoints of one scope (the tenant's own, or one instance's): every event is posted to each of
+# its scope's endpoints, so a scope's count multiplies the webhooks service's work for every event.
+MAX_ENDPOINTS_PER_SCOPE: Final = 25
 
 INSERT_ENDPOINT = """
 INSERT INTO webhook_endpoints (tenant_id, instance_id, url, events, enabled, description)
@@ -123,9 +127,18 @@ async def create_endpoint(
     events = validate_events(data.events)
     validate_description(data.description)
     await validate_url(data.url)
-    rows = await WebhookEndpoint.raw(
-        INSERT_ENDPOINT, tenant_id, instance_id, data.url, events, data.enabled, data.description
-    )
+    async with DB.transaction():  # the tenant's row lock makes concurrent creations count one after the other
+        await Tenant.select(Tenant.id).where(Tenant.id == tenant_id).first().lock_rows("NO KEY UPDATE")
+        scope = WebhookEndpoint.instance.is_null() if instance_id is None else WebhookEndpoint.instance == instance_id
+        if (
+            await WebhookEndpoint.count().where((WebhookEndpoint.tenant == tenant_id) & scope)
+            >= MAX_ENDPOINTS_PER_SCOPE
+        ):
+            owner = "the tenant" if instance_id is None else "an instance"
+            raise Conflict(f"At most {MAX_ENDPOINTS_PER_SCOPE} webhook endpoints for {owner}; delete one first.")
+        rows = await WebhookEndpoint.raw(
+            INSERT_ENDPOINT, tenant_id, instance_id, data.url, events, data.enabled, data.description
+        )
     return endpoint_with_secret(rows[0])
 
 
