@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from tests.support.api import create_tenant, unique_phone
+from tests.support.api import create_tenant, pending_instance, unique_phone
 
 
 @pytest.mark.parametrize(
@@ -90,3 +90,26 @@ async def test_bad_wait_parameter_is_rejected(client: httpx.AsyncClient, db) -> 
     assert response.status_code in (400, 422)
     assert "error" in response.json()
     assert await db.fetchval("SELECT count(*) FROM instances WHERE tenant_id = $1", tenant.id) == 0
+
+
+async def test_the_instance_list_pages_oldest_first_with_limit_and_after(client: httpx.AsyncClient) -> None:
+    tenant = await create_tenant(client)
+    ids = [await pending_instance(client, tenant) for _ in range(3)]
+
+    async def page(**params) -> list[int]:
+        response = await client.get("/api/instances", params=params, headers=tenant.headers)
+        assert response.status_code == 200, response.text
+        return [instance["id"] for instance in response.json()]
+
+    try:
+        assert await page() == ids  # all of them without paging (the original contract)
+        first = await page(limit=2)
+        assert first + await page(limit=2, after=first[-1]) == ids
+        assert await page(after=ids[-1]) == []
+        for name, bad in (("limit", "0"), ("limit", "1001"), ("limit", "x"), ("after", "-1"), ("after", str(2**31))):
+            response = await client.get("/api/instances", params={name: bad}, headers=tenant.headers)
+            assert response.status_code in (400, 422), response.text
+            assert response.json()["field"] == name
+    finally:
+        for instance_id in ids:
+            await client.delete(f"/api/instances/{instance_id}", headers=tenant.headers)

@@ -10,6 +10,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_202_ACCEPTED, HTTP_204_NO_CO
 from wgs_api.config import get_settings
 from wgs_api.domain.accounts.guards import current_tenant_id
 from wgs_api.domain.instances import schemas, services
+from wgs_api.ids import MAX_ID
 
 
 class InstanceController(Controller):
@@ -50,9 +51,14 @@ class InstanceController(Controller):
         return Response(view, status_code=HTTP_200_OK if settled else HTTP_202_ACCEPTED)
 
     @get("/", operation_id="ListInstances")
-    async def list_all(self, tenant_id: int) -> list[schemas.Instance]:
-        """List your instances."""
-        return await services.list_own(tenant_id)
+    async def list_all(
+        self,
+        tenant_id: int,
+        limit: int | None = Parameter(default=None, ge=1, le=1000, description="at most this many (default: all)"),
+        after: int | None = Parameter(default=None, ge=0, le=MAX_ID, description="only ids above: the next page"),
+    ) -> list[schemas.Instance]:
+        """List your instances, oldest first; `after` the last id of a page (with `limit`) gives the next one."""
+        return await services.list_own(tenant_id, limit=limit, after=after)
 
     @get("/{instance_id:int}", operation_id="GetInstance")
     async def get_one(self, tenant_id: int, instance_id: int) -> schemas.Instance:

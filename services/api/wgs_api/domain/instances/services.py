@@ -56,9 +56,13 @@ async def fetch_own(tenant_id: int, instance_id: int) -> dict[str, Any]:
     return row
 
 
-async def list_own(tenant_id: int) -> list[schemas.Instance]:
-    """The tenant's instances, oldest first."""
-    rows = await Instance.select().where(Instance.tenant == tenant_id).order_by(Instance.id)
+async def list_own(tenant_id: int, *, limit: int | None = None, after: int | None = None) -> list[schemas.Instance]:
+    """The tenant's instances, oldest first: all of them, or `limit` with ids above `after`."""
+    query = Instance.select().where(Instance.tenant == tenant_id)
+    if after is not None:
+        query = query.where(Instance.id > after)
+    query = query.order_by(Instance.id)
+    rows = await (query if limit is None else query.limit(limit))
     return [instance_view(r) for r in rows]
 
 
