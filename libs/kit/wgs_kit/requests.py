@@ -1,5 +1,8 @@
 """Answering core-NATS requests concurrently: every request runs in its own task.
 
+A request that fails is not answered (its requester times out): a malformed one (a body its
+handler cannot decode) is logged as one warning line, any other failure with its traceback.
+
 nats-py (and FastStream, with its default of one worker) handle a subscription's
 messages one after the other; a request that waits on something slow (a provider
 that fsyncs, a migration that waits for a node) would hold up every later one.
@@ -10,12 +13,14 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from wgs_contracts import headers
 
 from wgs_kit.logs import new_trace_id, trace_id_var
+from wgs_kit.messaging import UnsupportedSchemaVersion
 
 log = logging.getLogger(__name__)
 Handler = Callable[[bytes], Awaitable[bytes]]
@@ -46,6 +51,8 @@ class RequestServer:
             reply = await handler(msg.data)
             if msg.reply:
                 await msg.respond(reply)
+        except (msgspec.DecodeError, msgspec.ValidationError, UnsupportedSchemaVersion) as exc:
+            log.warning("malformed request on %s, not answered (the requester times out): %s", msg.subject, exc)
         except Exception:
             log.exception("answering a request on %s failed (the requester times out)", msg.subject)
         finally:
