@@ -2,12 +2,13 @@
 error, never a 500.
 
 A sweep over the document, so that a new route is covered without a new test: each operation
-with each bad body, its path ids either the test's own (a tenant, a pending instance, a disabled
-webhook endpoint, a cordoned node without a Docker engine) or ids that cannot exist. DELETEs go
-to ids that cannot exist only. Every answer must be a 2xx, or a JSON error that is a 4xx or a
-503. What the sweep created (API keys, instances, webhook endpoints, a node) is deleted after
-it. It found the tenant limits that reached PostgreSQL unchecked (`maxInstances` and
-`sendBurst` beyond its `integer` were 500s).
+with each bad body and each of its query parameters with bad values, its path ids either the
+test's own (a tenant, a pending instance, a disabled webhook endpoint, a cordoned node without
+a Docker engine) or ids that cannot exist. DELETEs go to ids that cannot exist only. Every
+answer must be a 2xx, or a JSON error that is a 4xx or a 503. What the sweep created (API
+keys, instances, webhook endpoints, a node) is deleted after it. It found the tenant limits
+that reached PostgreSQL unchecked (`maxInstances` and `sendBurst` beyond its `integer` were
+500s).
 """
 
 import json
@@ -41,6 +42,7 @@ BAD_BODIES: tuple[bytes, ...] = (
     b'{"seq": true, "code": 5, "schedulable": "yes", "retentionDays": "thirty"}',
 )
 IMPOSSIBLE_IDS = ("0", "-1", "2147483648", "99999999999999999999", "abc")
+BAD_QUERY_VALUES = ("", "-1", "abc", "1e308", "99999999999999999999")
 
 
 def bad_answer(response: httpx.Response) -> str | None:
@@ -118,12 +120,20 @@ async def test_bad_input_to_every_route_is_a_4xx_json_error(client: httpx.AsyncC
             headers["content-type"] = "application/json"
             for method in operations.keys() & {"get", "post", "put", "patch", "delete"}:
                 bodies = BAD_BODIES if method in ("post", "put", "patch") else (None,)
+                queries = [
+                    {parameter["name"]: value}
+                    for parameter in operations[method].get("parameters", [])
+                    if parameter["in"] == "query"
+                    for value in BAD_QUERY_VALUES
+                ]
                 for url in urls(path, method, ids):
-                    for body in bodies:
-                        response = await client.request(method.upper(), url, content=body, headers=headers)
+                    for body, query in [(body, {}) for body in bodies] + [(bodies[0], query) for query in queries]:
+                        response = await client.request(
+                            method.upper(), url, params=query, content=body, headers=headers
+                        )
                         answered += 1
                         if (problem := bad_answer(response)) is not None:
-                            problems.append(f"{method.upper()} {url} {(body or b'')[:60]!r}: {problem}")
+                            problems.append(f"{method.upper()} {url} {query} {(body or b'')[:60]!r}: {problem}")
     finally:
         nodes_after = {node["id"] for node in (await client.get("/admin/nodes", headers=ADMIN)).json()}
         await delete_what_the_sweep_made(client, tenant, nodes_after - nodes_before)
