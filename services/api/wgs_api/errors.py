@@ -6,7 +6,7 @@ import re
 
 import msgspec
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import (
     HTTP_400_BAD_REQUEST,
     HTTP_401_UNAUTHORIZED,
@@ -108,7 +108,7 @@ CODE_BY_STATUS: dict[int, ErrorCode] = {
 
 
 def code_for_status(status: int) -> ErrorCode:
-    """The error code that goes with an HTTP status passed through from elsewhere (a provider)."""
+    """The error code that goes with an HTTP status not raised as an ApiError (a provider's, Litestar's)."""
     return CODE_BY_STATUS.get(status, ErrorCode.UNAVAILABLE if status >= 500 else ErrorCode.VALIDATION)
 
 
@@ -148,10 +148,7 @@ def handle_validation(_: Request, exc: ValidationException) -> Response[bytes]:
 
 def handle_http(_: Request, exc: HTTPException) -> Response[bytes]:
     """Other HTTP errors raised by Litestar itself (404 route, 405 method...)."""
-    code = ErrorCode.NOT_FOUND if isinstance(exc, NotFoundException) else ErrorCode.VALIDATION
-    if exc.status_code == HTTP_401_UNAUTHORIZED:
-        code = ErrorCode.UNAUTHORIZED
-    return error_response(exc.status_code, ErrorBody(error=str(exc.detail), code=code))
+    return error_response(exc.status_code, ErrorBody(error=str(exc.detail), code=code_for_status(exc.status_code)))
 
 
 def handle_unexpected(request: Request, exc: Exception) -> Response[bytes]:
