@@ -135,7 +135,7 @@ async def test_a_sweep_deletes_only_what_each_tenants_retention_no_longer_covers
     default_finished = [await aged_delivery(db, default_hook, "dead", days) for days in (29, 31)]
 
     assert await retention.sweep(batch=2) == Swept(
-        messages=4, deliveries=3, unclaimed_statuses=0
+        messages=4, deliveries=3, unclaimed_statuses=0, expired_secrets=0
     )  # several batches of 2
 
     messages = [*brief_old, brief_new, default_kept, default_old]
@@ -154,7 +154,7 @@ async def test_a_sweep_deletes_only_what_each_tenants_retention_no_longer_covers
     )
 
     assert await retention.sweep(batch=2) == Swept(
-        messages=0, deliveries=0, unclaimed_statuses=0
+        messages=0, deliveries=0, unclaimed_statuses=0, expired_secrets=0
     )  # nothing expired is left
 
     history = f"/api/instances/{brief_instance}/messages"
@@ -175,12 +175,12 @@ async def test_a_sweep_stops_at_its_budget_and_the_next_one_goes_on(
     deliveries = [await aged_delivery(db, endpoint_id, "delivered", 3) for _ in range(3)]
 
     assert await retention.sweep(batch=1, budget_seconds=0) == Swept(
-        messages=1, deliveries=1, unclaimed_statuses=0
+        messages=1, deliveries=1, unclaimed_statuses=0, expired_secrets=0
     )  # one batch of each
     assert len(await kept_messages(db, messages)) == 2
     assert len(await kept_deliveries(db, deliveries)) == 2
 
-    assert await retention.sweep(batch=1) == Swept(messages=2, deliveries=2, unclaimed_statuses=0)
+    assert await retention.sweep(batch=1) == Swept(messages=2, deliveries=2, unclaimed_statuses=0, expired_secrets=0)
     assert await kept_messages(db, messages) == {}
     assert await kept_deliveries(db, deliveries) == {}
 
@@ -194,12 +194,38 @@ async def test_a_longer_retention_keeps_what_a_shorter_one_deleted(
     changed = await client.patch(f"/admin/tenants/{tenant.id}", json={"retentionDays": 7}, headers=ADMIN)
     assert changed.status_code == 200, changed.text
 
-    assert await retention.sweep() == Swept(messages=0, deliveries=0, unclaimed_statuses=0)
+    assert await retention.sweep() == Swept(messages=0, deliveries=0, unclaimed_statuses=0, expired_secrets=0)
     assert await kept_messages(db, [message_id]) == {message_id: (2, 1)}
 
     await client.patch(f"/admin/tenants/{tenant.id}", json={"retentionDays": 4}, headers=ADMIN)
-    assert await retention.sweep() == Swept(messages=1, deliveries=0, unclaimed_statuses=0)
+    assert await retention.sweep() == Swept(messages=1, deliveries=0, unclaimed_statuses=0, expired_secrets=0)
     assert await kept_messages(db, [message_id]) == {}
+
+
+async def test_a_sweep_erases_rotated_out_webhook_secrets_once_their_grace_is_over(
+    client: httpx.AsyncClient, db, api_pool, made: Made
+) -> None:
+    tenant = await create_tenant(client)
+    over, running = await made.disabled_endpoint(tenant), await made.disabled_endpoint(tenant)
+    for endpoint_id, seconds_left in ((over, -1), (running, 3600)):
+        await db.execute(
+            "UPDATE webhook_endpoints SET previous_secret = 'whsec_b2xk',"
+            " previous_secret_expires_at = now() + $2 * interval '1 second' WHERE id = $1",
+            endpoint_id,
+            seconds_left,
+        )
+
+    assert (await retention.sweep()).expired_secrets == 1
+
+    rows = await db.fetch(
+        "SELECT id, previous_secret, previous_secret_expires_at IS NOT NULL AS expiring FROM webhook_endpoints"
+        " WHERE id = ANY($1::int[])",
+        [over, running],
+    )
+    assert {row["id"]: (row["previous_secret"], row["expiring"]) for row in rows} == {
+        over: (None, False),
+        running: ("whsec_b2xk", True),
+    }
 
 
 async def test_the_scheduler_leader_sweeps_when_it_is_elected(
@@ -263,7 +289,7 @@ async def test_unclaimed_statuses_are_deleted_after_their_grace_unless_their_mes
     )
     try:
         swept = await retention.sweep(batch=2, unclaimed_grace_seconds=3600)  # several batches of 2
-        assert swept == Swept(messages=0, deliveries=0, unclaimed_statuses=3)
+        assert swept == Swept(messages=0, deliveries=0, unclaimed_statuses=3, expired_secrets=0)
 
         rows = await db.fetch(
             "SELECT message_id, status, unclaimed FROM message_statuses WHERE message_id = ANY($1::text[])",
@@ -273,6 +299,6 @@ async def test_unclaimed_statuses_are_deleted_after_their_grace_unless_their_mes
             (new, "delivered", True),  # within its grace
             (late, "delivered", False),
         }
-        assert await retention.sweep(unclaimed_grace_seconds=3600) == Swept(0, 0, 0)
+        assert await retention.sweep(unclaimed_grace_seconds=3600) == Swept(0, 0, 0, 0)
     finally:
         await db.execute("DELETE FROM message_statuses WHERE message_id = $1", new)

@@ -2,6 +2,7 @@
 
 import asyncio
 import base64
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -55,10 +56,13 @@ async def test_tenant_endpoint_create_list_get_update_rotate_delete(client: http
     assert patched.json()["description"] is None
     assert patched.json()["url"] == RECEIVER
 
+    assert endpoint["previousSecretExpiresAt"] is None
     rotated = await client.post(f"{path}/rotate-secret", headers=tenant.headers)
     assert rotated.status_code == 200
     assert_secret(rotated.json()["secret"])
     assert rotated.json()["secret"] != endpoint["secret"]
+    grace_ends = datetime.fromisoformat(rotated.json()["previousSecretExpiresAt"])
+    assert abs(grace_ends - (datetime.now(grace_ends.tzinfo) + timedelta(days=1))) < timedelta(minutes=1)  # the default
     assert (await client.get(path, headers=tenant.headers)).json()["secret"] == rotated.json()["secret"]
 
     assert (await client.delete(path, headers=tenant.headers)).status_code == 204
@@ -199,3 +203,43 @@ async def test_a_scope_holds_at_most_25_endpoints_even_when_created_at_once(clie
         await client.delete(f"/api/instances/{instance}", headers=tenant.headers)
     for endpoint in (await client.get("/api/webhooks", headers=tenant.headers)).json():
         await client.delete(f"/api/webhooks/{endpoint['id']}", headers=tenant.headers)
+
+
+async def test_a_rotated_out_secret_keeps_signing_for_the_grace_asked_for(client: httpx.AsyncClient, db) -> None:
+    tenant = await create_tenant(client)
+    endpoint = (await client.post("/api/webhooks", json={"url": RECEIVER}, headers=tenant.headers)).json()
+    path = f"/api/webhooks/{endpoint['id']}/rotate-secret"
+
+    async def stored() -> tuple[str, str | None, datetime | None]:
+        row = await db.fetchrow(
+            "SELECT secret, previous_secret, previous_secret_expires_at FROM webhook_endpoints WHERE id = $1",
+            endpoint["id"],
+        )
+        return row["secret"], row["previous_secret"], row["previous_secret_expires_at"]
+
+    graced = await client.post(path, json={"graceSeconds": 60}, headers=tenant.headers)
+    assert graced.status_code == 200, graced.text
+    secret, previous, expires_at = await stored()
+    assert (secret, previous) == (graced.json()["secret"], endpoint["secret"])
+    assert datetime.fromisoformat(graced.json()["previousSecretExpiresAt"]) == expires_at
+    assert timedelta(seconds=50) < expires_at - datetime.now(expires_at.tzinfo) <= timedelta(seconds=60)
+
+    at_once = await client.post(path, json={"graceSeconds": 0}, headers=tenant.headers)  # e.g. the secret leaked
+    assert at_once.status_code == 200, at_once.text
+    assert at_once.json()["previousSecretExpiresAt"] is None
+    assert await stored() == (at_once.json()["secret"], None, None)  # the earlier one's grace ends too
+
+    for body, field in (
+        ({"graceSeconds": -1}, "graceSeconds"),
+        ({"graceSeconds": 7 * 86_400 + 1}, "graceSeconds"),
+        ({"graceSeconds": "a minute"}, "graceSeconds"),
+        ({"graceSeconds": 1.5}, "graceSeconds"),
+        ({"graceSeconds": None}, "graceSeconds"),
+        ({"grace": 60}, "grace"),
+    ):
+        refused = await client.post(path, json=body, headers=tenant.headers)
+        assert refused.status_code == 422, (body, refused.text)
+        assert refused.json()["field"] == field, body
+    assert await stored() == (at_once.json()["secret"], None, None)  # nothing changed
+    assert (await client.get(f"/api/webhooks/{endpoint['id']}", headers=tenant.headers)).json() == at_once.json()
+    await db.execute("DELETE FROM webhook_endpoints WHERE id = $1", endpoint["id"])

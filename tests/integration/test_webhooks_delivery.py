@@ -115,6 +115,12 @@ async def received(receiver: Receiver, name: str, count: int) -> list[str]:
     return await wait_until(enough, DEADLINE, what=f"{count} deliveries on {name}")
 
 
+async def received_requests(receiver: Receiver, name: str, count: int) -> list[Hit]:
+    """The first `count` requests on `name`, once `count` events were delivered there."""
+    await received(receiver, name, count)
+    return receiver.requests(name)[:count]
+
+
 # --- tests ----------------------------------------------------------------------------------------
 
 
@@ -156,6 +162,31 @@ async def test_webhook_is_signed_and_verifies_with_the_documented_receiver(
         },
     }
     assert hit.json["timestamp"].startswith(event.at.strftime("%Y-%m-%dT%H:%M:%S"))
+
+
+async def test_during_a_secret_rotation_deliveries_verify_with_the_old_and_the_new_secret(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    """A receiver may switch to the new secret at any time during the grace, and must after it."""
+    tenant = await create_tenant(client)
+    instance_id = await insert_instance(db, tenant.id)
+    created = await endpoint(client, tenant, receiver.url("rotating"), instance_id)
+    rotate = f"/api/webhooks/{created['id']}/rotate-secret"
+    rotated = (await client.post(rotate, json={"graceSeconds": 3600}, headers=tenant.headers)).json()
+    await publish(js, message(instance_id, tenant.id, "during the grace"))
+    during = (await received_requests(receiver, "rotating", 1))[0]
+    assert len(during.headers["webhook-signature"].split()) == 2
+    verify_webhook(rotated["secret"], during.headers, during.body)
+    verify_webhook(created["secret"], during.headers, during.body)  # a receiver not switched yet
+
+    ended = (await client.post(rotate, json={"graceSeconds": 0}, headers=tenant.headers)).json()
+    await publish(js, message(instance_id, tenant.id, "after it"))
+    after = (await received_requests(receiver, "rotating", 2))[1]
+    assert len(after.headers["webhook-signature"].split()) == 1
+    verify_webhook(ended["secret"], after.headers, after.body)
+    for replaced in (created["secret"], rotated["secret"]):
+        with pytest.raises(InvalidWebhook):
+            verify_webhook(replaced, after.headers, after.body)
 
 
 async def test_event_filter_and_enabled_flag_are_respected(

@@ -30,6 +30,16 @@ def test_headers_of_a_webhook_request():
     assert headers["content-type"] == "application/json"
 
 
+def test_a_rotated_out_secret_in_its_grace_signs_too():
+    previous = "whsec_" + "B" * 32
+    headers = signed_headers(SECRET, MSG_ID, TIMESTAMP, PAYLOAD, previous_secret=previous)
+    assert headers["webhook-signature"] == " ".join(
+        [signature(SECRET, MSG_ID, TIMESTAMP, PAYLOAD), signature(previous, MSG_ID, TIMESTAMP, PAYLOAD)]
+    )
+    for secret in (SECRET, previous):
+        verify_webhook(secret, headers, PAYLOAD, now=TIMESTAMP)
+
+
 def test_documented_receiver_accepts_our_signature_and_rejects_tampering():
     headers = signed_headers(SECRET, MSG_ID, TIMESTAMP, PAYLOAD)
     verify_webhook(SECRET, headers, PAYLOAD, now=TIMESTAMP + 10)

@@ -12,6 +12,8 @@ one whose record failed, or one already deleted) belongs to no tenant and is nev
 deleted once `unclaimed_grace_seconds` old (an hour by default), unless its message was recorded
 meanwhile (a status may be recorded a moment before its message): then it is kept, as claimed.
 
+A rotated-out webhook secret whose grace is over no longer signs; it is erased.
+
 `sweep` deletes a batch at a time, one statement each (its locks held for one batch only),
 until nothing expired is left or the kind's time budget is spent; the next sweep goes on
 from there. Each batch takes the oldest rows of every tenant through an index, not a scan.
@@ -81,23 +83,37 @@ SELECT (SELECT count(*) FROM candidates), (SELECT count(*) FROM dropped)
 """
 
 
+# Few rows (endpoints are capped per scope, and few are being rotated): one statement.
+EXPIRED_SECRETS = """
+WITH erased AS (
+    UPDATE webhook_endpoints SET previous_secret = NULL, previous_secret_expires_at = NULL
+     WHERE previous_secret_expires_at <= now()
+    RETURNING 1
+)
+SELECT count(*) FROM erased
+"""
+
+
 @dataclass(frozen=True)
 class Swept:
-    """How many rows one sweep deleted (statuses, keys and attempts that went with their row uncounted)."""
+    """How many rows one sweep deleted (statuses, keys and attempts that went with their row uncounted),
+    and how many expired webhook secrets it erased."""
 
     messages: int
     deliveries: int
     unclaimed_statuses: int
+    expired_secrets: int
 
 
 async def sweep(*, batch: int = 1000, budget_seconds: float = 30.0, unclaimed_grace_seconds: float = 3600.0) -> Swept:
     """Delete expired messages, expired finished deliveries, then unclaimed statuses past their
     grace: for each kind at least one batch, then more while some were left and its
-    `budget_seconds` last."""
+    `budget_seconds` last; then erase the rotated-out webhook secrets past their grace."""
     return Swept(
         messages=await _delete_in_batches(EXPIRED_MESSAGES, batch, budget_seconds),
         deliveries=await _delete_in_batches(EXPIRED_DELIVERIES, batch, budget_seconds),
         unclaimed_statuses=await _delete_in_batches(UNCLAIMED_STATUSES, batch, budget_seconds, unclaimed_grace_seconds),
+        expired_secrets=int((await fetch(EXPIRED_SECRETS))[0][0]),
     )
 
 

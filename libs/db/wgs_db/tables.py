@@ -101,6 +101,8 @@ class WebhookEndpoint(Table, db=DB, tablename="webhook_endpoints"):
     instance = ForeignKey(Instance, null=True, on_delete=OnDelete.cascade, db_column_name="instance_id")
     url = Text()
     secret = Text()  # defaults to webhook_secret() in the database
+    previous_secret = Text(null=True, default=None)  # still signing, beside `secret`, until it expires
+    previous_secret_expires_at = Timestamptz(null=True, default=None)
     events = Array(base_column=Text())
     enabled = Boolean(default=True)
     description = Text(null=True, default=None)

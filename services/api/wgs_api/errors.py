@@ -19,7 +19,8 @@ from litestar.status_codes import (
 from wgs_contracts.errors import ErrorBody, ErrorCode
 
 log = logging.getLogger(__name__)
-MISSING_FIELD = re.compile(r"missing required field `([^`]+)`")
+# msgspec names a missing or unknown field in its message; Litestar's key is then the whole body ("data").
+NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 
 
 class ApiError(Exception):
@@ -136,8 +137,8 @@ def handle_validation(_: Request, exc: ValidationException) -> Response[bytes]:
     if extra and isinstance(extra[0], dict) and extra[0].get("key"):
         first = extra[0]
         detail = str(first.get("message", "invalid value"))
-        missing = MISSING_FIELD.search(detail)
-        field = missing.group(1) if missing else str(first["key"])
+        named = NAMED_FIELD.search(detail)
+        field = named.group(1) if named else str(first["key"])
         message = f"{field}: {detail}"
         return error_response(
             HTTP_422_UNPROCESSABLE_ENTITY,

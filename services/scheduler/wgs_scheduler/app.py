@@ -91,12 +91,14 @@ async def run(settings: Settings) -> None:
 
     async def sweep_retention() -> None:
         swept = await retention.sweep()
-        if swept.messages or swept.deliveries or swept.unclaimed_statuses:
+        if swept.messages or swept.deliveries or swept.unclaimed_statuses or swept.expired_secrets:
             log.info(
-                "retention: deleted %d messages, %d webhook deliveries and %d unclaimed message statuses",
+                "retention: deleted %d messages, %d webhook deliveries and %d unclaimed message statuses;"
+                " erased %d expired webhook secrets",
                 swept.messages,
                 swept.deliveries,
                 swept.unclaimed_statuses,
+                swept.expired_secrets,
             )
 
     async def on_elected() -> None:

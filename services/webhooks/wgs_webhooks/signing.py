@@ -14,12 +14,16 @@ def signature(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(mac).decode()
 
 
-def signed_headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """Every header of a webhook request."""
+def signed_headers(
+    secret: str, msg_id: str, timestamp: int, body: bytes, *, previous_secret: str | None = None
+) -> dict[str, str]:
+    """Every header of a webhook request; signed with `previous_secret` too (after the current
+    secret's signature, space-separated) while a rotated-out secret is in its grace period."""
+    signatures = [signature(key, msg_id, timestamp, body) for key in (secret, previous_secret) if key is not None]
     return {
         "content-type": "application/json",
         "user-agent": "wgs-webhooks/1",
         "webhook-id": msg_id,
         "webhook-timestamp": str(timestamp),
-        "webhook-signature": signature(secret, msg_id, timestamp, body),
+        "webhook-signature": " ".join(signatures),
     }

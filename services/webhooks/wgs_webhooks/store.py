@@ -75,7 +75,8 @@ _TAKE = """
 ), started AS (
     INSERT INTO webhook_attempts (delivery_id, attempt) SELECT id, attempts FROM claimed
 )
-SELECT c.id, c.endpoint_id, c.event_id, c.payload, c.attempts, c.retry_base, c.prev, e.url, e.secret
+SELECT c.id, c.endpoint_id, c.event_id, c.payload, c.attempts, c.retry_base, c.prev, e.url, e.secret,
+       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret
   FROM claimed c
   JOIN webhook_endpoints e ON e.id = c.endpoint_id
 """
@@ -184,6 +185,7 @@ class Claim:
     retry_base: int
     url: str
     secret: str
+    previous_secret: str | None  # a rotated-out secret in its grace period: it signs too
 
     @property
     def tries(self) -> int:
@@ -232,6 +234,7 @@ def _claims(rows: list[Any]) -> list[Claim]:
             retry_base=r["retry_base"],
             url=r["url"],
             secret=r["secret"],
+            previous_secret=r["previous_secret"],
         )
         for r in rows
     ]

@@ -59,9 +59,13 @@ class WebhookController(Controller):
         await services.delete_endpoint(tenant_id, endpoint_id)
 
     @post(ENDPOINT + "/rotate-secret", operation_id="RotateWebhookSecret", status_code=HTTP_200_OK)
-    async def rotate_secret(self, tenant_id: int, endpoint_id: int) -> schemas.EndpointWithSecret:
-        """Replace the signing secret; the answer holds the new one."""
-        return await services.rotate_secret(tenant_id, endpoint_id)
+    async def rotate_secret(
+        self, tenant_id: int, endpoint_id: int, data: schemas.SecretRotation | None = None
+    ) -> schemas.EndpointWithSecret:
+        """Replace the signing secret; the answer holds the new one. The replaced secret keeps
+        signing beside it for `graceSeconds` (default a day, at most 7; 0 stops it at once)."""
+        rotation = data if data is not None else schemas.SecretRotation()
+        return await services.rotate_secret(tenant_id, endpoint_id, rotation.grace_seconds)
 
     @get(ENDPOINT + "/deliveries", operation_id="ListWebhookDeliveries")
     async def deliveries(

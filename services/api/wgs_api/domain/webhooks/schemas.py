@@ -38,9 +38,18 @@ class Endpoint(msgspec.Struct, rename="camel"):
 
 
 class EndpointWithSecret(Endpoint, rename="camel"):
-    """An endpoint with its signing secret (`whsec_...`)."""
+    """An endpoint with its signing secret (`whsec_...`), and until when the secret it replaced
+    still signs too (null: none does)."""
 
     secret: str
+    previous_secret_expires_at: datetime | None
+
+
+class SecretRotation(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """`POST /api/webhooks/{id}/rotate-secret` body (optional): how long the replaced secret keeps
+    signing beside the new one (0: it stops at once, e.g. when it leaked)."""
+
+    grace_seconds: int = 86_400
 
 
 class Delivery(msgspec.Struct, rename="camel"):

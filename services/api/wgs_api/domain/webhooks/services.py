@@ -1,6 +1,7 @@
 """Tenants' webhook endpoints and their delivery logs in PostgreSQL."""
 
 import json
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import msgspec
@@ -19,6 +20,18 @@ DESCRIPTION_MAX = 512
 # Endpoints of one scope (the tenant's own, or one instance's): every event is posted to each of
 # its scope's endpoints, so a scope's count multiplies the webhooks service's work for every event.
 MAX_ENDPOINTS_PER_SCOPE: Final = 25
+MAX_GRACE_SECONDS: Final = 7 * 86_400  # how long a rotated-out secret may keep signing
+
+# The replaced secret signs beside the new one until the grace ends; with no grace it stops at
+# once (and so does an earlier rotation's, still in its grace).
+ROTATE_SECRET = """
+UPDATE webhook_endpoints
+   SET previous_secret = CASE WHEN {}::int > 0 THEN secret END,
+       previous_secret_expires_at = CASE WHEN {}::int > 0 THEN now() + make_interval(secs => {}::int) END,
+       secret = webhook_secret()
+ WHERE id = {} AND tenant_id = {}
+RETURNING *
+"""
 
 INSERT_ENDPOINT = """
 INSERT INTO webhook_endpoints (tenant_id, instance_id, url, events, enabled, description)
@@ -63,7 +76,12 @@ def endpoint_view(row: dict[str, Any]) -> schemas.Endpoint:
 def endpoint_with_secret(row: dict[str, Any]) -> schemas.EndpointWithSecret:
     """The view of an endpoint row with its signing secret."""
     view = endpoint_view(row)
-    return schemas.EndpointWithSecret(**msgspec.structs.asdict(view), secret=row["secret"])
+    expires_at = row["previous_secret_expires_at"]
+    if expires_at is not None and expires_at <= datetime.now(UTC):
+        expires_at = None  # its grace is over: it no longer signs (the retention sweep erases it)
+    return schemas.EndpointWithSecret(
+        **msgspec.structs.asdict(view), secret=row["secret"], previous_secret_expires_at=expires_at
+    )
 
 
 def delivery_view(row: dict[str, Any]) -> schemas.Delivery:
@@ -187,13 +205,11 @@ async def delete_endpoint(tenant_id: int, endpoint_id: int) -> None:
         raise NotFound("Webhook endpoint not found")
 
 
-async def rotate_secret(tenant_id: int, endpoint_id: int) -> schemas.EndpointWithSecret:
-    """Replace the endpoint's secret; the old one stops signing at once."""
-    rows = await WebhookEndpoint.raw(
-        "UPDATE webhook_endpoints SET secret = webhook_secret() WHERE id = {} AND tenant_id = {} RETURNING *",
-        endpoint_id,
-        tenant_id,
-    )
+async def rotate_secret(tenant_id: int, endpoint_id: int, grace_seconds: int) -> schemas.EndpointWithSecret:
+    """Replace the endpoint's secret; the old one keeps signing beside it for `grace_seconds`."""
+    if not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise Invalid(f"graceSeconds: must be 0-{MAX_GRACE_SECONDS}", field="graceSeconds")
+    rows = await WebhookEndpoint.raw(ROTATE_SECRET, grace_seconds, grace_seconds, grace_seconds, endpoint_id, tenant_id)
     if not rows:
         raise NotFound("Webhook endpoint not found")
     return endpoint_with_secret(rows[0])
