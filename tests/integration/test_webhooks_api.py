@@ -35,6 +35,7 @@ async def test_tenant_endpoint_create_list_get_update_rotate_delete(client: http
     assert endpoint["url"] == RECEIVER
     assert endpoint["events"] == ["message", "qr"]
     assert endpoint["enabled"] is True
+    assert endpoint["ordered"] is True
     assert endpoint["legacy"] is False
     assert endpoint["description"] == "crm"
     assert_secret(endpoint["secret"])
@@ -48,9 +49,10 @@ async def test_tenant_endpoint_create_list_get_update_rotate_delete(client: http
     assert fetched == endpoint
 
     patched = await client.patch(
-        path, json={"events": ["*"], "enabled": False, "description": None}, headers=tenant.headers
+        path, json={"events": ["*"], "enabled": False, "ordered": False, "description": None}, headers=tenant.headers
     )
     assert patched.status_code == 200, patched.text
+    assert patched.json()["ordered"] is False
     assert patched.json()["events"] == ["*"]
     assert patched.json()["enabled"] is False
     assert patched.json()["description"] is None
@@ -122,6 +124,7 @@ async def test_other_tenants_endpoints_and_instances_are_404(client: httpx.Async
         ({"url": RECEIVER, "events": ["message", "typing"]}, "events"),
         ({"url": RECEIVER, "events": "message"}, "events"),
         ({"url": RECEIVER, "description": "d" * 513}, "description"),
+        ({"url": RECEIVER, "ordered": "sometimes"}, "ordered"),
     ],
 )
 async def test_bad_endpoint_bodies_are_422_naming_the_field_and_write_nothing(

@@ -298,6 +298,38 @@ async def test_failing_receiver_gets_every_event_once_in_order(
     assert sorted(d["attempts"] for d in log) == [1, 1, 1, 1, 4]
 
 
+async def test_an_unordered_endpoint_is_not_held_back_by_a_delivery_waiting_for_its_retry(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    """The first event is answered 429: its retry comes 3.2 s later (the test schedule's longest
+    delay). The unordered endpoint gets the three events after it meanwhile; the ordered one
+    gets them only after it, one at a time as ever."""
+    tenant = await create_tenant(client)
+    instance_id = await insert_instance(db, tenant.id)
+    endpoints = {}
+    for name, ordered in (("unordered", False), ("ordered", True)):
+        receiver.behaviours[name] = Behaviour(statuses=[429], retry_after="60")
+        endpoints[name] = await endpoint(client, tenant, receiver.url(name), instance_id, ordered=ordered)
+        assert endpoints[name]["ordered"] is ordered
+    first, *later = [message(instance_id, tenant.id, f"event {n}") for n in range(4)]
+    await publish(js, first)
+
+    async def refused_once() -> bool:
+        return all(len(receiver.requests(name)) == 1 for name in endpoints)
+
+    await wait_until(refused_once, DEADLINE, what="the first event refused on both endpoints")
+    for event in later:
+        await publish(js, event)
+
+    assert await received(receiver, "unordered", 4) == [e.event_id for e in (*later, first)]
+    assert await received(receiver, "ordered", 4) == [e.event_id for e in (first, *later)]
+    for name in endpoints:  # one at a time: exactly once each, the first refused once
+        assert [h.event_id for h in receiver.requests(name) if h.status == 429] == [first.event_id]
+        assert len(receiver.requests(name)) == 5
+        log = await settled_deliveries(client, tenant, endpoints[name]["id"])
+        assert sorted(d["attempts"] for d in log) == [1, 1, 1, 2]
+
+
 async def test_receiver_down_across_a_webhooks_restart_gets_everything_afterwards(
     client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service
 ) -> None:

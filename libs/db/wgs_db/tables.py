@@ -105,6 +105,7 @@ class WebhookEndpoint(Table, db=DB, tablename="webhook_endpoints"):
     previous_secret_expires_at = Timestamptz(null=True, default=None)
     events = Array(base_column=Text())
     enabled = Boolean(default=True)
+    ordered = Boolean(default=True)  # deliveries one after the other in creation order; else earliest due first
     description = Text(null=True, default=None)
     legacy = Boolean(default=False)
     created_at = Timestamptz()

@@ -2,7 +2,10 @@
 
 Claiming follows each endpoint's queue: only an endpoint's oldest open delivery
 (pending or sending) can be claimed, so an endpoint receives one delivery at a
-time in creation order, while endpoints progress independently. A claim is a
+time in creation order, while endpoints progress independently. An unordered
+endpoint (`ordered` false) also receives one delivery at a time, but its next one
+is its earliest due: a delivery waiting for a retry holds back none of the newer
+ones (decision 49). A claim is a
 lease (`sending` until `lease_until`): if its worker dies, another process takes
 the delivery over when the lease expires. `FOR UPDATE SKIP LOCKED` lets several
 webhooks processes claim side by side.
@@ -88,8 +91,21 @@ _DUE = """
         OR (d.status = 'sending' AND d.lease_until < now()))
 """
 
-# The oldest open delivery of every endpoint (a loose index scan of webhook_deliveries_open_idx), claimed
-# when due; up to $1 of them (one per endpoint), for $2 seconds.
+
+def _unordered_next(endpoint: str, passed_over: str = "") -> str:
+    """The SQL of an unordered endpoint's next delivery: the one being sent, if any (its lease may have
+    expired; `passed_over` leaves out those a statement is settling), else its earliest due pending one.
+    `_DUE` then decides whether it can be claimed now: never while another is sent."""
+    return f"""(SELECT coalesce(
+        (SELECT s.id FROM webhook_deliveries s
+          WHERE s.endpoint_id = {endpoint} AND s.status = 'sending' {passed_over} ORDER BY s.id LIMIT 1),
+        (SELECT p.id FROM webhook_deliveries p
+          WHERE p.endpoint_id = {endpoint} AND p.status = 'pending' ORDER BY p.next_attempt_at, p.id LIMIT 1)))"""
+
+
+# Every endpoint with open deliveries (a loose index scan of webhook_deliveries_open_idx, which also
+# gives its oldest), and its next delivery (the oldest, or for an unordered endpoint `_unordered_next`),
+# claimed when due; up to $1 of them (one per endpoint), for $2 seconds.
 CLAIM = (
     """
 WITH RECURSIVE heads AS (
@@ -104,8 +120,11 @@ WITH RECURSIVE heads AS (
 ), due AS (
     SELECT d.id, NULL::bigint AS prev
       FROM heads
-      JOIN webhook_deliveries d ON d.id = heads.id
-      JOIN webhook_endpoints e ON e.id = d.endpoint_id
+      JOIN webhook_endpoints e ON e.id = heads.endpoint_id
+      JOIN webhook_deliveries d
+        ON d.id = CASE WHEN e.ordered THEN heads.id ELSE """
+    + _unordered_next("heads.endpoint_id")
+    + """ END
      WHERE"""
     + _DUE
     + """
@@ -118,9 +137,10 @@ WITH RECURSIVE heads AS (
 
 # Attempts of several workers recorded at once (one row per attempt in the arrays). Each attempt is
 # recorded whatever happened; its delivery only while this worker still holds it. When that settled the
-# delivery (delivered or dead) and the worker asked for it, the endpoint's next delivery (its new head:
-# the statement's snapshot still shows the settled ones open, hence `NOT IN done`) is claimed in the same
-# statement when due, for $9 seconds; `prev` says whose follower it is.
+# delivery (delivered or dead; for an unordered endpoint, also put back for a retry) and the worker asked
+# for it, the endpoint's next delivery (its new head: the statement's snapshot still shows the finished
+# ones as they were, hence `NOT IN done`) is claimed in the same statement when due, for $9 seconds;
+# `prev` says whose follower it is.
 FINISH = (
     """
 WITH input AS (
@@ -140,13 +160,18 @@ WITH input AS (
      WHERE d.id = i.delivery_id AND d.status = 'sending' AND d.attempts = i.attempt
  RETURNING d.id, d.endpoint_id, d.status, i.claim_next
 ), head AS (
-    SELECT next.id, done.id AS prev
-      FROM done, LATERAL (
-           SELECT id FROM webhook_deliveries
-            WHERE endpoint_id = done.endpoint_id AND status IN ('pending', 'sending')
-              AND id NOT IN (SELECT id FROM done)
-            ORDER BY endpoint_id, id LIMIT 1) next
-     WHERE done.claim_next AND done.status IN ('delivered', 'dead')
+    SELECT CASE WHEN e.ordered THEN (
+               SELECT id FROM webhook_deliveries
+                WHERE endpoint_id = done.endpoint_id AND status IN ('pending', 'sending')
+                  AND id NOT IN (SELECT id FROM done)
+                ORDER BY endpoint_id, id LIMIT 1)
+           ELSE """
+    + _unordered_next("done.endpoint_id", "AND s.id NOT IN (SELECT id FROM done)")
+    + """ END AS id,
+           done.id AS prev
+      FROM done
+      JOIN webhook_endpoints e ON e.id = done.endpoint_id
+     WHERE done.claim_next AND (done.status IN ('delivered', 'dead') OR NOT e.ordered)
 ), due AS (
     SELECT d.id, head.prev
       FROM head

@@ -13,6 +13,7 @@ class EndpointCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True)
     events: list[str] = msgspec.field(default_factory=lambda: ["*"])
     description: str | None = None
     enabled: bool = True
+    ordered: bool = True
 
 
 class EndpointUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -22,16 +23,19 @@ class EndpointUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True)
     events: list[str] | msgspec.UnsetType = msgspec.UNSET
     description: str | msgspec.UnsetType | None = msgspec.UNSET
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
+    ordered: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class Endpoint(msgspec.Struct, rename="camel"):
-    """A webhook endpoint; `instanceId` null means every instance of the tenant."""
+    """A webhook endpoint; `instanceId` null means every instance of the tenant. `ordered`: its
+    deliveries go in creation order, a failing one holding back the next; else earliest due first."""
 
     id: int
     instance_id: int | None
     url: str
     events: list[str]
     enabled: bool
+    ordered: bool
     description: str | None
     legacy: bool
     created_at: datetime

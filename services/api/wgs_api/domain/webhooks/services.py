@@ -34,8 +34,8 @@ RETURNING *
 """
 
 INSERT_ENDPOINT = """
-INSERT INTO webhook_endpoints (tenant_id, instance_id, url, events, enabled, description)
-VALUES ({}, {}, {}, {}, {}, {})
+INSERT INTO webhook_endpoints (tenant_id, instance_id, url, events, enabled, ordered, description)
+VALUES ({}, {}, {}, {}, {}, {}, {})
 RETURNING *
 """
 
@@ -67,6 +67,7 @@ def endpoint_view(row: dict[str, Any]) -> schemas.Endpoint:
         url=row["url"],
         events=list(row["events"]),
         enabled=row["enabled"],
+        ordered=row["ordered"],
         description=row["description"],
         legacy=row["legacy"],
         created_at=row["created_at"],
@@ -155,7 +156,7 @@ async def create_endpoint(
             owner = "the tenant" if instance_id is None else "an instance"
             raise Conflict(f"At most {MAX_ENDPOINTS_PER_SCOPE} webhook endpoints for {owner}; delete one first.")
         rows = await WebhookEndpoint.raw(
-            INSERT_ENDPOINT, tenant_id, instance_id, data.url, events, data.enabled, data.description
+            INSERT_ENDPOINT, tenant_id, instance_id, data.url, events, data.enabled, data.ordered, data.description
         )
     return endpoint_with_secret(rows[0])
 
@@ -191,6 +192,8 @@ async def update_endpoint(tenant_id: int, endpoint_id: int, data: schemas.Endpoi
         changes[WebhookEndpoint.url] = data.url
     if not isinstance(data.enabled, msgspec.UnsetType):
         changes[WebhookEndpoint.enabled] = data.enabled
+    if not isinstance(data.ordered, msgspec.UnsetType):
+        changes[WebhookEndpoint.ordered] = data.ordered
     if changes:
         await WebhookEndpoint.update(changes).where(
             (WebhookEndpoint.id == endpoint_id) & (WebhookEndpoint.tenant == tenant_id)
