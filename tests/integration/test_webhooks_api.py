@@ -246,3 +246,33 @@ async def test_a_rotated_out_secret_keeps_signing_for_the_grace_asked_for(client
     assert await stored() == (at_once.json()["secret"], None, None)  # nothing changed
     assert (await client.get(f"/api/webhooks/{endpoint['id']}", headers=tenant.headers)).json() == at_once.json()
     await db.execute("DELETE FROM webhook_endpoints WHERE id = $1", endpoint["id"])
+
+
+async def test_bad_recoveries_are_4xx_and_recover_nothing(client: httpx.AsyncClient, db) -> None:
+    tenant, other = await create_tenant(client), await create_tenant(client)
+    endpoint = (await client.post("/api/webhooks", json={"url": RECEIVER}, headers=tenant.headers)).json()
+    path = f"/api/webhooks/{endpoint['id']}/recover"
+    dead = await db.fetchval(
+        "INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, payload, status, attempts)"
+        " VALUES ($1, 'recover-me', 'message', '{}', 'dead', 8) RETURNING id",
+        endpoint["id"],
+    )
+    an_hour_ago = (datetime.now().astimezone() - timedelta(hours=1)).isoformat()
+    for body, field in (
+        ({}, "since"),
+        ({"since": "yesterday"}, "since"),
+        ({"since": "2026-11-27T00:00:00"}, "since"),  # no time zone
+        ({"since": "2999-01-01T00:00:00Z"}, "since"),  # not before now
+        ({"since": an_hour_ago, "until": an_hour_ago}, "since"),
+        ({"since": an_hour_ago, "limit": 0}, "limit"),
+        ({"since": an_hour_ago, "limit": 10_001}, "limit"),
+        ({"since": an_hour_ago, "status": "dead"}, "status"),
+    ):
+        refused = await client.post(path, json=body, headers=tenant.headers)
+        assert refused.status_code == 422, (body, refused.text)
+        assert refused.json()["field"] == field, body
+    assert (await client.post(path, json={"since": an_hour_ago}, headers=other.headers)).status_code == 404
+    missing = f"/api/webhooks/{endpoint['id'] + 1_000_000}/recover"
+    assert (await client.post(missing, json={"since": an_hour_ago}, headers=tenant.headers)).status_code == 404
+    assert await db.fetchval("SELECT status FROM webhook_deliveries WHERE id = $1", dead) == "dead"
+    await db.execute("DELETE FROM webhook_endpoints WHERE id = $1", endpoint["id"])

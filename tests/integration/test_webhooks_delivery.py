@@ -330,6 +330,37 @@ async def test_an_unordered_endpoint_is_not_held_back_by_a_delivery_waiting_for_
         assert sorted(d["attempts"] for d in log) == [1, 1, 1, 2]
 
 
+async def test_dead_deliveries_of_a_time_range_are_recovered_in_pages_and_delivered(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    """A receiver that refused three events (400: dead at once, as after an outage longer than the
+    retries) gets them again, oldest first, once they are recovered two at a time."""
+    tenant = await create_tenant(client)
+    instance_id = await insert_instance(db, tenant.id)
+    created = await endpoint(client, tenant, receiver.url("outage"), instance_id)
+    receiver.behaviours["outage"] = Behaviour(statuses=[400, 400, 400])
+    since = (await db.fetchval("SELECT now()")).isoformat()
+    events = [message(instance_id, tenant.id, f"lost {n}") for n in range(3)]
+    for event in events:
+        await publish(js, event)
+
+    async def all_dead() -> bool:
+        return [d["status"] for d in await settled_deliveries(client, tenant, created["id"])] == ["dead"] * 3
+
+    await wait_until(all_dead, DEADLINE, what="three dead deliveries")
+    recover = f"/api/webhooks/{created['id']}/recover"
+    first = await client.post(recover, json={"since": since, "limit": 2}, headers=tenant.headers)
+    assert first.status_code == 202, first.text
+    assert first.json() == {"redelivered": 2, "more": True}
+    second = await client.post(recover, json={"since": since}, headers=tenant.headers)
+    assert second.json() == {"redelivered": 1, "more": False}
+    assert await received(receiver, "outage", 3) == [e.event_id for e in events]
+    log = await settled_deliveries(client, tenant, created["id"])
+    assert [(d["status"], d["attempts"]) for d in log] == [("delivered", 2)] * 3
+    again = await client.post(recover, json={"since": since}, headers=tenant.headers)
+    assert again.json() == {"redelivered": 0, "more": False}  # nothing dead is left
+
+
 async def test_receiver_down_across_a_webhooks_restart_gets_everything_afterwards(
     client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service
 ) -> None:

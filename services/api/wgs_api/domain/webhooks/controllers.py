@@ -81,6 +81,12 @@ class WebhookController(Controller):
         """The endpoint's deliveries, newest first; `before` the last id of a page gives the next one."""
         return await services.list_deliveries(tenant_id, endpoint_id, status, limit, before)
 
+    @post(ENDPOINT + "/recover", operation_id="RecoverWebhookDeliveries", status_code=HTTP_202_ACCEPTED)
+    async def recover(self, tenant_id: int, endpoint_id: int, data: schemas.Recovery) -> schemas.Recovered:
+        """Send again the dead deliveries created from `since` until `until` (default now), oldest
+        first, at most `limit` (1-10000, the default) per call; `more` says some are left."""
+        return await services.recover(tenant_id, endpoint_id, data)
+
     @get(DELIVERY, operation_id="GetWebhookDelivery")
     async def delivery(self, tenant_id: int, endpoint_id: int, delivery_id: int) -> schemas.DeliveryDetail:
         """One delivery with its payload and every attempt."""

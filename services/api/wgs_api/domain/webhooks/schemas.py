@@ -1,9 +1,11 @@
 """Webhook endpoint and delivery bodies (camelCase JSON)."""
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+
+AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class EndpointCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -54,6 +56,22 @@ class SecretRotation(msgspec.Struct, rename="camel", forbid_unknown_fields=True)
     signing beside the new one (0: it stops at once, e.g. when it leaked)."""
 
     grace_seconds: int = 86_400
+
+
+class Recovery(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
+    """`POST /api/webhooks/{id}/recover` body: send again the endpoint's dead deliveries created from
+    `since` until `until` (default now), oldest first, at most `limit` of them."""
+
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+    limit: int = 10_000
+
+
+class Recovered(msgspec.Struct, rename="camel"):
+    """What a recovery put back to `pending`; `more`: dead deliveries of the range are left (call again)."""
+
+    redelivered: int
+    more: bool
 
 
 class Delivery(msgspec.Struct, rename="camel"):

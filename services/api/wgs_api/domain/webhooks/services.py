@@ -21,6 +21,7 @@ DESCRIPTION_MAX = 512
 # its scope's endpoints, so a scope's count multiplies the webhooks service's work for every event.
 MAX_ENDPOINTS_PER_SCOPE: Final = 25
 MAX_GRACE_SECONDS: Final = 7 * 86_400  # how long a rotated-out secret may keep signing
+MAX_RECOVERED: Final = 10_000  # dead deliveries one recovery puts back (one statement)
 
 # The replaced secret signs beside the new one until the grace ends; with no grace it stops at
 # once (and so does an earlier rotation's, still in its grace).
@@ -56,6 +57,24 @@ UPDATE webhook_deliveries
    SET status = 'pending', next_attempt_at = now(), retry_base = attempts, lease_until = NULL, delivered_at = NULL
  WHERE id = {} AND endpoint_id = {} AND status <> 'sending'
 RETURNING *
+"""
+
+# The endpoint's dead deliveries created in [since, until), oldest first: `limit` of them back to
+# pending as a redelivery does (the one more looked at says whether some are left).
+RECOVER = """
+WITH dead AS (
+    SELECT id, created_at FROM webhook_deliveries
+     WHERE endpoint_id = {} AND status = 'dead' AND created_at >= {} AND created_at < {}
+     ORDER BY created_at, id
+     LIMIT {}::int + 1
+), recovered AS (
+    UPDATE webhook_deliveries d
+       SET status = 'pending', next_attempt_at = now(), retry_base = attempts, lease_until = NULL, delivered_at = NULL
+      FROM (SELECT id FROM dead ORDER BY created_at, id LIMIT {}) picked
+     WHERE d.id = picked.id AND d.status = 'dead'
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM recovered) AS redelivered, (SELECT count(*) FROM dead) > {} AS more
 """
 
 
@@ -277,3 +296,17 @@ async def redeliver(tenant_id: int, endpoint_id: int, delivery_id: int) -> schem
     if not rows:
         raise Conflict("The delivery is being sent right now.")
     return delivery_view(rows[0])
+
+
+async def recover(tenant_id: int, endpoint_id: int, recovery: schemas.Recovery) -> schemas.Recovered:
+    """Send again the endpoint's dead deliveries of a time range (after an outage longer than the retries)."""
+    await fetch_own_endpoint(tenant_id, endpoint_id)
+    if not 1 <= recovery.limit <= MAX_RECOVERED:
+        raise Invalid(f"limit: must be 1-{MAX_RECOVERED}", field="limit")
+    until = recovery.until if recovery.until is not None else datetime.now(UTC)
+    if recovery.since >= until:
+        raise Invalid("since: must be before until (default now)", field="since")
+    rows = await WebhookDelivery.raw(
+        RECOVER, endpoint_id, recovery.since, until, recovery.limit, recovery.limit, recovery.limit
+    )
+    return schemas.Recovered(redelivered=rows[0]["redelivered"], more=rows[0]["more"])
