@@ -90,6 +90,15 @@ async def endpoint(client: httpx.AsyncClient, tenant: Tenant, url: str, instance
     return response.json()
 
 
+async def instance_endpoint(
+    client: httpx.AsyncClient, db, receiver: Receiver, name: str, **fields
+) -> tuple[Tenant, int, dict]:
+    """A new tenant, one of its instances, and an endpoint of that instance posting to the receiver's `name`."""
+    tenant = await create_tenant(client)
+    instance_id = await insert_instance(db, tenant.id)
+    return tenant, instance_id, await endpoint(client, tenant, receiver.url(name), instance_id, **fields)
+
+
 async def deliveries(client: httpx.AsyncClient, tenant: Tenant, endpoint_id: int, **params) -> list[dict]:
     response = await client.get(f"/api/webhooks/{endpoint_id}/deliveries", params=params, headers=tenant.headers)
     assert response.status_code == 200, response.text
@@ -127,13 +136,10 @@ async def received_requests(receiver: Receiver, name: str, count: int) -> list[H
 async def test_webhook_is_signed_and_verifies_with_the_documented_receiver(
     client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
-    tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
-    created = await endpoint(client, tenant, receiver.url("signed"), instance_id)
+    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "signed")
     event = message(instance_id, tenant.id, "hello")
     await publish(js, event)
-    await received(receiver, "signed", 1)
-    hit = receiver.requests("signed")[0]
+    hit = (await received_requests(receiver, "signed", 1))[0]
 
     verify_webhook(created["secret"], hit.headers, hit.body)
     assert hit.headers["webhook-id"] == event.event_id
@@ -168,9 +174,7 @@ async def test_during_a_secret_rotation_deliveries_verify_with_the_old_and_the_n
     client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
     """A receiver may switch to the new secret at any time during the grace, and must after it."""
-    tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
-    created = await endpoint(client, tenant, receiver.url("rotating"), instance_id)
+    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "rotating")
     rotate = f"/api/webhooks/{created['id']}/rotate-secret"
     rotated = (await client.post(rotate, json={"graceSeconds": 3600}, headers=tenant.headers)).json()
     await publish(js, message(instance_id, tenant.id, "during the grace"))
@@ -281,9 +285,7 @@ async def test_legacy_webhook_field_delivers_signed_events(
 async def test_failing_receiver_gets_every_event_once_in_order(
     client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
-    tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
-    created = await endpoint(client, tenant, receiver.url("flaky"), instance_id)
+    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "flaky")
     receiver.behaviours["flaky"] = Behaviour(statuses=[500, 503, 502])
     events = [message(instance_id, tenant.id, f"m{n}") for n in range(5)]
     for event in events:
@@ -335,9 +337,7 @@ async def test_dead_deliveries_of_a_time_range_are_recovered_in_pages_and_delive
 ) -> None:
     """A receiver that refused three events (400: dead at once, as after an outage longer than the
     retries) gets them again, oldest first, once they are recovered two at a time."""
-    tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
-    created = await endpoint(client, tenant, receiver.url("outage"), instance_id)
+    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "outage")
     receiver.behaviours["outage"] = Behaviour(statuses=[400, 400, 400])
     since = (await db.fetchval("SELECT now()")).isoformat()
     events = [message(instance_id, tenant.id, f"lost {n}") for n in range(3)]
@@ -533,9 +533,7 @@ async def test_fan_out_waits_for_its_wal_flush_and_the_delivery_bookkeeping_does
     client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
     """Decision 45: deliveries are on disk before their events are acked; claims and attempts are not waited for."""
-    tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
-    created = await endpoint(client, tenant, receiver.url("flush"), instance_id)
+    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "flush")
     async with commit_modes(db) as noted:
         await publish(js, message(instance_id, tenant.id))
         await received(receiver, "flush", 1)

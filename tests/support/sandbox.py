@@ -4,7 +4,7 @@ import aiodocker
 import httpx
 from wgs_contracts import labels
 from wgs_devstack.docker_engine import DockerEngine
-from wgs_kit.waiting import wait_until
+from wgs_kit.waiting import DeadlineExceeded, wait_until
 
 from tests.support.api import Tenant, unique_phone
 
@@ -59,12 +59,19 @@ async def history(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, m
 
 
 async def reaches(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, message_id: str, status: str) -> dict:
+    """The message's view once its history holds `status`; after 30 s, an error showing the view it had."""
+    seen: list[object] = []
+
     async def reached() -> dict | None:
         response = await client.get(f"/api/instances/{instance_id}/messages/{message_id}", headers=tenant.headers)
         body = response.json()
-        return body if status in [h["status"] for h in body["history"]] else None
+        seen[:] = [response.status_code, body]
+        return body if status in [h["status"] for h in body.get("history", [])] else None
 
-    return await wait_until(reached, timeout=30, interval=0.2, what=f"message {message_id} {status}")
+    try:
+        return await wait_until(reached, timeout=30, interval=0.2, what=f"message {message_id} {status}")
+    except DeadlineExceeded as exc:
+        raise DeadlineExceeded(f"{exc}; last answer: {seen}") from None
 
 
 async def status_is(client: httpx.AsyncClient, tenant: Tenant, instance_id: int, status: str) -> dict | None:
