@@ -151,7 +151,9 @@ async def test_bad_update_is_422_and_changes_nothing(client: httpx.AsyncClient) 
     assert bad_status.json()["field"] == "status"
 
 
-async def test_the_delivery_log_pages_newest_first_with_before(client: httpx.AsyncClient, db) -> None:
+async def test_the_delivery_log_pages_newest_first_with_before_and_finds_an_event(
+    client: httpx.AsyncClient, db
+) -> None:
     tenant = await create_tenant(client)
     endpoint = await client.post("/api/webhooks", json={"url": RECEIVER, "enabled": False}, headers=tenant.headers)
     endpoint_id = endpoint.json()["id"]
@@ -178,10 +180,20 @@ async def test_the_delivery_log_pages_newest_first_with_before(client: httpx.Asy
     assert first + second + third == ids[::-1]
     assert await page(limit=2, before=ids[0]) == []
     assert await page(status="dead", before=ids[3]) == [ids[1]]
-    for bad in ("0", "-1", "abc", str(2**63)):
-        response = await client.get(path, params={"before": bad}, headers=tenant.headers)
+    assert await page(eventId="event-3") == [ids[3]]  # the delivery of one event
+    assert await page(eventId="event-3", status="delivered") == []
+    assert await page(eventId="no such event") == []
+    for name, bad in (
+        ("before", "0"),
+        ("before", "-1"),
+        ("before", "abc"),
+        ("before", str(2**63)),
+        ("eventId", ""),
+        ("eventId", "e" * 201),
+    ):
+        response = await client.get(path, params={name: bad}, headers=tenant.headers)
         assert response.status_code in (400, 422), response.text
-        assert response.json()["field"] == "before"
+        assert response.json()["field"] == name
     await client.delete(f"/api/webhooks/{endpoint_id}", headers=tenant.headers)  # its deliveries go with it
 
 

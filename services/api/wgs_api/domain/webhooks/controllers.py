@@ -77,9 +77,13 @@ class WebhookController(Controller):
         before: int | None = Parameter(
             default=None, ge=1, le=2**63 - 1, description="only deliveries with a smaller id: the next page"
         ),
+        event_id: str | None = Parameter(
+            query="eventId", default=None, description="only the event's (its webhook-id)"
+        ),
     ) -> list[schemas.Delivery]:
-        """The endpoint's deliveries, newest first; `before` the last id of a page gives the next one."""
-        return await services.list_deliveries(tenant_id, endpoint_id, status, limit, before)
+        """The endpoint's deliveries, newest first; `before` the last id of a page gives the next one,
+        `eventId` finds the delivery of one event (the `webhook-id` a receiver got, or did not)."""
+        return await services.list_deliveries(tenant_id, endpoint_id, status, limit, before, event_id)
 
     @post(ENDPOINT + "/recover", operation_id="RecoverWebhookDeliveries", status_code=HTTP_202_ACCEPTED)
     async def recover(self, tenant_id: int, endpoint_id: int, data: schemas.Recovery) -> schemas.Recovered:

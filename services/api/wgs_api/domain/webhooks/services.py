@@ -17,6 +17,7 @@ from wgs_api.errors import Conflict, Invalid, NotFound
 EVENT_FILTERS: Final = frozenset({"*", *EVENT_KINDS})
 DELIVERY_STATUSES: Final = ("pending", "sending", "delivered", "dead")
 DESCRIPTION_MAX = 512
+EVENT_ID_MAX = 200  # longer than any event id (`{instance}:{generation}:{seq}`, or a uuid)
 # Endpoints of one scope (the tenant's own, or one instance's): every event is posted to each of
 # its scope's endpoints, so a scope's count multiplies the webhooks service's work for every event.
 MAX_ENDPOINTS_PER_SCOPE: Final = 25
@@ -238,17 +239,27 @@ async def rotate_secret(tenant_id: int, endpoint_id: int, grace_seconds: int) ->
 
 
 async def list_deliveries(
-    tenant_id: int, endpoint_id: int, status: str | None, limit: int, before: int | None = None
+    tenant_id: int,
+    endpoint_id: int,
+    status: str | None,
+    limit: int,
+    before: int | None = None,
+    event_id: str | None = None,
 ) -> list[schemas.Delivery]:
-    """The endpoint's deliveries, newest first, optionally of one status and with ids below `before`."""
+    """The endpoint's deliveries, newest first, optionally of one status, with ids below `before`, or
+    of one event (its `webhook-id`)."""
     if status is not None and status not in DELIVERY_STATUSES:
         raise Invalid(f"status: expected one of {', '.join(DELIVERY_STATUSES)}", field="status")
+    if event_id is not None and not 1 <= len(event_id) <= EVENT_ID_MAX:
+        raise Invalid(f"eventId: 1-{EVENT_ID_MAX} characters", field="eventId")
     await fetch_own_endpoint(tenant_id, endpoint_id)
     query = WebhookDelivery.select().where(WebhookDelivery.endpoint == endpoint_id)
     if status is not None:
         query = query.where(WebhookDelivery.status == status)
     if before is not None:
         query = query.where(WebhookDelivery.id < before)
+    if event_id is not None:
+        query = query.where(WebhookDelivery.event_id == event_id)
     rows = await query.order_by(WebhookDelivery.id, ascending=False).limit(limit)
     return [delivery_view(r) for r in rows]
 
