@@ -288,3 +288,43 @@ async def test_bad_recoveries_are_4xx_and_recover_nothing(client: httpx.AsyncCli
     assert (await client.post(missing, json={"since": an_hour_ago}, headers=tenant.headers)).status_code == 404
     assert await db.fetchval("SELECT status FROM webhook_deliveries WHERE id = $1", dead) == "dead"
     await db.execute("DELETE FROM webhook_endpoints WHERE id = $1", endpoint["id"])
+
+
+async def test_an_endpoint_carries_the_headers_of_the_tenants_choosing(client: httpx.AsyncClient, db) -> None:
+    tenant = await create_tenant(client)
+    body = {"url": RECEIVER, "headers": {"X-Api-Key": "k3y with spaces", "Authorization": "Bearer abc"}}
+    created = await client.post("/api/webhooks", json=body, headers=tenant.headers)
+    assert created.status_code == 201, created.text
+    assert created.json()["headers"] == body["headers"]
+    path = f"/api/webhooks/{created.json()['id']}"
+    assert (await client.get(path, headers=tenant.headers)).json()["headers"] == body["headers"]
+    listed = (await client.get("/api/webhooks", headers=tenant.headers)).json()
+    assert "headers" not in listed[0]  # listings show no secrets, and a header may hold one
+
+    replaced = await client.patch(path, json={"headers": {"X-Tenant": "acme"}}, headers=tenant.headers)
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["headers"] == {"X-Tenant": "acme"}
+
+    for headers in (
+        {f"X-H{n}": "v" for n in range(11)},
+        {"X Bad": "v"},
+        {"": "v"},
+        {"Webhook-Signature": "v1,forged"},
+        {"content-type": "text/plain"},
+        {"Host": "elsewhere"},
+        {"X-A": "1", "x-a": "2"},
+        {"X-A": "line\r\nX-Injected: 1"},
+        {"X-A": "caf\u00e9"},
+        {"X-A": "v" * 1025},
+        {"X-A": 5},
+    ):
+        refused = await client.patch(path, json={"headers": headers}, headers=tenant.headers)
+        assert refused.status_code == 422, (headers, refused.text)
+        assert refused.json()["field"] == "headers", headers
+        created_too = await client.post(
+            "/api/webhooks", json={"url": RECEIVER, "headers": headers}, headers=tenant.headers
+        )
+        assert created_too.status_code == 422, (headers, created_too.text)
+    assert (await client.get(path, headers=tenant.headers)).json()["headers"] == {"X-Tenant": "acme"}
+    assert await db.fetchval("SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1", tenant.id) == 1
+    await db.execute("DELETE FROM webhook_endpoints WHERE tenant_id = $1", tenant.id)

@@ -193,6 +193,18 @@ async def test_during_a_secret_rotation_deliveries_verify_with_the_old_and_the_n
             verify_webhook(replaced, after.headers, after.body)
 
 
+async def test_a_delivery_carries_the_endpoints_own_headers_beside_its_signature(
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    own = {"X-Api-Key": "k3y", "Authorization": "Bearer receiver-token"}
+    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "gated", headers=own)
+    await publish(js, message(instance_id, tenant.id))
+    hit = (await received_requests(receiver, "gated", 1))[0]
+    assert hit.headers["x-api-key"] == "k3y"
+    assert hit.headers["authorization"] == "Bearer receiver-token"
+    verify_webhook(created["secret"], hit.headers, hit.body)
+
+
 async def test_event_filter_and_enabled_flag_are_respected(
     client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:

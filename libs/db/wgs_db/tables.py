@@ -106,6 +106,7 @@ class WebhookEndpoint(Table, db=DB, tablename="webhook_endpoints"):
     events = Array(base_column=Text())
     enabled = Boolean(default=True)
     ordered = Boolean(default=True)  # deliveries one after the other in creation order; else earliest due first
+    headers = JSONB(default={})  # sent with every delivery, beside the signature headers
     description = Text(null=True, default=None)
     legacy = Boolean(default=False)
     created_at = Timestamptz()

@@ -138,7 +138,7 @@ def handle_validation(_: Request, exc: ValidationException) -> Response[bytes]:
         first = extra[0]
         detail = str(first.get("message", "invalid value"))
         named = NAMED_FIELD.search(detail)
-        field = named.group(1) if named else str(first["key"])
+        field = named.group(1) if named else str(first["key"]).replace("[...]", "")  # a value of a mapping field
         message = f"{field}: {detail}"
         return error_response(
             HTTP_422_UNPROCESSABLE_ENTITY,

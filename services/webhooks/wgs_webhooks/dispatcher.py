@@ -134,7 +134,7 @@ class Dispatcher:
         """One attempt of one delivery, signed for this moment, and its record; the endpoint's next
         delivery when `claim_next` and it could be claimed along with the record."""
         body = claim.payload.encode()
-        headers = signed_headers(
+        headers = claim.headers | signed_headers(
             claim.secret, claim.event_id, int(time.time()), body, previous_secret=claim.previous_secret
         )
         answer = await self.sender.post(claim.url, headers, body)

@@ -21,6 +21,7 @@ events are acked. The service's pool commits claims and attempts without waiting
 is sent again (at least once, with its `webhook-id`), never lost.
 """
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -79,7 +80,8 @@ _TAKE = """
     INSERT INTO webhook_attempts (delivery_id, attempt) SELECT id, attempts FROM claimed
 )
 SELECT c.id, c.endpoint_id, c.event_id, c.payload, c.attempts, c.retry_base, c.prev, e.url, e.secret,
-       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret
+       CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret,
+       e.headers::text AS headers
   FROM claimed c
   JOIN webhook_endpoints e ON e.id = c.endpoint_id
 """
@@ -211,6 +213,7 @@ class Claim:
     url: str
     secret: str
     previous_secret: str | None  # a rotated-out secret in its grace period: it signs too
+    headers: dict[str, str]  # the tenant's own, sent beside the signature headers
 
     @property
     def tries(self) -> int:
@@ -260,6 +263,7 @@ def _claims(rows: list[Any]) -> list[Claim]:
             url=r["url"],
             secret=r["secret"],
             previous_secret=r["previous_secret"],
+            headers=json.loads(r["headers"]),
         )
         for r in rows
     ]

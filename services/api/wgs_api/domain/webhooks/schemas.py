@@ -16,6 +16,7 @@ class EndpointCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True)
     description: str | None = None
     enabled: bool = True
     ordered: bool = True
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class EndpointUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
@@ -26,6 +27,7 @@ class EndpointUpdate(msgspec.Struct, rename="camel", forbid_unknown_fields=True)
     description: str | msgspec.UnsetType | None = msgspec.UNSET
     enabled: bool | msgspec.UnsetType = msgspec.UNSET
     ordered: bool | msgspec.UnsetType = msgspec.UNSET
+    headers: dict[str, str] | msgspec.UnsetType = msgspec.UNSET
 
 
 class Endpoint(msgspec.Struct, rename="camel"):
@@ -44,11 +46,13 @@ class Endpoint(msgspec.Struct, rename="camel"):
 
 
 class EndpointWithSecret(Endpoint, rename="camel"):
-    """An endpoint with its signing secret (`whsec_...`), and until when the secret it replaced
-    still signs too (null: none does)."""
+    """An endpoint with its signing secret (`whsec_...`), until when the secret it replaced still
+    signs too (null: none does), and the headers of the tenant's choosing sent with every delivery
+    (shown here only: they may hold a token)."""
 
     secret: str
     previous_secret_expires_at: datetime | None
+    headers: dict[str, str]
 
 
 class SecretRotation(msgspec.Struct, rename="camel", forbid_unknown_fields=True):

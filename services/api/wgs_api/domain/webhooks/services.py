@@ -1,6 +1,7 @@
 """Tenants' webhook endpoints and their delivery logs in PostgreSQL."""
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -18,6 +19,29 @@ EVENT_FILTERS: Final = frozenset({"*", *EVENT_KINDS})
 DELIVERY_STATUSES: Final = ("pending", "sending", "delivered", "dead")
 DESCRIPTION_MAX = 512
 EVENT_ID_MAX = 200  # longer than any event id (`{instance}:{generation}:{seq}`, or a uuid)
+# Headers a tenant may add to its deliveries (decision 51): a few, plain, and none that the gateway
+# sets itself or that changes how the request is framed or routed.
+HEADERS_MAX = 10
+HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,64}")  # an RFC 9110 token
+HEADER_VALUE = re.compile(r"[\x20-\x7e\t]{0,1024}")  # visible ASCII, spaces and tabs: no line breaks
+RESERVED_HEADERS = frozenset(
+    {
+        "connection",
+        "content-encoding",
+        "content-length",
+        "content-type",
+        "expect",
+        "host",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "user-agent",
+    }
+)
 # Endpoints of one scope (the tenant's own, or one instance's): every event is posted to each of
 # its scope's endpoints, so a scope's count multiplies the webhooks service's work for every event.
 MAX_ENDPOINTS_PER_SCOPE: Final = 25
@@ -36,8 +60,8 @@ RETURNING *
 """
 
 INSERT_ENDPOINT = """
-INSERT INTO webhook_endpoints (tenant_id, instance_id, url, events, enabled, ordered, description)
-VALUES ({}, {}, {}, {}, {}, {}, {})
+INSERT INTO webhook_endpoints (tenant_id, instance_id, url, events, enabled, ordered, description, headers)
+VALUES ({}, {}, {}, {}, {}, {}, {}, {}::jsonb)
 RETURNING *
 """
 
@@ -100,8 +124,12 @@ def endpoint_with_secret(row: dict[str, Any]) -> schemas.EndpointWithSecret:
     expires_at = row["previous_secret_expires_at"]
     if expires_at is not None and expires_at <= datetime.now(UTC):
         expires_at = None  # its grace is over: it no longer signs (the retention sweep erases it)
+    headers = row["headers"]
     return schemas.EndpointWithSecret(
-        **msgspec.structs.asdict(view), secret=row["secret"], previous_secret_expires_at=expires_at
+        **msgspec.structs.asdict(view),
+        secret=row["secret"],
+        previous_secret_expires_at=expires_at,
+        headers=json.loads(headers) if isinstance(headers, str) else headers,
     )
 
 
@@ -139,6 +167,27 @@ async def validate_url(url: str) -> None:
         raise Invalid(f"url: {exc}", field="url") from None
 
 
+def validate_headers(headers: dict[str, str]) -> str:
+    """The headers as JSON for the `headers` column; 422 naming `headers` when there are too many, a
+    name is not a token, is reserved (`RESERVED_HEADERS`, `webhook-*`) or repeated in another case,
+    or a value is not one line of at most 1024 visible ASCII characters."""
+    if len(headers) > HEADERS_MAX:
+        raise Invalid(f"headers: at most {HEADERS_MAX}", field="headers")
+    seen: set[str] = set()
+    for name, value in headers.items():
+        lowered = name.lower()
+        if not HEADER_NAME.fullmatch(name) or lowered in seen:
+            raise Invalid(f"headers: {name!r} is not a header name, or is given twice", field="headers")
+        if lowered in RESERVED_HEADERS or lowered.startswith("webhook-"):
+            raise Invalid(f"headers: {name!r} is set by the gateway", field="headers")
+        if not HEADER_VALUE.fullmatch(value):
+            raise Invalid(
+                f"headers: the value of {name!r} must be one line of visible ASCII, 1024 at most", field="headers"
+            )
+        seen.add(lowered)
+    return json.dumps(headers)
+
+
 def validate_description(description: str | None) -> None:
     """422 naming `description` when it is too long."""
     if description is not None and len(description) > DESCRIPTION_MAX:
@@ -165,6 +214,7 @@ async def create_endpoint(
         await fetch_own(tenant_id, instance_id)
     events = validate_events(data.events)
     validate_description(data.description)
+    headers = validate_headers(data.headers)
     await validate_url(data.url)
     async with DB.transaction():  # the tenant's row lock makes concurrent creations count one after the other
         await Tenant.select(Tenant.id).where(Tenant.id == tenant_id).first().lock_rows("NO KEY UPDATE")
@@ -176,7 +226,15 @@ async def create_endpoint(
             owner = "the tenant" if instance_id is None else "an instance"
             raise Conflict(f"At most {MAX_ENDPOINTS_PER_SCOPE} webhook endpoints for {owner}; delete one first.")
         rows = await WebhookEndpoint.raw(
-            INSERT_ENDPOINT, tenant_id, instance_id, data.url, events, data.enabled, data.ordered, data.description
+            INSERT_ENDPOINT,
+            tenant_id,
+            instance_id,
+            data.url,
+            events,
+            data.enabled,
+            data.ordered,
+            data.description,
+            headers,
         )
     return endpoint_with_secret(rows[0])
 
@@ -214,6 +272,8 @@ async def update_endpoint(tenant_id: int, endpoint_id: int, data: schemas.Endpoi
         changes[WebhookEndpoint.enabled] = data.enabled
     if not isinstance(data.ordered, msgspec.UnsetType):
         changes[WebhookEndpoint.ordered] = data.ordered
+    if not isinstance(data.headers, msgspec.UnsetType):
+        changes[WebhookEndpoint.headers] = validate_headers(data.headers)
     if changes:
         await WebhookEndpoint.update(changes).where(
             (WebhookEndpoint.id == endpoint_id) & (WebhookEndpoint.tenant == tenant_id)
