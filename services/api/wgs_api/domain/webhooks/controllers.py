@@ -50,7 +50,7 @@ class WebhookController(Controller):
     async def update(
         self, tenant_id: int, endpoint_id: int, data: schemas.EndpointUpdate
     ) -> schemas.EndpointWithSecret:
-        """Change an endpoint's URL, event filter, description, enabled or ordered flag."""
+        """Change an endpoint's URL, event filter, description, enabled or ordered flag, or own headers."""
         return await services.update_endpoint(tenant_id, endpoint_id, data)
 
     @delete(ENDPOINT, operation_id="DeleteWebhook", status_code=HTTP_204_NO_CONTENT)
