@@ -59,6 +59,19 @@ class MessagingController(Controller):
         result, sent = await services.send(state.messaging, tenant_id, instance_id, data, idempotency_key)
         return Response(result, status_code=HTTP_200_OK if sent else HTTP_202_ACCEPTED)
 
+    @get("/messages", operation_id="ListMessages")
+    async def messages(
+        self,
+        tenant_id: int,
+        instance_id: int,
+        limit: int = Parameter(default=20, ge=1, le=100),
+        before: str | None = Parameter(
+            default=None, min_length=1, max_length=40, description="the last message id of a page: the next page"
+        ),
+    ) -> list[schemas.MessageView]:
+        """The instance's sent messages with their status histories, newest first."""
+        return await services.list_messages(tenant_id, instance_id, limit, before)
+
     @get("/messages/{message_id:str}", operation_id="GetMessage")
     async def message(self, tenant_id: int, instance_id: int, message_id: str) -> schemas.MessageView:
         """A sent message and its status history (queued, sent, delivered, read, failed)."""

@@ -316,6 +316,18 @@ async def _record_queued(recording: Awaitable[object], message_id: str, instance
         _log_record_failure(message_id, instance_id, exc)
 
 
+# A page of an instance's messages, newest first: those older than the `before` message when one is
+# given (its creation time and id: two messages may share a time).
+MESSAGES_PAGE = """
+SELECT m.id, m.recipient, m.type FROM messages m
+ WHERE m.instance_id = {}
+   AND ({}::text IS NULL
+        OR (m.created_at, m.id) < (SELECT b.created_at, b.id FROM messages b WHERE b.id = {} AND b.instance_id = {}))
+ ORDER BY m.created_at DESC, m.id DESC
+ LIMIT {}
+"""
+
+
 async def message_view(tenant_id: int, instance_id: int, message_id: str) -> schemas.MessageView:
     """A message of the instance with its status history, oldest first."""
     await fetch_own(tenant_id, instance_id)
@@ -324,16 +336,46 @@ async def message_view(tenant_id: int, instance_id: int, message_id: str) -> sch
     )
     if not rows:
         raise NotFound("Message not found")
+    return (await _with_histories(rows))[0]
+
+
+async def list_messages(tenant_id: int, instance_id: int, limit: int, before: str | None) -> list[schemas.MessageView]:
+    """The instance's sent messages with their histories, newest first; `before` (a message id of the
+    instance, the last of a page) gives the next page."""
+    await fetch_own(tenant_id, instance_id)
+    if before is not None and not await Instance.raw(
+        "SELECT 1 FROM messages WHERE id = {} AND instance_id = {}", before, instance_id
+    ):
+        raise Invalid("before: not a message of this instance (deleted, or past the retention)", field="before")
+    rows = await Instance.raw(MESSAGES_PAGE, instance_id, before, before, instance_id, limit)
+    return await _with_histories(rows)
+
+
+async def _with_histories(rows: list[dict[str, Any]]) -> list[schemas.MessageView]:
+    """The views of message rows (id, recipient, type), in their order, with their histories (one query)."""
     history = await Instance.raw(
-        "SELECT status, reason, at FROM message_statuses WHERE message_id = {} ORDER BY at, status", message_id
+        "SELECT message_id, status, reason, at FROM message_statuses WHERE message_id = ANY({}::text[])",
+        [row["id"] for row in rows],
     )
-    entries = [schemas.StatusEntry(status=h["status"], reason=h["reason"], at=h["at"]) for h in history]
     order = [s.value for s in DeliveryStatus]
-    latest = max(entries, key=lambda e: (e.status == DeliveryStatus.FAILED.value, order.index(e.status)), default=None)
-    return schemas.MessageView(
-        id=rows[0]["id"],
-        to=rows[0]["recipient"],
-        type=rows[0]["type"],
-        status=latest.status if latest else DeliveryStatus.QUEUED.value,
-        history=entries,
-    )
+    history.sort(key=lambda h: (h["at"], order.index(h["status"])))  # statuses of one moment in their own order
+    entries: dict[str, list[schemas.StatusEntry]] = {row["id"]: [] for row in rows}
+    for h in history:
+        entries[h["message_id"]].append(schemas.StatusEntry(status=h["status"], reason=h["reason"], at=h["at"]))
+
+    def current(steps: list[schemas.StatusEntry]) -> str:
+        latest = max(
+            steps, key=lambda e: (e.status == DeliveryStatus.FAILED.value, order.index(e.status)), default=None
+        )
+        return latest.status if latest else DeliveryStatus.QUEUED.value
+
+    return [
+        schemas.MessageView(
+            id=row["id"],
+            to=row["recipient"],
+            type=row["type"],
+            status=current(entries[row["id"]]),
+            history=entries[row["id"]],
+        )
+        for row in rows
+    ]
