@@ -3,6 +3,13 @@
 Applies `migrations/NNNN_*.sql` in order, each in its own transaction, under a
 PostgreSQL advisory lock so that concurrent runs serialize; records applied
 files in `schema_migrations`. Then creates or updates the contract streams.
+
+A file whose first line is `-- wgs-migrate: no-transaction` is applied one statement
+at a time outside a transaction instead, so that it can build indexes with
+`CREATE INDEX CONCURRENTLY` while the gateway keeps writing to the table. Its
+statements each end with `;` at the end of a line (no function bodies), and the file
+must be safe to apply again (drop an index before creating it: a build that failed
+leaves an invalid index behind), since it is recorded only once all of them ran.
 """
 
 import argparse
@@ -18,6 +25,7 @@ from wgs_kit.messaging import ensure_streams
 
 log = logging.getLogger("wgs_db.migrate")
 MIGRATION_LOCK_KEY = 0x5767_0001
+NO_TRANSACTION = "-- wgs-migrate: no-transaction"
 
 
 def migration_files() -> list[tuple[str, str]]:
@@ -27,8 +35,20 @@ def migration_files() -> list[tuple[str, str]]:
     return [(f.name, f.read_text()) for f in files]
 
 
-async def migrate_database(dsn: str) -> list[str]:
-    """Apply pending migrations; return the names applied now."""
+def statements(sql: str) -> list[str]:
+    """The statements of a no-transaction migration: split after each `;` that ends a line,
+    without the comment lines and blank lines around them."""
+    found = []
+    for chunk in sql.split(";\n"):
+        lines = [line for line in chunk.splitlines() if line.strip() and not line.lstrip().startswith("--")]
+        statement = "\n".join(lines).strip().removesuffix(";")
+        if statement:
+            found.append(statement)
+    return found
+
+
+async def migrate_database(dsn: str, files: list[tuple[str, str]] | None = None) -> list[str]:
+    """Apply pending migrations (`files`: the package's by default); return the names applied now."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
@@ -38,12 +58,17 @@ async def migrate_database(dsn: str) -> list[str]:
         )
         done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
         applied = []
-        for name, sql in migration_files():
+        for name, sql in migration_files() if files is None else files:
             if name in done:
                 continue
-            async with conn.transaction():
-                await conn.execute(sql)
+            if sql.startswith(NO_TRANSACTION):
+                for statement in statements(sql):
+                    await conn.execute(statement)
                 await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+            else:
+                async with conn.transaction():
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
             applied.append(name)
             log.info("applied migration %s", name)
         return applied
