@@ -316,13 +316,11 @@ async def _record_queued(recording: Awaitable[object], message_id: str, instance
         _log_record_failure(message_id, instance_id, exc)
 
 
-# A page of an instance's messages, newest first: those older than the `before` message when one is
-# given (its creation time and id: two messages may share a time).
+# A page of an instance's messages, newest first: those before a cursor (the creation time and id
+# of the last message of the page before: two messages may share a time), or from the newest.
 MESSAGES_PAGE = """
 SELECT m.id, m.recipient, m.type FROM messages m
- WHERE m.instance_id = {}
-   AND ({}::text IS NULL
-        OR (m.created_at, m.id) < (SELECT b.created_at, b.id FROM messages b WHERE b.id = {} AND b.instance_id = {}))
+ WHERE m.instance_id = {} AND ({}::timestamptz IS NULL OR (m.created_at, m.id) < ({}, {}::text))
  ORDER BY m.created_at DESC, m.id DESC
  LIMIT {}
 """
@@ -343,11 +341,15 @@ async def list_messages(tenant_id: int, instance_id: int, limit: int, before: st
     """The instance's sent messages with their histories, newest first; `before` (a message id of the
     instance, the last of a page) gives the next page."""
     await fetch_own(tenant_id, instance_id)
-    if before is not None and not await Instance.raw(
-        "SELECT 1 FROM messages WHERE id = {} AND instance_id = {}", before, instance_id
-    ):
-        raise Invalid("before: not a message of this instance (deleted, or past the retention)", field="before")
-    rows = await Instance.raw(MESSAGES_PAGE, instance_id, before, before, instance_id, limit)
+    cursor_at = None
+    if before is not None:
+        cursor = await Instance.raw(
+            "SELECT created_at FROM messages WHERE id = {} AND instance_id = {}", before, instance_id
+        )
+        if not cursor:
+            raise Invalid("before: not a message of this instance (deleted, or past the retention)", field="before")
+        cursor_at = cursor[0]["created_at"]
+    rows = await Instance.raw(MESSAGES_PAGE, instance_id, cursor_at, cursor_at, before, limit)
     return await _with_histories(rows)
 
 

@@ -77,29 +77,30 @@ WITH gone AS (
 SELECT count(*) AS deleted FROM gone
 """
 
-REDELIVER = """
-UPDATE webhook_deliveries
-   SET status = 'pending', next_attempt_at = now(), retry_base = attempts, lease_until = NULL, delivered_at = NULL
- WHERE id = {} AND endpoint_id = {} AND status <> 'sending'
+# What sending a delivery again sets: due now, with a fresh retry schedule (its attempts so far kept).
+AGAIN = "status = 'pending', next_attempt_at = now(), retry_base = attempts, lease_until = NULL, delivered_at = NULL"
+
+REDELIVER = f"""
+UPDATE webhook_deliveries SET {AGAIN}
+ WHERE id = {{}} AND endpoint_id = {{}} AND status <> 'sending'
 RETURNING *
 """
 
 # The endpoint's dead deliveries created in [since, until), oldest first: `limit` of them back to
 # pending as a redelivery does (the one more looked at says whether some are left).
-RECOVER = """
+RECOVER = f"""
 WITH dead AS (
     SELECT id, created_at FROM webhook_deliveries
-     WHERE endpoint_id = {} AND status = 'dead' AND created_at >= {} AND created_at < {}
+     WHERE endpoint_id = {{}} AND status = 'dead' AND created_at >= {{}} AND created_at < {{}}
      ORDER BY created_at, id
-     LIMIT {}::int + 1
+     LIMIT {{}}::int + 1
 ), recovered AS (
-    UPDATE webhook_deliveries d
-       SET status = 'pending', next_attempt_at = now(), retry_base = attempts, lease_until = NULL, delivered_at = NULL
-      FROM (SELECT id FROM dead ORDER BY created_at, id LIMIT {}) picked
+    UPDATE webhook_deliveries d SET {AGAIN}
+      FROM (SELECT id FROM dead ORDER BY created_at, id LIMIT {{}}) picked
      WHERE d.id = picked.id AND d.status = 'dead'
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM recovered) AS redelivered, (SELECT count(*) FROM dead) > {} AS more
+SELECT (SELECT count(*) FROM recovered) AS redelivered, (SELECT count(*) FROM dead) > {{}} AS more
 """
 
 
