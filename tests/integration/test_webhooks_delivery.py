@@ -205,6 +205,62 @@ async def test_a_delivery_carries_the_endpoints_own_headers_beside_its_signature
     verify_webhook(created["secret"], hit.headers, hit.body)
 
 
+async def test_a_test_event_reaches_an_endpoint_whatever_its_filter_signed_and_logged(
+    client: httpx.AsyncClient, db, webhooks: Service, receiver: Receiver
+) -> None:
+    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "probe", events=["qr"])
+    tenant_wide = await endpoint(client, tenant, receiver.url("probe-all"))
+
+    sent = await client.post(f"/api/webhooks/{created['id']}/test", headers=tenant.headers)
+    assert sent.status_code == 202, sent.text
+    queued = sent.json()
+    assert queued["eventId"].startswith("test:")
+    assert queued["type"] == "webhook.test"
+    assert queued["status"] in ("pending", "sending", "delivered")
+    hit = (await received_requests(receiver, "probe", 1))[0]
+    verify_webhook(created["secret"], hit.headers, hit.body)
+    assert hit.headers["webhook-id"] == queued["eventId"]
+    assert hit.json == {
+        "id": queued["eventId"],
+        "instance": instance_id,
+        "timestamp": hit.json["timestamp"],
+        "type": "webhook.test",
+        "data": {"endpointId": created["id"], "message": "A test event: your endpoint is reachable."},
+    }
+    [logged] = await settled_deliveries(client, tenant, created["id"])
+    assert (logged["id"], logged["status"], logged["attempts"], logged["lastStatusCode"]) == (
+        queued["id"],
+        "delivered",
+        1,
+        200,
+    )
+
+    wide = (await client.post(f"/api/webhooks/{tenant_wide['id']}/test", headers=tenant.headers)).json()
+    wide_hit = (await received_requests(receiver, "probe-all", 1))[0]
+    verify_webhook(tenant_wide["secret"], wide_hit.headers, wide_hit.body)
+    assert (wide_hit.json["id"], wide_hit.json["instance"]) == (wide["eventId"], 0)
+
+
+async def test_a_test_event_is_refused_for_a_disabled_missing_or_foreign_endpoint(
+    client: httpx.AsyncClient, db, receiver: Receiver
+) -> None:
+    tenant, _, created = await instance_endpoint(client, db, receiver, "probe-off", enabled=False)
+    stranger = await create_tenant(client)
+    path = f"/api/webhooks/{created['id']}/test"
+
+    disabled = await client.post(path, headers=tenant.headers)
+    assert disabled.status_code == 409, disabled.text
+    assert disabled.json()["code"] == "conflict"
+    assert "disabled" in disabled.json()["error"]
+    foreign = await client.post(path, headers=stranger.headers)
+    assert foreign.status_code == 404
+    assert foreign.json()["code"] == "not_found"
+    missing = await client.post("/api/webhooks/999999999/test", headers=tenant.headers)
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "not_found"
+    assert await deliveries(client, tenant, created["id"]) == []
+
+
 async def test_event_filter_and_enabled_flag_are_respected(
     client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:

@@ -18,7 +18,7 @@ from wgs_contracts.instance_events import (
     Reaction,
 )
 from wgs_contracts.messages import InstanceStatus, InstanceStatusChanged
-from wgs_webhooks.envelope import envelope_body, event_type
+from wgs_contracts.webhook_envelope import envelope_body, event_type
 
 AT = datetime(2026, 11, 25, 12, 0, 1, 123000, tzinfo=UTC)
 COMMON: dict[str, Any] = {"event_id": "7:1:42", "instance_id": 7, "tenant_id": 3, "generation": 1, "seq": 42, "at": AT}

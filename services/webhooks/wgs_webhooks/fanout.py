@@ -21,11 +21,11 @@ from nats.js.client import JetStreamContext
 from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import InstanceEvent
 from wgs_contracts.state import SnapshotFallback
+from wgs_contracts.webhook_envelope import envelope_body, event_type
 from wgs_kit.batched import BatchedPullConsumer
 from wgs_kit.messaging import decode
 
 from wgs_webhooks import store
-from wgs_webhooks.envelope import envelope_body, event_type
 
 log = logging.getLogger(__name__)
 FANOUT_CONSUMER = "webhooks-fanout"

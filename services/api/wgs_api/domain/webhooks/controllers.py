@@ -91,6 +91,12 @@ class WebhookController(Controller):
         first, at most `limit` (1-10000, the default) per call; `more` says some are left."""
         return await services.recover(tenant_id, endpoint_id, data)
 
+    @post(ENDPOINT + "/test", operation_id="SendWebhookTestEvent", status_code=HTTP_202_ACCEPTED)
+    async def send_test_event(self, tenant_id: int, endpoint_id: int) -> schemas.Delivery:
+        """Queue a signed `webhook.test` event for the endpoint (whatever its filter); its delivery
+        is in the log like any other. `409` when the endpoint is disabled."""
+        return await services.send_test_event(tenant_id, endpoint_id)
+
     @get(DELIVERY, operation_id="GetWebhookDelivery")
     async def delivery(self, tenant_id: int, endpoint_id: int, delivery_id: int) -> schemas.DeliveryDetail:
         """One delivery with its payload and every attempt."""

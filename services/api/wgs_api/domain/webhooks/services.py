@@ -4,9 +4,11 @@ import json
 import re
 from datetime import UTC, datetime
 from typing import Any, Final
+from uuid import uuid4
 
 import msgspec
 from wgs_contracts.instance_events import EVENT_KINDS
+from wgs_contracts.webhook_envelope import TEST_EVENT_PREFIX, TEST_EVENT_TYPE, endpoint_test_body
 from wgs_db.engine import DB
 from wgs_db.tables import Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from wgs_kit.urls import RefusedUrl, allow_private_from_env, check_url
@@ -101,6 +103,13 @@ WITH dead AS (
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM recovered) AS redelivered, (SELECT count(*) FROM dead) > {{}} AS more
+"""
+
+# A test event joins the endpoint's queue as any event does, if the endpoint is still there and enabled.
+INSERT_TEST_DELIVERY = """
+INSERT INTO webhook_deliveries (endpoint_id, event_id, event_type, payload)
+SELECT id, {}, {}, {} FROM webhook_endpoints WHERE id = {} AND tenant_id = {} AND enabled
+RETURNING *
 """
 
 
@@ -382,3 +391,18 @@ async def recover(tenant_id: int, endpoint_id: int, recovery: schemas.Recovery) 
         RECOVER, endpoint_id, recovery.since, until, recovery.limit, recovery.limit, recovery.limit
     )
     return schemas.Recovered(redelivered=rows[0]["redelivered"], more=rows[0]["more"])
+
+
+async def send_test_event(tenant_id: int, endpoint_id: int) -> schemas.Delivery:
+    """Queue a `webhook.test` event for the endpoint, whatever its event filter; 409 when it is disabled
+    (it would wait there). It is signed, retried and logged as any delivery."""
+    endpoint = await fetch_own_endpoint(tenant_id, endpoint_id)
+    event_id = f"{TEST_EVENT_PREFIX}{uuid4().hex}"
+    body = endpoint_test_body(event_id, endpoint["instance_id"], endpoint_id, datetime.now(UTC))
+    rows = await WebhookDelivery.raw(
+        INSERT_TEST_DELIVERY, event_id, TEST_EVENT_TYPE, body.decode(), endpoint_id, tenant_id
+    )
+    if not rows:
+        await fetch_own_endpoint(tenant_id, endpoint_id)  # 404 when it was deleted meanwhile
+        raise Conflict("The endpoint is disabled: enable it to send it a test event.")
+    return delivery_view(rows[0])

@@ -1,8 +1,14 @@
-"""The JSON body of every webhook: `{"id", "instance", "timestamp", "type", "data"}` (docs/webhooks.md)."""
+"""The JSON body of every webhook: `{"id", "instance", "timestamp", "type", "data"}` (docs/webhooks.md).
+
+A contract with tenants' receivers: the webhooks service sends events in it, and the API its
+test events (`endpoint_test_body`).
+"""
 
 from datetime import datetime
+from typing import Final
 
 import msgspec
+
 from wgs_contracts.instance_events import (
     MessageReceived,
     MessageStatusChanged,
@@ -85,6 +91,13 @@ class ConnectionData(Data):
     reason: str | None = None
 
 
+class EndpointTestData(Data):
+    """A test event that a tenant asked for: it carries nothing of an instance."""
+
+    endpoint_id: int
+    message: str
+
+
 class Envelope(msgspec.Struct, kw_only=True):
     """One event as tenants receive it."""
 
@@ -93,6 +106,11 @@ class Envelope(msgspec.Struct, kw_only=True):
     timestamp: datetime
     type: str
     data: Data
+
+
+TEST_EVENT_TYPE: Final = "webhook.test"
+TEST_EVENT_PREFIX: Final = "test:"  # test events' ids: never an instance event's (`{instance}:{generation}:{seq}`)
+NO_INSTANCE: Final = 0  # `instance` of a test event sent to a tenant-level endpoint (ids start at 1)
 
 
 def event_type(event: TenantEvent) -> str:
@@ -138,5 +156,17 @@ def envelope_body(event: TenantEvent) -> bytes:
         timestamp=event.at,
         type=event_type(event),
         data=event_data(event),
+    )
+    return msgspec.json.encode(envelope)
+
+
+def endpoint_test_body(event_id: str, instance_id: int | None, endpoint_id: int, at: datetime) -> bytes:
+    """The JSON bytes of a test event for an endpoint (its instance's, or a tenant-level one's)."""
+    envelope = Envelope(
+        id=event_id,
+        instance=NO_INSTANCE if instance_id is None else instance_id,
+        timestamp=at,
+        type=TEST_EVENT_TYPE,
+        data=EndpointTestData(endpoint_id=endpoint_id, message="A test event: your endpoint is reachable."),
     )
     return msgspec.json.encode(envelope)
