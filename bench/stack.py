@@ -37,6 +37,7 @@ class Stack:
     work: Path
     env: dict[str, str]
     nats: EmbeddedNats
+    postgres: EmbeddedPostgres
     api: ApiService
     client: httpx.AsyncClient
     headers: dict[str, str]
@@ -118,7 +119,7 @@ async def control_plane(
         async with httpx.AsyncClient(base_url=api.url, timeout=60) as client:
             created = await client.post("/admin/tenants", json={"name": "bench", **(tenant or {})}, headers=ADMIN)
             headers = {"Authorization": f"Bearer {created.json()['apiKey']}"}
-            yield Stack(work, env, nats, api, client, headers, services, engines)
+            yield Stack(work, env, nats, pg, api, client, headers, services, engines)
     finally:
         for service in reversed(services):
             await service.stop()

@@ -4,6 +4,7 @@ import logging
 import math
 import re
 
+import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -16,9 +17,19 @@ from litestar.status_codes import (
     HTTP_500_INTERNAL_SERVER_ERROR,
     HTTP_503_SERVICE_UNAVAILABLE,
 )
+from nats.errors import Error as NatsError
 from wgs_contracts.errors import ErrorBody, ErrorCode
 
 log = logging.getLogger(__name__)
+NATS_UNREACHABLE = "The gateway's message bus (NATS) is unreachable; try again shortly."
+DATABASE_UNAVAILABLE = "The gateway's database (PostgreSQL) is unavailable; try again shortly."
+# PostgreSQL down, restarting, refusing connections or out of a resource: nothing a request did there stays.
+DATABASE_OUTAGES = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    ConnectionError,
+)
 # msgspec names a missing or unknown field in its message; Litestar's key is then the whole body ("data").
 NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 
@@ -152,6 +163,24 @@ def handle_http(_: Request, exc: HTTPException) -> Response[bytes]:
     return error_response(exc.status_code, ErrorBody(error=str(exc.detail), code=code_for_status(exc.status_code)))
 
 
+def handle_nats(request: Request, exc: NatsError) -> Response[bytes]:
+    """NATS unreachable, or no answer from it in time: `503`, to be tried again."""
+    log.warning("NATS failed on %s %s: %r", request.method, request.url.path, exc)
+    return _outage(NATS_UNREACHABLE)
+
+
+def handle_database_outage(request: Request, exc: Exception) -> Response[bytes]:
+    """PostgreSQL unavailable (`DATABASE_OUTAGES`): `503`, to be tried again."""
+    log.warning("PostgreSQL failed on %s %s: %r", request.method, request.url.path, exc)
+    return _outage(DATABASE_UNAVAILABLE)
+
+
+def _outage(message: str) -> Response[bytes]:
+    return error_response(
+        HTTP_503_SERVICE_UNAVAILABLE, ErrorBody(error=message, code=ErrorCode.UNAVAILABLE), {"Retry-After": "1"}
+    )
+
+
 def handle_unexpected(request: Request, exc: Exception) -> Response[bytes]:
     """Anything else: logged with its traceback, answered as a generic 500."""
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -165,6 +194,8 @@ EXCEPTION_HANDLERS = {
     ApiError: handle_api_error,
     ValidationException: handle_validation,
     HTTPException: handle_http,
+    NatsError: handle_nats,
+    **dict.fromkeys(DATABASE_OUTAGES, handle_database_outage),
     Exception: handle_unexpected,
 }
 

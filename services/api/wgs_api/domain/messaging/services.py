@@ -12,6 +12,7 @@ from uuid import uuid4
 
 import msgspec
 import segno
+from nats.errors import Error as NatsError
 from wgs_contracts.instance_events import DeliveryStatus, OutboundMessage, ProviderCall, ProviderReply
 from wgs_contracts.messages import InstanceStatus, Provider
 from wgs_contracts.provider_api import SendRequest
@@ -147,6 +148,12 @@ SELECT id, 'queued' FROM messages WHERE id = $1
 ON CONFLICT DO NOTHING
 """
 
+# Nobody answered for the provider and the send could not be queued either (NATS unreachable): it is
+# not accepted (`503`), so its record goes, but not its idempotency key. The provider may still get
+# the relay request, which nats-py writes once it reconnects: a retry with the key names the same
+# message, which the provider takes once, and the statuses it reported find their record again.
+UNACCEPTED_MESSAGE = "DELETE FROM messages WHERE id = $1"
+
 
 @dataclass(frozen=True)
 class MessageRecord:
@@ -238,7 +245,9 @@ async def send(
     with a provisional `sent` (decision 35), both once per batch of sends (`relay_and_record`),
     taken back when the provider refused the send or did not answer. A body that fails
     validation spends no token. A record that fails changes no answer of a send the provider
-    took or the queue holds (it is logged): only the message's history is then missing.
+    took or the queue holds (it is logged): only the message's history is then missing. A send
+    that NATS failed (neither answered nor queued) is a `503` without a record
+    (`UNACCEPTED_MESSAGE`).
     With an `idempotency_key`, a retry gets the first request's message (`send_keys`).
     """
     try:
@@ -295,7 +304,14 @@ async def send(
         if reply.status == 422:
             raise Invalid(error.message, field=error.field)
         raise error
-    await messaging.enqueue_send(message)
+    try:
+        await messaging.enqueue_send(message)
+    except NatsError:
+        await fetch(UNACCEPTED_MESSAGE, message.id)
+        raise Unavailable(
+            f"The provider did not answer and the send could not be queued: NATS is unreachable. Message"
+            f" {message.id} may still go out; a retry with the same Idempotency-Key sends it at most once."
+        ) from None
     await _record_queued(fetch(REQUEUE_MESSAGE, message.id), message.id, instance_id)
     return schemas.SendResult(status="queued", id=message.id), False
 

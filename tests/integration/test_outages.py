@@ -1,0 +1,201 @@
+"""Requests while NATS or PostgreSQL is down: a gateway of the module's own (NATS, PostgreSQL, an API
+process), so that the tests can stop and start its parts, and a scripted node agent
+(`test_send_outcomes.Agent`) for an instance row that says it runs on the agent's node.
+
+A send that can neither reach its provider nor be queued is refused with a `503` that says so,
+leaves no record and keeps its idempotency key, so that a retry with the key sends it once; any
+other request that NATS or PostgreSQL fails is a `503` with `Retry-After`, never a `500`.
+"""
+
+import asyncio
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+from wgs_contracts import subjects
+from wgs_devstack.nats import EmbeddedNats
+from wgs_devstack.postgres import EmbeddedPostgres
+from wgs_devstack.processes import free_port, run_command
+from wgs_devstack.services import ApiService
+from wgs_kit.requests import RequestServer
+from wgs_kit.waiting import wait_until
+
+from tests.integration.test_send_outcomes import TO, Agent, sent_reply
+from tests.support.api import ADMIN, Tenant, create_tenant, unique_phone
+
+# The API's wait for its relay request (`ApiMessaging.call_provider`) and for JetStream's ack of a
+# queued send (`publish_durable`), with room for a slow machine.
+REFUSED_WITHIN = 10.0 + 5.0 + 15.0
+KEY = "through-an-outage"
+
+
+@dataclass
+class Gateway:
+    """The module's own gateway: its NATS and PostgreSQL (to stop), the API's client, the database."""
+
+    nats: EmbeddedNats
+    postgres: EmbeddedPostgres
+    api: httpx.AsyncClient
+    db: asyncpg.Pool
+
+
+@pytest.fixture(scope="module")
+async def gateway(work_dir: Path) -> AsyncIterator[Gateway]:
+    folder = work_dir / f"outages-{uuid.uuid4().hex[:6]}"
+    server, postgres = EmbeddedNats(folder / "nats"), EmbeddedPostgres(folder / "pg", fsync=False)
+    await asyncio.gather(server.start(), postgres.start())
+    env = {"DATABASE_URL": postgres.dsn, "NATS_URL": server.url, "WGS_LOG_LEVEL": "INFO"}
+    service = ApiService(env, work_dir / "logs", free_port(), name="api-outages")
+    try:
+        await run_command(
+            [sys.executable, "-m", "wgs_db.migrate"], env={**os.environ, **env}, log_path=folder / "migrate.log"
+        )
+        await service.ready()
+        db = await asyncpg.create_pool(postgres.dsn, min_size=0, max_size=2)
+        async with httpx.AsyncClient(base_url=service.url, timeout=REFUSED_WITHIN) as api:
+            yield Gateway(server, postgres, api, db)
+        await db.close()
+    finally:
+        await service.stop()
+        await asyncio.gather(server.stop(), postgres.stop())
+
+
+@pytest.fixture
+async def node(gateway: Gateway) -> str:
+    """A registered node of the gateway; it never heartbeats, so nothing counts it lost."""
+    name = f"outage-{uuid.uuid4().hex[:8]}"
+    body = {"name": name, "dockerHost": "none", "publicHost": "none", "schedulable": False}
+    response = await gateway.api.post("/admin/nodes", json=body, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    return name
+
+
+@pytest.fixture
+async def agent(gateway: Gateway, node: str) -> AsyncIterator[tuple[Agent, NatsClient]]:
+    """The node's agent, answering as scripted, and its NATS connection."""
+    script = Agent({})
+    nc = await nats.connect(gateway.nats.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    requests = RequestServer(nc)
+    await requests.serve(subjects.provider_calls(node), script.on_call)
+    await requests.serve(subjects.provider_sends(node), script.on_sends)
+    await nc.flush()
+    yield script, nc
+    script.answering.set()
+    await requests.close()
+    await nc.close()
+
+
+async def instance_on(gateway: Gateway, tenant: Tenant, node: str | None) -> int:
+    """An instance of the tenant running on `node` (None: placed nowhere, so its sends are queued)."""
+    return await gateway.db.fetchval(
+        "INSERT INTO instances (tenant_id, phone_number, provider, cpu_limit, memory_limit, nano_cpus, memory_bytes,"
+        " node_id, status) SELECT $1, $2, 'sandbox', '0.5', '512m', 500000000, 536870912, n.id,"
+        " CASE WHEN n.id IS NULL THEN 'pending' ELSE 'running' END"
+        " FROM (SELECT (SELECT id FROM nodes WHERE name = $3) AS id) n RETURNING id",
+        tenant.id,
+        unique_phone(),
+        node,
+    )
+
+
+def assert_unavailable(response: httpx.Response, error: str) -> None:
+    assert response.status_code == 503, response.text
+    assert response.json() == {"error": error, "code": "unavailable"}
+    assert response.headers["retry-after"] == "1"
+
+
+async def test_a_send_neither_answered_nor_queued_is_refused_and_a_retry_with_its_key_sends_it_once(
+    gateway: Gateway, node: str, agent: tuple[Agent, NatsClient]
+) -> None:
+    script, agent_connection = agent
+    tenant = await create_tenant(gateway.api)
+    instance_id = await instance_on(gateway, tenant, node)
+    script.replies[instance_id] = sent_reply(200, {"status": "sent"})
+    script.answering.clear()  # the agent holds the request: NATS goes down before it answers
+    url = f"/api/instances/{instance_id}/send"
+    headers = {**tenant.headers, "Idempotency-Key": KEY}
+    body = {"to": TO, "text": "through an outage"}
+    sending = asyncio.ensure_future(gateway.api.post(url, json=body, headers=headers))
+    try:
+
+        async def at_agent() -> bool:
+            return len(script.requests) == 1
+
+        await wait_until(at_agent, timeout=10, what="the send's request at the agent")
+        [[message_id]] = script.requests
+        await gateway.nats.stop()
+        refused = await sending
+
+        assert refused.status_code == 503, refused.text
+        error = refused.json()
+        assert error["code"] == "unavailable"
+        assert "could not be queued: NATS is unreachable" in error["error"]
+        assert f"Message {message_id} may still go out" in error["error"]
+        assert await gateway.db.fetchval("SELECT count(*) FROM messages WHERE id = $1", message_id) == 0
+        kept = "SELECT message_id FROM send_keys WHERE instance_id = $1 AND key = $2"
+        assert await gateway.db.fetchval(kept, instance_id, KEY) == message_id
+
+        await gateway.nats.start()
+
+        async def agent_back() -> bool:
+            return bool(agent_connection.is_connected)
+
+        await wait_until(agent_back, timeout=30, what="the agent connected again")
+        await agent_connection.flush()  # its subscriptions are back on the server
+        script.answering.set()
+        retried = await gateway.api.post(url, json=body, headers=headers)
+        assert retried.status_code == 200, retried.text
+        assert retried.json() == {"status": "ok", "id": message_id}
+        assert script.requests[-1] == [message_id]  # the same message again: the provider takes it once
+        statuses = await gateway.db.fetch("SELECT status FROM message_statuses WHERE message_id = $1", message_id)
+        assert [row["status"] for row in statuses] == ["sent"]
+    finally:
+        script.answering.set()
+        await asyncio.gather(sending, return_exceptions=True)
+
+
+async def test_a_send_to_queue_while_nats_is_down_is_a_503_and_leaves_nothing(gateway: Gateway) -> None:
+    tenant = await create_tenant(gateway.api)
+    instance_id = await instance_on(gateway, tenant, None)
+    url = f"/api/instances/{instance_id}/send"
+    await gateway.nats.stop()
+    try:
+        refused = await gateway.api.post(url, json={"to": TO, "text": "queued"}, headers=tenant.headers)
+        assert_unavailable(refused, "The gateway's message bus (NATS) is unreachable; try again shortly.")
+        assert await gateway.db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 0
+    finally:
+        await gateway.nats.start()
+    queued = await gateway.api.post(url, json={"to": TO, "text": "queued"}, headers=tenant.headers)
+    assert queued.status_code == 202, queued.text
+
+
+async def test_requests_while_postgresql_is_down_are_a_503_and_work_again_after(gateway: Gateway) -> None:
+    tenant = await create_tenant(gateway.api)
+    instance_id = await instance_on(gateway, tenant, None)
+    url = f"/api/instances/{instance_id}/send"
+    await gateway.postgres.stop()
+    try:
+        for refused in (
+            await gateway.api.post(url, json={"to": TO, "text": "queued"}, headers=tenant.headers),
+            await gateway.api.get("/api/instances", headers=tenant.headers),
+            await gateway.api.post("/admin/tenants", json={"name": f"t-{uuid.uuid4().hex[:8]}"}, headers=ADMIN),
+        ):
+            assert_unavailable(refused, "The gateway's database (PostgreSQL) is unavailable; try again shortly.")
+    finally:
+        await gateway.postgres.start()
+
+    async def sends_again() -> httpx.Response | None:
+        response = await gateway.api.post(url, json={"to": TO, "text": "queued"}, headers=tenant.headers)
+        return response if response.status_code != 503 else None
+
+    queued = await wait_until(sends_again, timeout=30, interval=0.2, what="the API using PostgreSQL again")
+    assert queued.status_code == 202, queued.text
+    assert await gateway.db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 1
