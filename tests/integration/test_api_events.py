@@ -39,7 +39,8 @@ from wgs_devstack.services import ApiService
 from wgs_kit.messaging import encode, ensure_streams
 from wgs_kit.waiting import wait_until
 
-from tests.integration.test_webhooks_delivery import insert_instance, message, publish, qr
+from tests.integration.conftest import InstanceRows
+from tests.integration.test_webhooks_delivery import message, publish, qr
 from tests.support.api import create_tenant
 
 CONSUMER = "api-instance-events"
@@ -121,19 +122,12 @@ async def events_api(migrated: dict[str, str], work_dir: Path) -> AsyncIterator[
 
 
 @pytest.fixture
-async def instance(client: httpx.AsyncClient, db: asyncpg.Pool) -> tuple[int, int]:
-    """(tenant id, instance id) of a running instance row at generation 1, nothing published.
-
-    It is placed on a node that never heartbeats, so that a scheduler running in the same test
-    session leaves it alone (it would place an unplaced one, at the next generation).
-    """
+async def instance(client: httpx.AsyncClient, db: asyncpg.Pool, instance_rows: InstanceRows) -> tuple[int, int]:
+    """(tenant id, instance id) of an instance row at generation 1, nothing published (on a node that
+    never heartbeats, so that a scheduler running in the same test session leaves it alone)."""
     tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
-    node_id = await db.fetchval(
-        "INSERT INTO nodes (name, docker_host, public_host) VALUES ($1, 'none', 'none') RETURNING id",
-        f"events-{uuid.uuid4().hex[:12]}",
-    )
-    await db.execute("UPDATE instances SET generation = 1, node_id = $2 WHERE id = $1", instance_id, node_id)
+    instance_id = await instance_rows.add(tenant.id)
+    await db.execute("UPDATE instances SET generation = 1 WHERE id = $1", instance_id)
     return tenant.id, instance_id
 
 

@@ -29,21 +29,12 @@ from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
 
 from tests.conftest import WEBHOOK_TIMEOUT_SECONDS as TIMEOUT_SECONDS
+from tests.integration.conftest import InstanceRows
 from tests.support.api import Tenant, create_tenant, unique_phone
 from tests.support.services import frozen_objects
 from tests.support.webhooks import Behaviour, Hit, InvalidWebhook, Receiver, verify_webhook
 
 DEADLINE = 30.0
-
-
-async def insert_instance(db, tenant_id: int, webhook_url: str | None = None) -> int:
-    return await db.fetchval(
-        "INSERT INTO instances (tenant_id, phone_number, provider, cpu_limit, memory_limit, nano_cpus, memory_bytes,"
-        " webhook_url) VALUES ($1, $2, 'sandbox', '0.5', '512m', 500000000, 536870912, $3) RETURNING id",
-        tenant_id,
-        unique_phone(),
-        webhook_url,
-    )
 
 
 async def publish(js: JetStreamContext, event: InstanceEvent) -> None:
@@ -91,11 +82,11 @@ async def endpoint(client: httpx.AsyncClient, tenant: Tenant, url: str, instance
 
 
 async def instance_endpoint(
-    client: httpx.AsyncClient, db, receiver: Receiver, name: str, **fields
+    client: httpx.AsyncClient, instance_rows: InstanceRows, receiver: Receiver, name: str, **fields
 ) -> tuple[Tenant, int, dict]:
     """A new tenant, one of its instances, and an endpoint of that instance posting to the receiver's `name`."""
     tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
+    instance_id = await instance_rows.add(tenant.id)
     return tenant, instance_id, await endpoint(client, tenant, receiver.url(name), instance_id, **fields)
 
 
@@ -134,9 +125,9 @@ async def received_requests(receiver: Receiver, name: str, count: int) -> list[H
 
 
 async def test_webhook_is_signed_and_verifies_with_the_documented_receiver(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient, instance_rows: InstanceRows, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
-    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "signed")
+    tenant, instance_id, created = await instance_endpoint(client, instance_rows, receiver, "signed")
     event = message(instance_id, tenant.id, "hello")
     await publish(js, event)
     hit = (await received_requests(receiver, "signed", 1))[0]
@@ -171,10 +162,10 @@ async def test_webhook_is_signed_and_verifies_with_the_documented_receiver(
 
 
 async def test_during_a_secret_rotation_deliveries_verify_with_the_old_and_the_new_secret(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient, instance_rows: InstanceRows, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
     """A receiver may switch to the new secret at any time during the grace, and must after it."""
-    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "rotating")
+    tenant, instance_id, created = await instance_endpoint(client, instance_rows, receiver, "rotating")
     rotate = f"/api/webhooks/{created['id']}/rotate-secret"
     rotated = (await client.post(rotate, json={"graceSeconds": 3600}, headers=tenant.headers)).json()
     await publish(js, message(instance_id, tenant.id, "during the grace"))
@@ -194,10 +185,10 @@ async def test_during_a_secret_rotation_deliveries_verify_with_the_old_and_the_n
 
 
 async def test_a_delivery_carries_the_endpoints_own_headers_beside_its_signature(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient, instance_rows: InstanceRows, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
     own = {"X-Api-Key": "k3y", "Authorization": "Bearer receiver-token"}
-    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "gated", headers=own)
+    tenant, instance_id, created = await instance_endpoint(client, instance_rows, receiver, "gated", headers=own)
     await publish(js, message(instance_id, tenant.id))
     hit = (await received_requests(receiver, "gated", 1))[0]
     assert hit.headers["x-api-key"] == "k3y"
@@ -206,9 +197,9 @@ async def test_a_delivery_carries_the_endpoints_own_headers_beside_its_signature
 
 
 async def test_a_test_event_reaches_an_endpoint_whatever_its_filter_signed_and_logged(
-    client: httpx.AsyncClient, db, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient, instance_rows: InstanceRows, webhooks: Service, receiver: Receiver
 ) -> None:
-    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "probe", events=["qr"])
+    tenant, instance_id, created = await instance_endpoint(client, instance_rows, receiver, "probe", events=["qr"])
     tenant_wide = await endpoint(client, tenant, receiver.url("probe-all"))
 
     sent = await client.post(f"/api/webhooks/{created['id']}/test", headers=tenant.headers)
@@ -242,9 +233,9 @@ async def test_a_test_event_reaches_an_endpoint_whatever_its_filter_signed_and_l
 
 
 async def test_a_test_event_is_refused_for_a_disabled_missing_or_foreign_endpoint(
-    client: httpx.AsyncClient, db, receiver: Receiver
+    client: httpx.AsyncClient, instance_rows: InstanceRows, receiver: Receiver
 ) -> None:
-    tenant, _, created = await instance_endpoint(client, db, receiver, "probe-off", enabled=False)
+    tenant, _, created = await instance_endpoint(client, instance_rows, receiver, "probe-off", enabled=False)
     stranger = await create_tenant(client)
     path = f"/api/webhooks/{created['id']}/test"
 
@@ -262,10 +253,10 @@ async def test_a_test_event_is_refused_for_a_disabled_missing_or_foreign_endpoin
 
 
 async def test_event_filter_and_enabled_flag_are_respected(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient, instance_rows: InstanceRows, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
     tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
+    instance_id = await instance_rows.add(tenant.id)
     messages = await endpoint(client, tenant, receiver.url("messages"), instance_id, events=["message"])
     pairing = await endpoint(client, tenant, receiver.url("pairing"), instance_id, events=["qr", "connection"])
     everything = await endpoint(client, tenant, receiver.url("all"), instance_id, events=["*"])
@@ -292,11 +283,11 @@ async def test_event_filter_and_enabled_flag_are_respected(
 
 
 async def test_tenant_endpoint_gets_all_its_instances_and_never_another_tenants(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient, instance_rows: InstanceRows, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
     tenant, other = await create_tenant(client), await create_tenant(client)
-    first, second = await insert_instance(db, tenant.id), await insert_instance(db, tenant.id)
-    foreign = await insert_instance(db, other.id)
+    first, second = await instance_rows.add(tenant.id), await instance_rows.add(tenant.id)
+    foreign = await instance_rows.add(other.id)
     await endpoint(client, tenant, receiver.url("tenant"))
     await endpoint(client, other, receiver.url("other"))
     events: list[InstanceEvent] = [
@@ -351,9 +342,9 @@ async def test_legacy_webhook_field_delivers_signed_events(
 
 
 async def test_failing_receiver_gets_every_event_once_in_order(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient, instance_rows: InstanceRows, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
-    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "flaky")
+    tenant, instance_id, created = await instance_endpoint(client, instance_rows, receiver, "flaky")
     receiver.behaviours["flaky"] = Behaviour(statuses=[500, 503, 502])
     events = [message(instance_id, tenant.id, f"m{n}") for n in range(5)]
     for event in events:
@@ -369,13 +360,13 @@ async def test_failing_receiver_gets_every_event_once_in_order(
 
 
 async def test_an_unordered_endpoint_is_not_held_back_by_a_delivery_waiting_for_its_retry(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient, instance_rows: InstanceRows, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
     """The first event is answered 429: its retry comes 3.2 s later (the test schedule's longest
     delay). The unordered endpoint gets the three events after it meanwhile; the ordered one
     gets them only after it, one at a time as ever."""
     tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
+    instance_id = await instance_rows.add(tenant.id)
     endpoints = {}
     for name, ordered in (("unordered", False), ("ordered", True)):
         receiver.behaviours[name] = Behaviour(statuses=[429], retry_after="60")
@@ -401,11 +392,16 @@ async def test_an_unordered_endpoint_is_not_held_back_by_a_delivery_waiting_for_
 
 
 async def test_dead_deliveries_of_a_time_range_are_recovered_in_pages_and_delivered(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient,
+    db,
+    js: JetStreamContext,
+    webhooks: Service,
+    receiver: Receiver,
+    instance_rows: InstanceRows,
 ) -> None:
     """A receiver that refused three events (400: dead at once, as after an outage longer than the
     retries) gets them again, oldest first, once they are recovered two at a time."""
-    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "outage")
+    tenant, instance_id, created = await instance_endpoint(client, instance_rows, receiver, "outage")
     receiver.behaviours["outage"] = Behaviour(statuses=[400, 400, 400])
     since = (await db.fetchval("SELECT now()")).isoformat()
     events = [message(instance_id, tenant.id, f"lost {n}") for n in range(3)]
@@ -430,10 +426,10 @@ async def test_dead_deliveries_of_a_time_range_are_recovered_in_pages_and_delive
 
 
 async def test_receiver_down_across_a_webhooks_restart_gets_everything_afterwards(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service
+    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, instance_rows: InstanceRows
 ) -> None:
     tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
+    instance_id = await instance_rows.add(tenant.id)
     receiver = Receiver()  # not listening yet
     created = await endpoint(client, tenant, receiver.url("down"), instance_id)
     events = [message(instance_id, tenant.id, f"m{n}") for n in range(3)]
@@ -468,10 +464,15 @@ async def test_receiver_down_across_a_webhooks_restart_gets_everything_afterward
 
 
 async def test_slow_endpoint_does_not_delay_another(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient,
+    db,
+    js: JetStreamContext,
+    webhooks: Service,
+    receiver: Receiver,
+    instance_rows: InstanceRows,
 ) -> None:
     tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
+    instance_id = await instance_rows.add(tenant.id)
     slow = await endpoint(client, tenant, receiver.url("slow"), instance_id)
     await endpoint(client, tenant, receiver.url("fast"), instance_id)
     receiver.behaviours["slow"] = Behaviour(delay=TIMEOUT_SECONDS * 3)
@@ -498,10 +499,10 @@ async def test_slow_endpoint_does_not_delay_another(
 
 
 async def test_status_codes_decide_between_retry_and_dead(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient, instance_rows: InstanceRows, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
     tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
+    instance_id = await instance_rows.add(tenant.id)
     names = {"bad": [400] * 9, "gone": [410] * 9, "busy": [429], "broken": [500] * 9}
     created = {name: await endpoint(client, tenant, receiver.url(name), instance_id) for name in names}
     for name, statuses in names.items():
@@ -528,10 +529,10 @@ async def test_status_codes_decide_between_retry_and_dead(
 
 
 async def test_delivery_log_and_redelivery(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient, instance_rows: InstanceRows, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
     tenant, stranger = await create_tenant(client), await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
+    instance_id = await instance_rows.add(tenant.id)
     created = await endpoint(client, tenant, receiver.url("log"), instance_id)
     receiver.behaviours["log"] = Behaviour(statuses=[400])
     event = message(instance_id, tenant.id, "again")
@@ -598,10 +599,15 @@ async def commit_modes(db) -> AsyncIterator[Callable[[], Awaitable[set[tuple[str
 
 
 async def test_fan_out_waits_for_its_wal_flush_and_the_delivery_bookkeeping_does_not(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient,
+    db,
+    js: JetStreamContext,
+    webhooks: Service,
+    receiver: Receiver,
+    instance_rows: InstanceRows,
 ) -> None:
     """Decision 45: deliveries are on disk before their events are acked; claims and attempts are not waited for."""
-    tenant, instance_id, created = await instance_endpoint(client, db, receiver, "flush")
+    tenant, instance_id, created = await instance_endpoint(client, instance_rows, receiver, "flush")
     async with commit_modes(db) as noted:
         await publish(js, message(instance_id, tenant.id))
         await received(receiver, "flush", 1)

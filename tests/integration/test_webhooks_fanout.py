@@ -15,7 +15,8 @@ from wgs_contracts.instance_events import InstanceEvent
 from wgs_devstack.services import Service
 from wgs_kit.messaging import encode
 
-from tests.integration.test_webhooks_delivery import endpoint, insert_instance, message, publish, qr, received
+from tests.integration.conftest import InstanceRows
+from tests.integration.test_webhooks_delivery import endpoint, message, publish, qr, received
 from tests.support.api import create_tenant
 from tests.support.webhooks import Receiver
 
@@ -37,10 +38,15 @@ async def published_while_stopped(webhooks: Service, js: JetStreamContext, event
 
 
 async def test_a_backlog_fans_out_in_batches_in_stream_order(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient,
+    db,
+    js: JetStreamContext,
+    webhooks: Service,
+    receiver: Receiver,
+    instance_rows: InstanceRows,
 ) -> None:
     tenant = await create_tenant(client)
-    first, second = await insert_instance(db, tenant.id), await insert_instance(db, tenant.id)
+    first, second = await instance_rows.add(tenant.id), await instance_rows.add(tenant.id)
     everything = await endpoint(client, tenant, receiver.url("backlog-all"))
     pairing = await endpoint(client, tenant, receiver.url("backlog-qr"), second, events=["qr"])
     events: list[InstanceEvent] = []
@@ -68,10 +74,10 @@ async def test_a_backlog_fans_out_in_batches_in_stream_order(
 
 
 async def test_a_poison_event_holds_back_only_itself(
-    client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, receiver: Receiver
+    client: httpx.AsyncClient, instance_rows: InstanceRows, js: JetStreamContext, webhooks: Service, receiver: Receiver
 ) -> None:
     tenant = await create_tenant(client)
-    instance_id = await insert_instance(db, tenant.id)
+    instance_id = await instance_rows.add(tenant.id)
     await endpoint(client, tenant, receiver.url("poison"))
     good = [message(instance_id, tenant.id, f"m{n}") for n in range(4)]
     # Decodes, but its instance id does not fit the database: fanning it out fails every time.
