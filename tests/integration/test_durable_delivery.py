@@ -37,6 +37,7 @@ from wgs_kit.messaging import (
     publish_durable_all,
     stream_config,
 )
+from wgs_kit.outages import through_outages
 from wgs_kit.waiting import wait_until
 
 MAX_DELIVER = 3
@@ -193,6 +194,34 @@ async def test_failed_first_attempt_is_redelivered_and_succeeds_once(guard: Guar
     assert seen.successes == 1
     assert seen.delivered == [1, 2]
     assert seen.traces == [f"trace-{guard.token}"] * 2  # the guard logs under the message's trace id
+    assert await guard.dead_letter(durable) is None
+
+
+async def test_an_outage_holds_the_message_instead_of_spending_its_deliveries(guard: GuardStream) -> None:
+    """A handler failing because a dependency is down (here: more times than `max_deliver`) is tried
+    again while its message is held, as the scheduler handles commands: never redelivered, never
+    dead-lettered."""
+    subject, durable = guard.subject("outage"), guard.consumer("outage")
+    seen = Attempts()
+
+    async def down_for_a_while(body: bytes, msg: NatsMessage) -> None:
+        async def attempt() -> None:
+            seen.delivered.append(msg.raw_message.metadata.num_delivered)
+            if len(seen.delivered) <= MAX_DELIVER:
+                raise ConnectionRefusedError("the database is restarting")
+            seen.successes += 1
+
+        await through_outages(
+            attempt, [msg.raw_message], is_outage=lambda exc: isinstance(exc, ConnectionError), what=durable
+        )
+
+    async with consuming(guard, subject, durable, down_for_a_while):
+        await publish(guard, subject, msg_id=f"outage-{guard.token}", trace=f"trace-{guard.token}")
+        info = await settled(guard, durable)
+        assert info.delivered is not None
+        assert info.delivered.consumer_seq == 1  # delivered once, held through the failures
+    assert seen.successes == 1
+    assert seen.delivered == [1] * (MAX_DELIVER + 1)
     assert await guard.dead_letter(durable) is None
 
 

@@ -20,7 +20,9 @@ import httpx
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
-from wgs_contracts import subjects
+from nats.js.errors import NotFoundError
+from wgs_contracts import streams, subjects
+from wgs_contracts.instance_events import DeliveryStatus
 from wgs_devstack.nats import EmbeddedNats
 from wgs_devstack.postgres import EmbeddedPostgres
 from wgs_devstack.processes import free_port, run_command
@@ -28,13 +30,16 @@ from wgs_devstack.services import ApiService
 from wgs_kit.requests import RequestServer
 from wgs_kit.waiting import wait_until
 
+from tests.integration.test_api_events import message_status
 from tests.integration.test_send_outcomes import TO, Agent, sent_reply
+from tests.integration.test_webhooks_delivery import publish
 from tests.support.api import ADMIN, Tenant, create_tenant, unique_phone
 
 # The API's wait for its relay request (`ApiMessaging.call_provider`) and for JetStream's ack of a
 # queued send (`publish_durable`), with room for a slow machine.
 REFUSED_WITHIN = 10.0 + 5.0 + 15.0
 KEY = "through-an-outage"
+EVENTS_MAX_DELIVER = 2  # deliveries of an instance event before the API dead-letters it
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Gateway:
     nats: EmbeddedNats
     postgres: EmbeddedPostgres
     api: httpx.AsyncClient
+    api_log: Path
     db: asyncpg.Pool
 
 
@@ -52,7 +58,12 @@ async def gateway(work_dir: Path) -> AsyncIterator[Gateway]:
     folder = work_dir / f"outages-{uuid.uuid4().hex[:6]}"
     server, postgres = EmbeddedNats(folder / "nats"), EmbeddedPostgres(folder / "pg", fsync=False)
     await asyncio.gather(server.start(), postgres.start())
-    env = {"DATABASE_URL": postgres.dsn, "NATS_URL": server.url, "WGS_LOG_LEVEL": "INFO"}
+    env = {
+        "DATABASE_URL": postgres.dsn,
+        "NATS_URL": server.url,
+        "WGS_LOG_LEVEL": "INFO",
+        "WGS_API_EVENTS_MAX_DELIVER": str(EVENTS_MAX_DELIVER),
+    }
     service = ApiService(env, work_dir / "logs", free_port(), name="api-outages")
     try:
         await run_command(
@@ -61,7 +72,7 @@ async def gateway(work_dir: Path) -> AsyncIterator[Gateway]:
         await service.ready()
         db = await asyncpg.create_pool(postgres.dsn, min_size=0, max_size=2)
         async with httpx.AsyncClient(base_url=service.url, timeout=REFUSED_WITHIN) as api:
-            yield Gateway(server, postgres, api, db)
+            yield Gateway(server, postgres, api, service.process.log_path, db)
         await db.close()
     finally:
         await service.stop()
@@ -201,3 +212,39 @@ async def test_requests_while_postgresql_is_down_are_a_503_and_work_again_after(
     queued = await wait_until(sends_again, timeout=30, interval=0.2, what="the API using PostgreSQL again")
     assert queued.status_code == 202, queued.text
     assert await gateway.db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 1
+
+
+async def test_events_arriving_while_postgresql_is_down_are_applied_after_it_never_dead_lettered(
+    gateway: Gateway,
+) -> None:
+    """The API's event consumer holds what a PostgreSQL outage stops (`wgs_kit.outages`): without
+    that, the event would be dead-lettered at its second delivery, half a second after the first."""
+    tenant = await create_tenant(gateway.api)
+    instance_id = await instance_on(gateway, tenant, None)
+    message_id = uuid.uuid4().hex
+    nc = await nats.connect(gateway.nats.url)
+    try:
+        js = nc.jetstream()
+        await gateway.postgres.stop()
+        try:
+            await publish(js, message_status(tenant.id, instance_id, message_id, DeliveryStatus.DELIVERED))
+
+            async def held_twice() -> bool:  # tried again after 0.5 s and 1 s: past two deliveries' backoff
+                lines = gateway.api_log.read_text().splitlines()
+                return sum("api-instance-events: " in line and "holding" in line for line in lines) >= 2
+
+            await wait_until(held_twice, timeout=30, what="the API holding the event through the outage")
+        finally:
+            await gateway.postgres.start()
+
+        async def applied() -> bool:
+            found = "SELECT count(*) FROM message_statuses WHERE message_id = $1 AND status = 'delivered'"
+            return await gateway.db.fetchval(found, message_id) == 1
+
+        await wait_until(applied, timeout=30, what="the status applied once PostgreSQL is back")
+        consumer = await js.consumer_info(streams.EVENTS.name, "api-instance-events")
+        assert consumer.num_redelivered == 0
+        with pytest.raises(NotFoundError):
+            await js.get_last_msg(streams.DEAD_LETTERS.name, subjects.dead_letter("api-instance-events"))
+    finally:
+        await nc.close()

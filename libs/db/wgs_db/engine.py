@@ -2,10 +2,27 @@
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Final
 
 import asyncpg
+from asyncpg import exceptions as pg
 from piccolo.engine.postgres import PostgresEngine
+
+# PostgreSQL down, restarting, refusing or dropping connections, or out of a resource: the failure
+# of whatever asked, not of what it asked (a query that would fail again once the server is back).
+DATABASE_OUTAGES: Final = (
+    pg.PostgresConnectionError,
+    pg.CannotConnectNowError,
+    pg.AdminShutdownError,
+    pg.CrashShutdownError,
+    pg.InsufficientResourcesError,
+    ConnectionError,
+)
+
+
+def is_database_outage(exc: BaseException) -> bool:
+    """Whether `exc` means PostgreSQL is unavailable (`DATABASE_OUTAGES`), not that the work is wrong."""
+    return isinstance(exc, DATABASE_OUTAGES)
 
 
 class DeferredPostgresEngine(PostgresEngine):

@@ -12,6 +12,10 @@ itself. A message that fails on its own is redelivered with backoff, and at its 
 (`max_deliver`) copied to `wgs.dlq.<consumer>` and acknowledged: the rules of
 `wgs_kit.messaging.guarded_delivery`, for services that consume without FastStream.
 
+With `is_outage`, a failure it recognises (a dependency down, not the messages' fault) is not a
+failure of the messages: the batch, or message, is held and handled again once the dependency is
+back (`wgs_kit.outages`), so that no outage dead-letters what it caught.
+
 `handle` must therefore be idempotent (a batch may be handled again, in part or whole, after a
 failure or a crash) and apply its messages in the order it gets them.
 
@@ -34,6 +38,7 @@ from wgs_contracts.streams import StreamSpec
 from wgs_kit.lifecycle import cancel_all
 from wgs_kit.logs import new_trace_id, trace_id_var
 from wgs_kit.messaging import redelivery_delay
+from wgs_kit.outages import through_outages
 
 log = logging.getLogger(__name__)
 
@@ -173,9 +178,11 @@ class BatchedPullConsumer:
         fetch_wait_seconds: float = FETCH_WAIT_SECONDS,
         retry_delay: Callable[[int], float] = redelivery_delay,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
+        is_outage: Callable[[BaseException], bool] | None = None,
     ) -> None:
         self.js = js
         self.handle = handle
+        self.is_outage = is_outage
         self.stream = stream.name
         self.durable = durable
         self.config = consumer_config(
@@ -233,7 +240,7 @@ class BatchedPullConsumer:
     async def handle_batch(self, msgs: list[Msg]) -> None:
         """Handle a batch and ack it; on failure, one message at a time."""
         try:
-            await self.handle(msgs)
+            await self._handle_held(msgs)
         except Exception as exc:
             if len(msgs) > 1:
                 log.warning("%s: a batch of %d failed (%r): one at a time", self.durable, len(msgs), exc)
@@ -246,12 +253,19 @@ class BatchedPullConsumer:
         for msg in msgs:
             await msg.ack()
 
+    async def _handle_held(self, msgs: list[Msg]) -> None:
+        """`handle(msgs)`, the messages held through an outage that `is_outage` recognises."""
+        if self.is_outage is None:
+            await self.handle(msgs)
+            return
+        await through_outages(lambda: self.handle(msgs), msgs, is_outage=self.is_outage, what=self.durable)
+
     async def handle_one(self, msg: Msg) -> None:
         """Handle one message and ack it; on failure nack it with backoff, or dead-letter it at its last try."""
         token = trace_id_var.set((msg.headers or {}).get(headers.TRACE_ID, new_trace_id()))
         try:
             try:
-                await self.handle([msg])
+                await self._handle_held([msg])
             except Exception as exc:
                 await retry_or_dead_letter(
                     self.js, msg, exc, consumer=self.durable, max_deliver=self.max_deliver, retry_delay=self.retry_delay

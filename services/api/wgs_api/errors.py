@@ -4,7 +4,6 @@ import logging
 import math
 import re
 
-import asyncpg
 import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
@@ -19,17 +18,11 @@ from litestar.status_codes import (
 )
 from nats.errors import Error as NatsError
 from wgs_contracts.errors import ErrorBody, ErrorCode
+from wgs_db.engine import DATABASE_OUTAGES
 
 log = logging.getLogger(__name__)
 NATS_UNREACHABLE = "The gateway's message bus (NATS) is unreachable; try again shortly."
 DATABASE_UNAVAILABLE = "The gateway's database (PostgreSQL) is unavailable; try again shortly."
-# PostgreSQL down, restarting, refusing connections or out of a resource: nothing a request did there stays.
-DATABASE_OUTAGES = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.exceptions.OperatorInterventionError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    ConnectionError,
-)
 # msgspec names a missing or unknown field in its message; Litestar's key is then the whole body ("data").
 NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 

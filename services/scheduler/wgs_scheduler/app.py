@@ -16,7 +16,7 @@ from wgs_contracts.messages import (
     SchedulerLeaderElected,
 )
 from wgs_db import retention
-from wgs_db.engine import close_database, open_database
+from wgs_db.engine import close_database, is_database_outage, open_database
 from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
 from wgs_kit.messaging import (
     decode,
@@ -26,6 +26,7 @@ from wgs_kit.messaging import (
     make_broker,
     publish_core,
 )
+from wgs_kit.outages import through_outages
 from wgs_kit.requests import RequestServer
 
 from wgs_scheduler.config import Settings
@@ -66,7 +67,14 @@ async def run(settings: Settings) -> None:
     @commands
     async def on_command(body: bytes, msg: NatsMessage) -> None:
         async with guarded_delivery(broker, msg, consumer=COMMAND_CONSUMER, max_deliver=COMMAND_MAX_DELIVER):
-            await scheduler.handle(decode(body, ControlCommand))  # type: ignore[arg-type]
+            command: ControlCommand = decode(body, ControlCommand)  # type: ignore[arg-type]
+            # a PostgreSQL outage holds the command (it never dead-letters it); other failures are retried
+            await through_outages(
+                lambda: scheduler.handle(command),
+                [msg.raw_message],
+                is_outage=is_database_outage,
+                what=COMMAND_CONSUMER,
+            )
 
     leader_tasks: list[asyncio.Task[None]] = []
     leader_requests: list[RequestServer] = []

@@ -1,0 +1,43 @@
+"""Riding out an outage while handling JetStream messages.
+
+A message whose handler fails because a dependency is down (PostgreSQL restarting, say) is not at
+fault: nacked, each redelivery would count toward its `max_deliver`, and an outage longer than the
+redelivery backoff (about a minute for 8 deliveries) would dead-letter every message handled
+meanwhile. So the messages are held instead: kept in progress (`+WPI`, so the server neither
+redelivers them nor counts a delivery) while the handler is tried again with growing pauses,
+until it succeeds or fails for another reason, which takes the usual path (retry, dead letter).
+"""
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Final, TypeVar
+
+from nats.aio.msg import Msg
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+FIRST_PAUSE: Final = 0.5
+MAX_PAUSE: Final = 5.0  # well below every consumer's ack wait (30 s and more): the hold never lapses
+
+
+async def through_outages(
+    attempt: Callable[[], Awaitable[T]],
+    msgs: Sequence[Msg],
+    *,
+    is_outage: Callable[[BaseException], bool],
+    what: str,
+) -> T:
+    """`attempt()`, tried again while it fails with an outage (`is_outage`), `msgs` held meanwhile."""
+    pause = FIRST_PAUSE
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            if not is_outage(exc):
+                raise
+            log.warning("%s: %r; holding %d message(s), trying again in %.1f s", what, exc, len(msgs), pause)
+        for msg in msgs:
+            await msg.in_progress()
+        await asyncio.sleep(pause)
+        pause = min(MAX_PAUSE, pause * 2)
