@@ -4,7 +4,8 @@ process), so that the tests can stop and start its parts, and a scripted node ag
 
 A send that can neither reach its provider nor be queued is refused with a `503` that says so,
 leaves no record and keeps its idempotency key, so that a retry with the key sends it once; any
-other request that NATS or PostgreSQL fails is a `503` with `Retry-After`, never a `500`.
+other request that NATS or PostgreSQL fails is a `503` with `Retry-After`, never a `500`. An event
+the API applies is held through a PostgreSQL outage and applied after it, never dead-lettered.
 """
 
 import asyncio
