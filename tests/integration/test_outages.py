@@ -147,6 +147,7 @@ async def test_a_send_neither_answered_nor_queued_is_refused_and_a_retry_with_it
         refused = await sending
 
         assert refused.status_code == 503, refused.text
+        assert refused.headers["retry-after"] == "1"
         error = refused.json()
         assert error["code"] == "unavailable"
         assert "could not be queued: NATS is unreachable" in error["error"]

@@ -28,10 +28,11 @@ NAMED_FIELD = re.compile(r"(?:missing required|unknown) field `([^`]+)`")
 
 
 class ApiError(Exception):
-    """An expected failure with its HTTP status, message and code."""
+    """An expected failure with its HTTP status, message and code (and `Retry-After` when set)."""
 
     status_code = HTTP_400_BAD_REQUEST
     code = ErrorCode.VALIDATION
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -64,6 +65,12 @@ class Invalid(ApiError):
 class Unavailable(ApiError):
     status_code = HTTP_503_SERVICE_UNAVAILABLE
     code = ErrorCode.UNAVAILABLE
+
+
+class Outage(Unavailable):
+    """The gateway's own NATS or PostgreSQL failed: `503` with `Retry-After: 1`, to be tried again."""
+
+    retry_after = 1.0
 
 
 class NoCapacity(ApiError):
@@ -131,7 +138,7 @@ def error_response(status: int, body: ErrorBody, headers: dict[str, str] | None 
 
 def handle_api_error(_: Request, exc: ApiError) -> Response[bytes]:
     """Render an ApiError (with `Retry-After` when rate limited)."""
-    headers = {"Retry-After": str(max(1, math.ceil(exc.retry_after)))} if isinstance(exc, RateLimited) else None
+    headers = None if exc.retry_after is None else {"Retry-After": str(max(1, math.ceil(exc.retry_after)))}
     return error_response(exc.status_code, ErrorBody(error=exc.message, code=exc.code, field=exc.field), headers)
 
 
@@ -159,19 +166,13 @@ def handle_http(_: Request, exc: HTTPException) -> Response[bytes]:
 def handle_nats(request: Request, exc: NatsError) -> Response[bytes]:
     """NATS unreachable, or no answer from it in time: `503`, to be tried again."""
     log.warning("NATS failed on %s %s: %r", request.method, request.url.path, exc)
-    return _outage(NATS_UNREACHABLE)
+    return handle_api_error(request, Outage(NATS_UNREACHABLE))
 
 
 def handle_database_outage(request: Request, exc: Exception) -> Response[bytes]:
     """PostgreSQL unavailable (`DATABASE_OUTAGES`): `503`, to be tried again."""
     log.warning("PostgreSQL failed on %s %s: %r", request.method, request.url.path, exc)
-    return _outage(DATABASE_UNAVAILABLE)
-
-
-def _outage(message: str) -> Response[bytes]:
-    return error_response(
-        HTTP_503_SERVICE_UNAVAILABLE, ErrorBody(error=message, code=ErrorCode.UNAVAILABLE), {"Retry-After": "1"}
-    )
+    return handle_api_error(request, Outage(DATABASE_UNAVAILABLE))
 
 
 def handle_unexpected(request: Request, exc: Exception) -> Response[bytes]:
@@ -199,6 +200,7 @@ __all__ = [
     "Invalid",
     "NoCapacity",
     "NotFound",
+    "Outage",
     "RateLimited",
     "StartFailed",
     "Unauthorized",

@@ -25,7 +25,16 @@ from wgs_api.domain.messaging import schemas, send_keys
 from wgs_api.domain.messaging.rate_limit import send_context
 from wgs_api.domain.messaging.relay import SendRelay, relay_sends
 from wgs_api.domain.messaging.validation import validate_send
-from wgs_api.errors import ApiError, Conflict, Invalid, NotFound, RateLimited, Unavailable, code_for_status
+from wgs_api.errors import (
+    ApiError,
+    Conflict,
+    Invalid,
+    NotFound,
+    Outage,
+    RateLimited,
+    Unavailable,
+    code_for_status,
+)
 from wgs_api.messaging import ApiMessaging
 
 NOT_CONNECTED = "Client not connected"
@@ -308,7 +317,7 @@ async def send(
         await messaging.enqueue_send(message)
     except NatsError:
         await fetch(UNACCEPTED_MESSAGE, message.id)
-        raise Unavailable(
+        raise Outage(
             f"The provider did not answer and the send could not be queued: NATS is unreachable. Message"
             f" {message.id} may still go out; a retry with the same Idempotency-Key sends it at most once."
         ) from None
