@@ -80,9 +80,11 @@ async def tenant(api: ApiService) -> Tenant:
 
 
 @pytest.fixture
-async def instance(db: asyncpg.Pool, tenant: Tenant, state: Service) -> int:
-    """A stopped instance row at generation 1 (the scheduler leaves it alone)."""
-    return await new_instance(db, tenant.id, 1)
+async def instance(db: asyncpg.Pool, tenant: Tenant, state: Service) -> AsyncIterator[int]:
+    """A stopped instance row at generation 1 (the scheduler leaves it alone), removed after with its snapshots."""
+    instance_id = await new_instance(db, tenant.id, 1)
+    yield instance_id
+    await db.execute("DELETE FROM instances WHERE id = $1", instance_id)
 
 
 async def new_instance(db: asyncpg.Pool, tenant_id: int, generation: int) -> int:
@@ -314,18 +316,21 @@ async def test_empty_and_mismatching_uploads_are_refused(nc, instance, tmp_path,
 
 async def test_uploads_of_an_older_generation_are_refused(nc, db, tenant, state, tmp_path):
     instance = await new_instance(db, tenant.id, 3)
-    folder = write_folder(tmp_path / "state", "x")
-    with pytest.raises(SnapshotError, match="older"):
-        await upload_folder(nc, instance, 2, folder)
-    assert await upload_folder(nc, instance, 3, folder) == 1
-    assert await upload_folder(nc, instance, 5, folder) == 2
-    with pytest.raises(SnapshotError, match="older"):
-        await upload_folder(nc, instance, 4, folder)
-    stale = await begin(nc, instance, 5)  # begun at 5, then generation 6 uploads: 5 can no longer commit
-    await send(nc, stale, 0, b"late")
-    assert await upload_folder(nc, instance, 6, folder) == 4
-    assert b"fenced" in await commit(nc, stale, 1, hashlib.sha256(b"late").hexdigest())
-    assert await versions(db, instance) == [(4, "complete"), (2, "complete"), (1, "complete")]
+    try:
+        folder = write_folder(tmp_path / "state", "x")
+        with pytest.raises(SnapshotError, match="older"):
+            await upload_folder(nc, instance, 2, folder)
+        assert await upload_folder(nc, instance, 3, folder) == 1
+        assert await upload_folder(nc, instance, 5, folder) == 2
+        with pytest.raises(SnapshotError, match="older"):
+            await upload_folder(nc, instance, 4, folder)
+        stale = await begin(nc, instance, 5)  # begun at 5, then generation 6 uploads: 5 can no longer commit
+        await send(nc, stale, 0, b"late")
+        assert await upload_folder(nc, instance, 6, folder) == 4
+        assert b"fenced" in await commit(nc, stale, 1, hashlib.sha256(b"late").hexdigest())
+        assert await versions(db, instance) == [(4, "complete"), (2, "complete"), (1, "complete")]
+    finally:
+        await db.execute("DELETE FROM instances WHERE id = $1", instance)
 
 
 async def test_kill_9_during_an_upload_keeps_the_previous_snapshot(nc, instance, state, tmp_path):
