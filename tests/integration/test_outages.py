@@ -1,5 +1,5 @@
 """Requests while NATS or PostgreSQL is down: a gateway of the module's own (NATS, PostgreSQL, an API
-process), so that the tests can stop and start its parts, and a scripted node agent
+process: `bench.stack.control_plane`), so that the tests can stop and start its parts, and a scripted node agent
 (`test_send_outcomes.Agent`) for an instance row that says it runs on the agent's node.
 
 A send that can neither reach its provider nor be queued is refused with a `503` that says so,
@@ -9,8 +9,6 @@ the API applies is held through a PostgreSQL outage and applied after it, never 
 """
 
 import asyncio
-import os
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -26,19 +24,15 @@ from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import DeliveryStatus
 from wgs_devstack.nats import EmbeddedNats
 from wgs_devstack.postgres import EmbeddedPostgres
-from wgs_devstack.processes import free_port, run_command
-from wgs_devstack.services import ApiService
 from wgs_kit.requests import RequestServer
 from wgs_kit.waiting import wait_until
 
+from bench.stack import control_plane
 from tests.integration.test_api_events import message_status
 from tests.integration.test_send_outcomes import TO, Agent, sent_reply
 from tests.integration.test_webhooks_delivery import publish
 from tests.support.api import ADMIN, Tenant, create_tenant, unique_phone
 
-# The API's wait for its relay request (`ApiMessaging.call_provider`) and for JetStream's ack of a
-# queued send (`publish_durable`), with room for a slow machine.
-REFUSED_WITHIN = 10.0 + 5.0 + 15.0
 KEY = "through-an-outage"
 EVENTS_MAX_DELIVER = 2  # deliveries of an instance event before the API dead-letters it
 
@@ -55,29 +49,14 @@ class Gateway:
 
 
 @pytest.fixture(scope="module")
-async def gateway(work_dir: Path) -> AsyncIterator[Gateway]:
-    folder = work_dir / f"outages-{uuid.uuid4().hex[:6]}"
-    server, postgres = EmbeddedNats(folder / "nats"), EmbeddedPostgres(folder / "pg", fsync=False)
-    await asyncio.gather(server.start(), postgres.start())
-    env = {
-        "DATABASE_URL": postgres.dsn,
-        "NATS_URL": server.url,
-        "WGS_LOG_LEVEL": "INFO",
-        "WGS_API_EVENTS_MAX_DELIVER": str(EVENTS_MAX_DELIVER),
-    }
-    service = ApiService(env, work_dir / "logs", free_port(), name="api-outages")
-    try:
-        await run_command(
-            [sys.executable, "-m", "wgs_db.migrate"], env={**os.environ, **env}, log_path=folder / "migrate.log"
-        )
-        await service.ready()
-        db = await asyncpg.create_pool(postgres.dsn, min_size=0, max_size=2)
-        async with httpx.AsyncClient(base_url=service.url, timeout=REFUSED_WITHIN) as api:
-            yield Gateway(server, postgres, api, service.process.log_path, db)
-        await db.close()
-    finally:
-        await service.stop()
-        await asyncio.gather(server.stop(), postgres.stop())
+async def gateway() -> AsyncIterator[Gateway]:
+    """NATS, PostgreSQL and an API process of the module's own (`bench.stack.control_plane`)."""
+    async with control_plane(settings={"WGS_API_EVENTS_MAX_DELIVER": str(EVENTS_MAX_DELIVER)}) as stack:
+        db = await asyncpg.create_pool(stack.postgres.dsn, min_size=0, max_size=2)
+        try:
+            yield Gateway(stack.nats, stack.postgres, stack.client, stack.api.process.log_path, db)
+        finally:
+            await db.close()
 
 
 @pytest.fixture
