@@ -234,6 +234,33 @@ async def test_send_while_the_container_is_down_is_queued_and_delivered_after_it
     assert message["history"][0]["status"] == "queued"
 
 
+async def test_a_message_to_a_phone_whose_container_is_down_is_delivered_when_it_runs_again(
+    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], engines: list, js: JetStreamContext
+) -> None:
+    tenant_a, a, tenant_b, b = pair
+    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
+        await pair_up(client, tenant, instance["id"])
+    async with aiodocker.Docker(url=engines[0].host) as docker:
+        container = await docker.containers.get(f"wgs-instance-{b['id']}")
+        await container.stop(t=5)  # B's phone is off until the agent's reconcile starts it again
+
+    async def stopped() -> bool:
+        view = (await client.get(f"/api/instances/{b['id']}", headers=tenant_b.headers)).json()
+        return bool(view["status"] == "stopped")
+
+    await wait_until(stopped, timeout=20, what="B reported stopped")
+    sent = await client.post(
+        f"/api/instances/{a['id']}/send",
+        json={"to": b["phoneNumber"], "text": "while you were away"},
+        headers=tenant_a.headers,
+    )
+    assert sent.status_code == 200, sent.text  # A is connected: sent now, delivered when B is back
+
+    message = await reaches(client, tenant_a, a["id"], sent.json()["id"], "read")
+    assert [h["status"] for h in message["history"]] == ["sent", "delivered", "read"]  # never failed
+    assert [m.message_id for m in await received_at(js, b["id"])] == [sent.json()["id"]]
+
+
 async def received_at(js: JetStreamContext, instance_id: int) -> list[MessageReceived]:
     """Every message the instance received so far (its `message` events on JetStream)."""
     subscription = await js.subscribe(

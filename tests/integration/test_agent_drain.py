@@ -67,7 +67,7 @@ async def test_a_queued_send_in_flight_when_the_session_stops_is_handed_back_at_
         await message.ack()
         await successor.unsubscribe()
     finally:
-        await session.forget_outbound()
+        await session.forget_queued()
         await session.stop()
         await broker.stop()
         server.close()

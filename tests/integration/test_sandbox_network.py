@@ -1,14 +1,14 @@
 """The node agent's sandbox network (real NATS): a phone held on the same node is handed its
 envelopes directly, a phone on another node is reached over NATS, a number the directory does not
 know fails at once, a known one is asked again until the retry window ends (as every phone is when
-the directory does not answer), and leaving a phone stops both ways of reaching it.
+the directory does not answer), and leaving a phone stops both ways of reaching it. What a known
+phone still away, or a phone whose provider does not answer, is sent waits in its mailbox.
 
 Each test asks its own directory subject, answered by the test or by nobody, not the API's."""
 
 import asyncio
 import random
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 import nats
@@ -16,19 +16,15 @@ import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
-from wgs_contracts import subjects
+from nats.js.client import JetStreamContext
+from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import ProviderReply, SandboxEnvelope
-from wgs_contracts.messages import SandboxPhoneKnown, SandboxPhoneLookup
-from wgs_kit.messaging import decode, encode
 from wgs_kit.waiting import wait_until
-from wgs_node_agent.network import SandboxNetwork
+from wgs_node_agent.network import NOT_ANSWERING_STATUS, PhoneAway, SandboxNetwork
+
+from tests.support.sandbox_network import Directory, mailbox, no_directory
 
 SHORT_RETRY = 0.3
-
-
-def no_directory() -> str:
-    """A directory subject nobody answers."""
-    return f"test.directory.{uuid.uuid4().hex}"
 
 
 class Phone:
@@ -41,6 +37,14 @@ class Phone:
     async def take_envelope(self, envelope: SandboxEnvelope) -> ProviderReply:
         self.taken.append(envelope)
         return ProviderReply(status=200, body=self.name.encode())
+
+
+class NotAnswering(Phone):
+    """A holder whose provider does not answer (its container stopped or restarting)."""
+
+    async def take_envelope(self, envelope: SandboxEnvelope) -> ProviderReply:
+        self.taken.append(envelope)
+        return ProviderReply(status=NOT_ANSWERING_STATUS, body=b'{"error": "provider is not answering"}')
 
 
 @pytest.fixture
@@ -142,24 +146,6 @@ async def test_a_newer_holder_keeps_the_phone_when_the_older_one_leaves(connecti
     await network.leave(phone, new, new_subscription)
 
 
-class Directory:
-    """Answers sandbox phone lookups on its own subject: the numbers in `known` are known."""
-
-    def __init__(self, known: set[str]) -> None:
-        self.subject = no_directory()
-        self.known = known
-        self.asked: list[str] = []
-
-    async def serve(self, connection: NatsClient) -> None:
-        async def answer(msg: Msg) -> None:
-            phone = decode(msg.data, SandboxPhoneLookup).phone
-            self.asked.append(phone)
-            await msg.respond(encode(SandboxPhoneKnown(known=phone in self.known)))
-
-        await connection.subscribe(self.subject, cb=answer)
-        await connection.flush()
-
-
 async def test_a_number_the_directory_does_not_know_fails_at_once(connections: list[NatsClient]) -> None:
     node, directory_side, _ = connections
     directory = Directory(known=set())
@@ -193,7 +179,7 @@ async def test_a_known_number_is_asked_again_until_its_instance_is_back(connecti
     await here.leave(phone, holder, subscription)
 
 
-async def test_a_known_number_still_away_fails_when_the_window_ends(connections: list[NatsClient]) -> None:
+async def test_a_known_number_still_away_when_the_window_ends_is_away(connections: list[NatsClient]) -> None:
     node, directory_side, _ = connections
     phone = f"49177{random.randrange(10**7):07d}"
     directory = Directory(known={phone})
@@ -201,6 +187,55 @@ async def test_a_known_number_still_away_fails_when_the_window_ends(connections:
     network = SandboxNetwork(lambda: node, retry_seconds=SHORT_RETRY, directory_subject=directory.subject)
     started = time.monotonic()
 
-    with pytest.raises(NoRespondersError):
+    with pytest.raises(PhoneAway):
         await network.carry(envelope_to(phone))
     assert time.monotonic() - started >= SHORT_RETRY
+
+
+async def test_an_envelope_for_a_known_phone_still_away_waits_in_its_mailbox_once(
+    connections: list[NatsClient], js: JetStreamContext
+) -> None:
+    node, directory_side, _ = connections
+    phone = f"49178{random.randrange(10**7):07d}"
+    directory = Directory(known={phone})
+    await directory.serve(directory_side)
+    network = SandboxNetwork(lambda: node, retry_seconds=SHORT_RETRY, directory_subject=directory.subject)
+    envelope = envelope_to(phone)
+
+    assert await network.carry_or_park(envelope) is None
+    assert await network.carry_or_park(envelope) is None  # the same page routed again, after a crash
+
+    assert await mailbox(js, phone) == [envelope]
+    await js.purge_stream(streams.SANDBOX_MAIL.name, subject=subjects.sandbox_mail(phone))
+
+
+async def test_an_envelope_for_a_phone_whose_provider_does_not_answer_waits_in_its_mailbox(
+    connections: list[NatsClient], js: JetStreamContext
+) -> None:
+    node_a, node_b, _ = connections
+    here = SandboxNetwork(lambda: node_a, directory_subject=no_directory())
+    there = SandboxNetwork(lambda: node_b, directory_subject=no_directory())
+    phone = f"49179{random.randrange(10**7):07d}"
+    holder = NotAnswering("stopped")
+    subscription = await here.join(phone, holder)
+
+    for network in (here, there):  # its own node, and another
+        assert await network.carry_or_park(envelope_to(phone)) is None
+
+    assert await mailbox(js, phone) == [envelope_to(phone)]  # one copy: the same envelope twice
+    await here.leave(phone, holder, subscription)
+    await js.purge_stream(streams.SANDBOX_MAIL.name, subject=subjects.sandbox_mail(phone))
+
+
+async def test_an_unknown_number_fails_and_nothing_waits_for_it(
+    connections: list[NatsClient], js: JetStreamContext
+) -> None:
+    node, directory_side, _ = connections
+    directory = Directory(known=set())
+    await directory.serve(directory_side)
+    network = SandboxNetwork(lambda: node, retry_seconds=SHORT_RETRY, directory_subject=directory.subject)
+    phone = f"49170{random.randrange(10**7):07d}"
+
+    with pytest.raises(NoRespondersError):
+        await network.carry_or_park(envelope_to(phone))
+    assert await mailbox(js, phone) == []

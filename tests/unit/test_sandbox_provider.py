@@ -291,6 +291,16 @@ async def test_deliver_emits_the_message_then_a_read_receipt_once(provider):
     assert (bad[0], bad[1]["field"]) == (422, "content.text")
 
 
+async def test_a_paired_phone_takes_deliveries_while_it_starts_again(make, clock):
+    await pair(make())
+    restarted = make(start_seconds=5)  # the same state folder: the instance's container restarted
+    assert (await call(restarted, "GET", "/health"))[1]["state"] == "starting"
+    seq = await last_seq(restarted)
+    delivery = {"id": "x1", "from": PEER, "content": TEXT}
+    assert await call(restarted, "POST", "/sandbox/deliver", delivery) == (200, {"status": "delivered"})
+    assert [e["type"] for e in await events(restarted, after=seq)] == ["message", "sandbox.receipt"]
+
+
 async def test_receipt_statuses_only_move_forward_once_each(provider):
     await pair(provider)
     await send(provider, "a")

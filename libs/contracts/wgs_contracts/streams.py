@@ -48,6 +48,13 @@ OUTBOUND: Final = StreamSpec(
     description="Sends accepted while their instance was restarting or moving; drained when it is back.",
     max_age_seconds=7 * DAY,
 )
+SANDBOX_MAIL: Final = StreamSpec(
+    name="WGS_SANDBOX_MAIL",
+    subjects=(subjects.ALL_SANDBOX_MAIL,),
+    description="Sandbox network traffic for a phone that was away; its instance takes it when back.",
+    max_age_seconds=30 * DAY,  # as long as WhatsApp keeps a message for a phone that stays offline
+    retention="workqueue",  # an envelope leaves once its phone has taken it
+)
 DEAD_LETTERS: Final = StreamSpec(
     name="WGS_DEAD_LETTERS",
     subjects=(subjects.ALL_DEAD_LETTERS,),
@@ -55,4 +62,4 @@ DEAD_LETTERS: Final = StreamSpec(
     max_age_seconds=30 * DAY,
 )
 
-ALL_STREAMS: Final = (COMMANDS, NODE_COMMANDS, EVENTS, OUTBOUND, DEAD_LETTERS)
+ALL_STREAMS: Final = (COMMANDS, NODE_COMMANDS, EVENTS, OUTBOUND, SANDBOX_MAIL, DEAD_LETTERS)

@@ -26,6 +26,9 @@ ALL_TENANT_KEYS_REVOKED: Final = "wgs.evt.tenant.*.keys_revoked"
 # Sends queued while an instance cannot take them (JetStream stream OUTBOUND).
 ALL_OUTBOUND: Final = "wgs.out.*"
 
+# The simulated network's traffic for a sandbox phone that was away (JetStream stream SANDBOX_MAIL).
+ALL_SANDBOX_MAIL: Final = "wgs.mail.sandbox.*"
+
 # Dead letters (JetStream stream DEAD_LETTERS).
 ALL_DEAD_LETTERS: Final = "wgs.dlq.>"
 
@@ -87,6 +90,11 @@ def provider_sends(node: str) -> str:
 def sandbox_phone(phone: str) -> str:
     """Request subject of the sandbox instance holding a phone number (the simulated network)."""
     return f"wgs.rpc.sandbox.{phone}"
+
+
+def sandbox_mail(phone: str) -> str:
+    """Subject of the envelopes waiting for a sandbox phone that was away (its mailbox)."""
+    return f"wgs.mail.sandbox.{phone}"
 
 
 def node_heartbeat(node: str) -> str:

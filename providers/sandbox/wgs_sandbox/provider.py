@@ -409,7 +409,7 @@ class SandboxProvider:
         sender = validation.text(body, "from")
         content = validation.message_content(body.get("content"))
         if message_id not in self.delivered:
-            if self.state != "connected":
+            if self.phone_id is None:  # not on WhatsApp; a paired phone that is still starting takes it
                 raise HttpError(503, "Client not connected")
             self._change(["d", message_id])
             self._emit(

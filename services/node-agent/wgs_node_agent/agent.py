@@ -150,12 +150,12 @@ class NodeAgent:
         await session.start()
         self.sessions[spec.instance_id] = session
 
-    async def _close_session(self, instance_id: int, *, forget_outbound: bool = False) -> None:
+    async def _close_session(self, instance_id: int, *, forget_queued: bool = False) -> None:
         session = self.sessions.pop(instance_id, None)
         if session is not None:
             await session.stop()
-            if forget_outbound:
-                await session.forget_outbound()
+            if forget_queued:
+                await session.forget_queued()
 
     async def close_sessions(self) -> None:
         """Stop every session and background task (the agent is shutting down; containers keep running)."""
@@ -317,7 +317,7 @@ class NodeAgent:
                 log.info("ignoring stop of instance %d gen %d: stale", instance_id, generation)
                 return
             self.ledger.record(instance_id, generation)
-            await self._close_session(instance_id, forget_outbound=remove)
+            await self._close_session(instance_id, forget_queued=remove)
             for container in await self.runtime.list_managed():
                 if container.instance_id == instance_id and container.generation <= generation:
                     await self._remove(container)

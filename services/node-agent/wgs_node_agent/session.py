@@ -11,7 +11,10 @@
 - the outbound drain: sends queued while the instance was away (stream
   `WGS_OUTBOUND`, one ordered consumer per instance) are handed to the provider
   once it takes them;
-- for the sandbox provider, its phone on the simulated network.
+- for the sandbox provider, its phone on the simulated network, and the phone's mailbox: what
+  was carried to the phone while it was away (stream `WGS_SANDBOX_MAIL`, one ordered consumer
+  per phone), handed to the provider once it answers, with the delivery receipts going back to
+  the senders.
 """
 
 import asyncio
@@ -25,8 +28,6 @@ from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import NotFoundError
 from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import (
@@ -57,18 +58,20 @@ from wgs_kit.coalescing import Coalescer
 from wgs_kit.messaging import decode, encode, publish_durable, publish_durable_all, redelivery_delay
 
 from wgs_node_agent.config import EVENT_LINGER_SECONDS
-from wgs_node_agent.network import SandboxNetwork
+from wgs_node_agent.network import NOT_ANSWERING_STATUS, SandboxNetwork
 from wgs_node_agent.outbox import to_contract_event
 from wgs_node_agent.provider_client import ProviderClient, ProviderUnavailable
+from wgs_node_agent.queue_drain import LONG_POLL_SECONDS, drain_forever
 from wgs_node_agent.runtime.base import InstancePaths
 
 log = logging.getLogger(__name__)
-LONG_POLL_SECONDS = 20.0
 RETRY_SECONDS = 0.2
-PROVIDER_WAIT_SECONDS = 1.0  # longest pause before a queued send is offered again to a provider not answering
+PROVIDER_WAIT_SECONDS = 1.0  # longest pause before a queued send or mail is offered again to a provider not answering
 
 
-PROVIDER_NOT_ANSWERING: Final = ProviderReply(status=504, body=b'{"error": "provider is not answering"}')
+PROVIDER_NOT_ANSWERING: Final = ProviderReply(
+    status=NOT_ANSWERING_STATUS, body=b'{"error": "provider is not answering"}'
+)
 MAX_SEND_BATCH = 100  # sends of one `POST /messages` batch call
 SEND_CALLS_IN_FLIGHT = 1  # per instance: sends arriving meanwhile wait and go in the next call (decision 39)
 
@@ -86,9 +89,24 @@ def batch_results(reply: ProviderReply, count: int) -> list[ProviderReply] | Non
     return [ProviderReply(status=r.status, body=bytes(r.body)) for r in results]
 
 
-def failed(messages: list[SandboxOutbound], reason: str) -> list[ReceiptRequest]:
+def failed(message_ids: list[str], reason: str) -> list[ReceiptRequest]:
     """A `failed` receipt with `reason` for each message."""
-    return [ReceiptRequest(id=m.id, status=DeliveryStatus.FAILED, reason=reason) for m in messages]
+    return [ReceiptRequest(id=message_id, status=DeliveryStatus.FAILED, reason=reason) for message_id in message_ids]
+
+
+def delivery_receipts(message_ids: list[str], to: str, reply: ProviderReply) -> list[ReceiptRequest]:
+    """The receipt of each message of a delivery the phone `to` answered: `delivered`, or `failed` with why."""
+    if reply.status != 200:
+        return failed(message_ids, f"recipient {to} refused the message ({reply.status}: {reply.body.decode()[:200]})")
+    results = msgspec.json.decode(reply.body, type=BatchResults).results
+    receipts = []
+    for message_id, result in zip(message_ids, results, strict=True):
+        if result.status == 200:
+            receipts.append(ReceiptRequest(id=message_id, status=DeliveryStatus.DELIVERED))
+        else:
+            reason = f"recipient {to} refused the message ({result.status}: {bytes(result.body).decode()[:200]})"
+            receipts.append(ReceiptRequest(id=message_id, status=DeliveryStatus.FAILED, reason=reason))
+    return receipts
 
 
 class PageRouting:
@@ -152,13 +170,25 @@ class InstanceSession:
         return self._sends.waiting
 
     async def start(self) -> None:
-        """Start pumping, draining and (sandbox) answering for the phone."""
-        self._tasks = [
-            asyncio.create_task(self._pump_forever()),
-            asyncio.create_task(self._drain_forever()),
-        ]
-        if self.spec.provider is Provider.SANDBOX and self.spec.phone_number:
-            self._phone = await self.network.join(self.spec.phone_number, self)
+        """Start pumping, draining and (sandbox) answering for the phone and taking its mail."""
+        outbound = drain_forever(
+            self.broker,
+            stream=streams.OUTBOUND,
+            subject=subjects.outbound(self.instance_id),
+            durable=self._drain_name,
+            handle=self._send_queued,
+        )
+        self._tasks = [asyncio.create_task(self._pump_forever()), asyncio.create_task(outbound)]
+        if self._phone_number is not None:
+            self._phone = await self.network.join(self._phone_number, self)
+            mail = drain_forever(
+                self.broker,
+                stream=streams.SANDBOX_MAIL,
+                subject=subjects.sandbox_mail(self._phone_number),
+                durable=mailbox_name(self._phone_number),
+                handle=self._take_mail,
+            )
+            self._tasks.append(asyncio.create_task(mail))
 
     async def stop(self) -> None:
         """Stop everything this session runs (after the pump finished publishing what it read)."""
@@ -168,16 +198,26 @@ class InstanceSession:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._phone is not None and self.spec.phone_number:
-            await self.network.leave(self.spec.phone_number, self, self._phone)
+        if self._phone is not None and self._phone_number is not None:
+            await self.network.leave(self._phone_number, self, self._phone)
         await self.client.close()
 
-    async def forget_outbound(self) -> None:
-        """Drop the instance's queued sends and their consumer (the instance is deleted)."""
+    @property
+    def _phone_number(self) -> str | None:
+        """The phone this instance holds on the sandbox network (None: not a sandbox, or no number)."""
+        return self.spec.phone_number if self.spec.provider is Provider.SANDBOX and self.spec.phone_number else None
+
+    async def forget_queued(self) -> None:
+        """Drop the instance's queued sends and its phone's mail, with their consumers (the instance is deleted)."""
         js = self.broker.connection.jetstream()
-        with contextlib.suppress(NotFoundError):
-            await js.delete_consumer(streams.OUTBOUND.name, self._drain_name)
-        await js.purge_stream(streams.OUTBOUND.name, subject=subjects.outbound(self.instance_id))
+        queues = [(streams.OUTBOUND, self._drain_name, subjects.outbound(self.instance_id))]
+        if self._phone_number is not None:
+            phone = self._phone_number
+            queues.append((streams.SANDBOX_MAIL, mailbox_name(phone), subjects.sandbox_mail(phone)))
+        for stream, consumer, subject in queues:
+            with contextlib.suppress(NotFoundError):
+                await js.delete_consumer(stream.name, consumer)
+            await js.purge_stream(stream.name, subject=subject)
 
     async def relay(self, method: str, path: str, body: bytes | None) -> ProviderReply:
         """Forward one HTTP call to the provider; sends waiting meanwhile go together (`_send_together`)."""
@@ -302,45 +342,62 @@ class InstanceSession:
         if routing.outbound:
             answers = await asyncio.gather(*(self._deliver(to, messages) for to, messages in routing.outbound.items()))
             own = ReceiptBatch(batch=[receipt for receipts in answers for receipt in receipts])
-            await self.client.call("POST", "/sandbox/receipt", encode(own))
+            if own.batch:
+                await self.client.call("POST", "/sandbox/receipt", encode(own))
         if routing.receipts:
             await asyncio.gather(*(self._send_receipts(to, receipts) for to, receipts in routing.receipts.items()))
 
     async def _deliver(self, to: str, messages: list[SandboxOutbound]) -> list[ReceiptRequest]:
-        """Deliver messages to the instance holding phone `to`; the receipt of each (delivered or failed)."""
+        """Deliver messages to the instance holding phone `to`; the receipt of each (delivered or failed).
+
+        None yet for messages to a phone that is away: they wait in its mailbox, and their receipts
+        come back when it takes them.
+        """
         batch = DeliverBatch(batch=[DeliverRequest(id=m.id, from_=m.from_, content=m.content) for m in messages])
         envelope = SandboxEnvelope(kind="message", sender=messages[0].from_, recipient=to, body=encode(batch))
+        message_ids = [m.id for m in messages]
         try:
-            reply = await self.network.carry(envelope)
+            reply = await self.network.carry_or_park(envelope)
         except NoRespondersError:
-            return failed(messages, f"recipient {to} is not on the sandbox network")
-        except (NatsTimeoutError, TimeoutError):
-            return failed(messages, "recipient did not answer")
-        if reply.status != 200:
-            return failed(messages, f"recipient {to} refused the message ({reply.status}: {reply.body.decode()[:200]})")
-        results = msgspec.json.decode(reply.body, type=BatchResults).results
-        receipts = []
-        for message, result in zip(messages, results, strict=True):
-            if result.status == 200:
-                receipts.append(ReceiptRequest(id=message.id, status=DeliveryStatus.DELIVERED))
-            else:
-                reason = f"recipient {to} refused the message ({result.status}: {bytes(result.body).decode()[:200]})"
-                receipts.append(ReceiptRequest(id=message.id, status=DeliveryStatus.FAILED, reason=reason))
-        return receipts
+            return failed(message_ids, f"recipient {to} is not on the sandbox network")
+        return [] if reply is None else delivery_receipts(message_ids, to, reply)
 
     async def _send_receipts(self, to: str, receipts: list[SandboxReceipt]) -> None:
-        """Carry read/delivery receipts back to the sender's instance (best effort)."""
-        batch = ReceiptBatch(batch=[ReceiptRequest(id=r.id, status=r.status, reason=r.reason) for r in receipts])
-        envelope = SandboxEnvelope(kind="receipt", sender=receipts[0].from_, recipient=to, body=encode(batch))
+        """Carry the receipts this instance's provider emitted back to the phone `to` that sent the messages."""
+        requests = [ReceiptRequest(id=r.id, status=r.status, reason=r.reason) for r in receipts]
+        await self._carry_receipts(receipts[0].from_, to, requests)
+
+    async def _carry_receipts(self, sender: str, to: str, receipts: list[ReceiptRequest]) -> None:
+        """Carry receipts from phone `sender` to phone `to`: at once, or through its mailbox when it is away."""
+        envelope = SandboxEnvelope(
+            kind="receipt", sender=sender, recipient=to, body=encode(ReceiptBatch(batch=receipts))
+        )
         try:
-            await self.network.carry(envelope)
-        except (NoRespondersError, NatsTimeoutError, TimeoutError):
-            log.info("%d receipt(s): sender %s unreachable", len(receipts), to)
+            await self.network.carry_or_park(envelope)
+        except NoRespondersError:
+            log.info("%d receipt(s): %s is not on the sandbox network", len(receipts), to)
 
     async def take_envelope(self, envelope: SandboxEnvelope) -> ProviderReply:
         """Hand an envelope of the simulated network (a message or receipts) to this instance's provider."""
         path = "/sandbox/deliver" if envelope.kind == "message" else "/sandbox/receipt"
         return await self.relay("POST", path, envelope.body)
+
+    async def _take_mail(self, message: Msg) -> None:
+        """An envelope that waited in this phone's mailbox, handed to the provider once it answers.
+
+        A message's delivery receipts go back to its sender as live ones do; whatever else the
+        provider answers is final, as it is for an envelope carried live.
+        """
+        envelope = decode(message.data, SandboxEnvelope)
+        reply = await self.take_envelope(envelope)
+        if reply.status == NOT_ANSWERING_STATUS:
+            await message.nak(delay=min(redelivery_delay(message.metadata.num_delivered), PROVIDER_WAIT_SECONDS))
+            return
+        if envelope.kind == "message":
+            message_ids = [m.id for m in msgspec.json.decode(envelope.body, type=DeliverBatch).batch]
+            receipts = delivery_receipts(message_ids, envelope.recipient, reply)
+            await self._carry_receipts(envelope.recipient, envelope.sender, receipts)
+        await message.ack()
 
     async def _report_refused(self, message_id: str, reason: str) -> None:
         """A queued send the provider refused: its status becomes `failed` with the provider's reason."""
@@ -369,46 +426,6 @@ class InstanceSession:
     def _drain_name(self) -> str:
         return f"outbound-{self.instance_id}"
 
-    async def _drain_forever(self) -> None:
-        failures = 0
-        while True:
-            try:
-                await self._drain()
-            except Exception:
-                failures += 1
-                log.exception("outbound drain of instance %d failed", self.instance_id)
-                await asyncio.sleep(redelivery_delay(failures))
-
-    async def _drain(self) -> None:
-        js = self.broker.connection.jetstream()
-        subscription = await js.pull_subscribe(
-            subjects.outbound(self.instance_id),
-            durable=self._drain_name,
-            stream=streams.OUTBOUND.name,
-            config=ConsumerConfig(
-                durable_name=self._drain_name, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1, ack_wait=60
-            ),
-        )
-        try:
-            while True:
-                try:
-                    messages = await subscription.fetch(1, timeout=LONG_POLL_SECONDS)
-                except (NatsTimeoutError, TimeoutError):
-                    continue
-                for message in messages:
-                    try:
-                        await self._send_queued(message)
-                    except asyncio.CancelledError:
-                        # The session stops (hand-off, stop): give the send back at once, or the
-                        # next holder of this consumer (max one unacked) would wait out ack_wait.
-                        with contextlib.suppress(Exception):
-                            await message.nak()
-                        raise
-        finally:
-            # An abandoned pull subscription would block the broker's drain at shutdown.
-            with contextlib.suppress(Exception):
-                await subscription.unsubscribe()
-
     async def _send_queued(self, message: Msg) -> None:
         queued = decode(message.data, OutboundMessage)
         request = SendRequest(id=queued.id, to=queued.to, content=queued.content)
@@ -424,3 +441,8 @@ class InstanceSession:
             await message.ack()
             return
         await message.nak(delay=redelivery_delay(attempt))
+
+
+def mailbox_name(phone: str) -> str:
+    """The durable consumer of a phone's mailbox."""
+    return f"mail-{phone}"
