@@ -15,6 +15,7 @@ from nats.js.api import DeliverPolicy
 from nats.js.client import JetStreamContext
 from wgs_contracts import subjects
 from wgs_contracts.instance_events import MessageReceived, ProviderSends, ProviderSendsReply
+from wgs_devstack.docker_engine import DockerEngine
 from wgs_devstack.services import Service
 from wgs_kit.messaging import decode, encode
 from wgs_kit.waiting import wait_until
@@ -38,6 +39,17 @@ async def pair(client: httpx.AsyncClient, node_agent: Service) -> AsyncIterator[
     yield tenant_a, a, tenant_b, b
     for tenant, instance in ((tenant_a, a), (tenant_b, b)):
         await client.delete(f"/api/instances/{instance['id']}", headers=tenant.headers)
+
+
+@pytest.fixture
+async def paired(
+    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict]
+) -> tuple[Tenant, dict, Tenant, dict]:
+    """The two instances of `pair`, both paired."""
+    tenant_a, a, tenant_b, b = pair
+    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
+        await pair_up(client, tenant, instance["id"])
+    return pair
 
 
 async def test_pair_by_qr_and_by_code_then_message_a_to_b(
@@ -143,12 +155,10 @@ async def test_message_to_a_number_outside_the_sandbox_fails_with_a_reason(
 
 
 async def test_concurrent_sends_go_together_and_each_is_answered_and_delivered(
-    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], migrated: dict[str, str]
+    client: httpx.AsyncClient, paired: tuple[Tenant, dict, Tenant, dict], migrated: dict[str, str]
 ) -> None:
     """Sends waiting for one instance go to its agent as one request and to its provider as one call."""
-    tenant_a, a, tenant_b, b = pair
-    await pair_up(client, tenant_a, a["id"])
-    await pair_up(client, tenant_b, b["id"])
+    tenant_a, a, _, b = paired
     nc = await nats.connect(migrated["NATS_URL"])
     together = await nc.subscribe("wgs.rpc.node.*.sends")  # a copy of each request (it never answers)
     try:
@@ -190,11 +200,9 @@ async def test_sends_for_an_instance_the_node_does_not_run_are_404_each(
 
 
 async def test_send_while_the_agent_is_down_is_queued_and_delivered_after(
-    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], node_agent: Service
+    client: httpx.AsyncClient, paired: tuple[Tenant, dict, Tenant, dict], node_agent: Service
 ) -> None:
-    tenant_a, a, tenant_b, b = pair
-    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
-        await pair_up(client, tenant, instance["id"])
+    tenant_a, a, _, b = paired
     await node_agent.kill9()
     try:
         queued = await client.post(
@@ -209,21 +217,25 @@ async def test_send_while_the_agent_is_down_is_queued_and_delivered_after(
     assert message["history"][0]["status"] == "queued"
 
 
+async def stop_by_hand(client: httpx.AsyncClient, engine: DockerEngine, tenant: Tenant, instance: dict) -> None:
+    """Stop the instance's container by hand and wait until it is reported `stopped` (the agent's
+    reconcile starts it again)."""
+    async with aiodocker.Docker(url=engine.host) as docker:
+        container = await docker.containers.get(f"wgs-instance-{instance['id']}")
+        await container.stop(t=5)
+
+    async def stopped() -> bool:
+        view = (await client.get(f"/api/instances/{instance['id']}", headers=tenant.headers)).json()
+        return bool(view["status"] == "stopped")
+
+    await wait_until(stopped, timeout=20, what=f"instance {instance['id']} reported stopped")
+
+
 async def test_send_while_the_container_is_down_is_queued_and_delivered_after_it_restarts(
-    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], engines: list, node_agent: Service
+    client: httpx.AsyncClient, paired: tuple[Tenant, dict, Tenant, dict], engines: list, node_agent: Service
 ) -> None:
-    tenant_a, a, tenant_b, b = pair
-    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
-        await pair_up(client, tenant, instance["id"])
-    async with aiodocker.Docker(url=engines[0].host) as docker:
-        container = await docker.containers.get(f"wgs-instance-{a['id']}")
-        await container.stop(t=5)  # stopped by hand: the agent's reconcile starts it again
-
-    async def stopped() -> dict | None:
-        view = (await client.get(f"/api/instances/{a['id']}", headers=tenant_a.headers)).json()
-        return view if view["status"] == "stopped" else None
-
-    await wait_until(stopped, timeout=20, what="instance reported stopped")
+    tenant_a, a, _, b = paired
+    await stop_by_hand(client, engines[0], tenant_a, a)
     queued = await client.post(
         f"/api/instances/{a['id']}/send",
         json={"to": b["phoneNumber"], "text": "after restart"},
@@ -235,20 +247,10 @@ async def test_send_while_the_container_is_down_is_queued_and_delivered_after_it
 
 
 async def test_a_message_to_a_phone_whose_container_is_down_is_delivered_when_it_runs_again(
-    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], engines: list, js: JetStreamContext
+    client: httpx.AsyncClient, paired: tuple[Tenant, dict, Tenant, dict], engines: list, js: JetStreamContext
 ) -> None:
-    tenant_a, a, tenant_b, b = pair
-    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
-        await pair_up(client, tenant, instance["id"])
-    async with aiodocker.Docker(url=engines[0].host) as docker:
-        container = await docker.containers.get(f"wgs-instance-{b['id']}")
-        await container.stop(t=5)  # B's phone is off until the agent's reconcile starts it again
-
-    async def stopped() -> bool:
-        view = (await client.get(f"/api/instances/{b['id']}", headers=tenant_b.headers)).json()
-        return bool(view["status"] == "stopped")
-
-    await wait_until(stopped, timeout=20, what="B reported stopped")
+    tenant_a, a, tenant_b, b = paired
+    await stop_by_hand(client, engines[0], tenant_b, b)  # B's phone is off until the agent starts it again
     sent = await client.post(
         f"/api/instances/{a['id']}/send",
         json={"to": b["phoneNumber"], "text": "while you were away"},
@@ -279,12 +281,10 @@ async def received_at(js: JetStreamContext, instance_id: int) -> list[MessageRec
 
 
 async def test_a_send_retried_with_its_idempotency_key_is_delivered_once(
-    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], migrated: dict[str, str]
+    client: httpx.AsyncClient, paired: tuple[Tenant, dict, Tenant, dict], migrated: dict[str, str]
 ) -> None:
     """Six tries with one key at once (some while the first is in flight), and one after it was read."""
-    tenant_a, a, tenant_b, b = pair
-    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
-        await pair_up(client, tenant, instance["id"])
+    tenant_a, a, _, b = paired
     url, body = f"/api/instances/{a['id']}/send", {"to": b["phoneNumber"], "text": "exactly once"}
     keyed = {**tenant_a.headers, "Idempotency-Key": "invoice-7"}
     tries = await asyncio.gather(*(client.post(url, json=body, headers=keyed) for _ in range(6)))
@@ -305,11 +305,9 @@ async def test_a_send_retried_with_its_idempotency_key_is_delivered_once(
 
 
 async def test_events_survive_a_kill_9_of_the_agent_without_loss_or_duplicates(
-    client: httpx.AsyncClient, pair: tuple[Tenant, dict, Tenant, dict], node_agent: Service, migrated: dict[str, str]
+    client: httpx.AsyncClient, paired: tuple[Tenant, dict, Tenant, dict], node_agent: Service, migrated: dict[str, str]
 ) -> None:
-    tenant_a, a, tenant_b, b = pair
-    for tenant, instance in ((tenant_a, a), (tenant_b, b)):
-        await pair_up(client, tenant, instance["id"])
+    tenant_a, a, _, b = paired
     texts = [f"burst {i}" for i in range(20)]
     for index, text in enumerate(texts):
         if index == 10:

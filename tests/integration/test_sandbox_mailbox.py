@@ -120,12 +120,13 @@ async def nodes(migrated: dict[str, str]) -> AsyncIterator[tuple[Node, Node, Dir
 
 @pytest.fixture
 async def phones(nodes: tuple[Node, Node, Directory]) -> AsyncIterator[tuple[SandboxPhone, SandboxPhone]]:
-    """Phones A and B, paired and known to the directory; their providers not yet answering."""
+    """Phones A and B, paired and known to the directory; A's provider answers, B's not yet."""
     folder = Path(tempfile.mkdtemp(prefix="wgs-mail-", dir="/tmp"))  # unix socket paths must stay short
     a, b = SandboxPhone(900_011, folder / "a"), SandboxPhone(900_012, folder / "b")
     for phone in (a, b):
         await phone.pair()
         nodes[2].known.add(phone.number)
+    await a.up()
     yield a, b
     for phone in (a, b):
         await phone.down()
@@ -141,6 +142,15 @@ async def cleaned(*sessions: InstanceSession) -> AsyncIterator[None]:
         for session in sessions:
             await session.stop()
             await session.forget_queued()
+
+
+async def waits_in_mailbox(js: JetStreamContext, phone: SandboxPhone, count: int) -> None:
+    """Wait until `count` envelopes wait in the phone's mailbox."""
+
+    async def waiting() -> bool:
+        return len(await mailbox(js, phone.number)) == count
+
+    await wait_until(waiting, timeout=20, what=f"{count} envelope(s) waiting in {phone.number}'s mailbox")
 
 
 async def send(phone: SandboxPhone, to: SandboxPhone) -> str:
@@ -159,15 +169,11 @@ async def test_mail_waits_for_an_away_phone_and_its_receipts_for_an_away_sender(
 ) -> None:
     node_1, node_2, _ = nodes
     a, b = phones
-    await a.up()
     a_session = await node_1.session(a, generation=1)
     async with cleaned(a_session):
         message_id = await send(a, b)  # B is away: no session anywhere
 
-        async def waits_for_b() -> bool:
-            return len(await mailbox(js, b.number)) == 1
-
-        await wait_until(waits_for_b, timeout=20, what="the message waiting in B's mailbox")
+        await waits_in_mailbox(js, b, count=1)
         assert a.status_of(message_id) == "sent"  # not failed: B is off, not unknown
         await a_session.stop()  # now A is away too
 
@@ -197,15 +203,11 @@ async def test_mail_waits_for_a_phone_whose_provider_does_not_answer(
 ) -> None:
     node_1, node_2, _ = nodes
     a, b = phones
-    await a.up()
     sessions = [await node_1.session(a, generation=1), await node_2.session(b, generation=1)]
     async with cleaned(*sessions):
         message_id = await send(a, b)  # B's session holds the phone, its provider does not answer
 
-        async def waits_for_b() -> bool:
-            return len(await mailbox(js, b.number)) == 1
-
-        await wait_until(waits_for_b, timeout=20, what="the message waiting in B's mailbox")
+        await waits_in_mailbox(js, b, count=1)
         assert a.status_of(message_id) == "sent"
 
         await b.up()  # B's container runs again

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from faststream.nats import NatsBroker
 from nats.aio.msg import Msg
@@ -23,61 +24,53 @@ LONG_POLL_SECONDS = 20.0
 ACK_WAIT_SECONDS = 60.0
 
 
-async def drain_forever(
-    broker: NatsBroker,
-    *,
-    stream: StreamSpec,
-    subject: str,
-    durable: str,
-    handle: Callable[[Msg], Awaitable[None]],
-) -> None:
-    """Hand each message of `subject` to `handle`, which acks or naks it, until cancelled.
+@dataclass(frozen=True)
+class QueueDrain:
+    """Hands each message of `subject` (in `stream`) to `handle`, which acks or naks it."""
 
-    A failure of the drain itself (NATS away, the consumer gone) is logged and the drain starts
-    again after a growing pause.
-    """
-    failures = 0
-    while True:
-        try:
-            await _drain(broker, stream=stream, subject=subject, durable=durable, handle=handle)
-        except Exception:
-            failures += 1
-            log.exception("drain %s failed", durable)
-            await asyncio.sleep(redelivery_delay(failures))
+    broker: NatsBroker
+    stream: StreamSpec
+    subject: str
+    durable: str
+    handle: Callable[[Msg], Awaitable[None]]
 
-
-async def _drain(
-    broker: NatsBroker,
-    *,
-    stream: StreamSpec,
-    subject: str,
-    durable: str,
-    handle: Callable[[Msg], Awaitable[None]],
-) -> None:
-    subscription = await broker.connection.jetstream().pull_subscribe(
-        subject,
-        durable=durable,
-        stream=stream.name,
-        config=ConsumerConfig(
-            durable_name=durable, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1, ack_wait=ACK_WAIT_SECONDS
-        ),
-    )
-    try:
+    async def forever(self) -> None:
+        """Drain until cancelled. A failure of the drain itself (NATS away, the consumer gone) is
+        logged and the drain starts again after a growing pause."""
+        failures = 0
         while True:
             try:
-                messages = await subscription.fetch(1, timeout=LONG_POLL_SECONDS)
-            except (NatsTimeoutError, TimeoutError):
-                continue
-            for message in messages:
+                await self._drain()
+            except Exception:
+                failures += 1
+                log.exception("drain %s failed", self.durable)
+                await asyncio.sleep(redelivery_delay(failures))
+
+    async def _drain(self) -> None:
+        subscription = await self.broker.connection.jetstream().pull_subscribe(
+            self.subject,
+            durable=self.durable,
+            stream=self.stream.name,
+            config=ConsumerConfig(
+                durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1, ack_wait=ACK_WAIT_SECONDS
+            ),
+        )
+        try:
+            while True:
                 try:
-                    await handle(message)
-                except asyncio.CancelledError:
-                    # The session stops (hand-off, stop): give the message back at once, or the
-                    # next holder of this consumer (max one unacked) would wait out ack_wait.
-                    with contextlib.suppress(Exception):
-                        await message.nak()
-                    raise
-    finally:
-        # An abandoned pull subscription would block the broker's drain at shutdown.
-        with contextlib.suppress(Exception):
-            await subscription.unsubscribe()
+                    messages = await subscription.fetch(1, timeout=LONG_POLL_SECONDS)
+                except (NatsTimeoutError, TimeoutError):
+                    continue
+                for message in messages:
+                    try:
+                        await self.handle(message)
+                    except asyncio.CancelledError:
+                        # The session stops (hand-off, stop): give the message back at once, or the
+                        # next holder of this consumer (max one unacked) would wait out ack_wait.
+                        with contextlib.suppress(Exception):
+                            await message.nak()
+                        raise
+        finally:
+            # An abandoned pull subscription would block the broker's drain at shutdown.
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()

@@ -61,7 +61,7 @@ from wgs_node_agent.config import EVENT_LINGER_SECONDS
 from wgs_node_agent.network import NOT_ANSWERING_STATUS, SandboxNetwork
 from wgs_node_agent.outbox import to_contract_event
 from wgs_node_agent.provider_client import ProviderClient, ProviderUnavailable
-from wgs_node_agent.queue_drain import LONG_POLL_SECONDS, drain_forever
+from wgs_node_agent.queue_drain import LONG_POLL_SECONDS, QueueDrain
 from wgs_node_agent.runtime.base import InstancePaths
 
 log = logging.getLogger(__name__)
@@ -171,24 +171,17 @@ class InstanceSession:
 
     async def start(self) -> None:
         """Start pumping, draining and (sandbox) answering for the phone and taking its mail."""
-        outbound = drain_forever(
-            self.broker,
-            stream=streams.OUTBOUND,
-            subject=subjects.outbound(self.instance_id),
-            durable=self._drain_name,
-            handle=self._send_queued,
+        outbound = QueueDrain(
+            self.broker, streams.OUTBOUND, subjects.outbound(self.instance_id), self._drain_name, self._send_queued
         )
-        self._tasks = [asyncio.create_task(self._pump_forever()), asyncio.create_task(outbound)]
+        self._tasks = [asyncio.create_task(self._pump_forever()), asyncio.create_task(outbound.forever())]
         if self._phone_number is not None:
             self._phone = await self.network.join(self._phone_number, self)
-            mail = drain_forever(
-                self.broker,
-                stream=streams.SANDBOX_MAIL,
-                subject=subjects.sandbox_mail(self._phone_number),
-                durable=mailbox_name(self._phone_number),
-                handle=self._take_mail,
+            phone = self._phone_number
+            mail = QueueDrain(
+                self.broker, streams.SANDBOX_MAIL, subjects.sandbox_mail(phone), mailbox_name(phone), self._take_mail
             )
-            self._tasks.append(asyncio.create_task(mail))
+            self._tasks.append(asyncio.create_task(mail.forever()))
 
     async def stop(self) -> None:
         """Stop everything this session runs (after the pump finished publishing what it read)."""
