@@ -9,6 +9,7 @@ the API applies is held through a PostgreSQL outage and applied after it, never 
 """
 
 import asyncio
+import collections
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ from tests.support.api import ADMIN, Tenant, create_tenant, unique_phone
 
 KEY = "through-an-outage"
 EVENTS_MAX_DELIVER = 2  # deliveries of an instance event before the API dead-letters it
+RESTARTS = 4  # of PostgreSQL, with reads in flight
+CONCURRENT_CLIENTS = 8
+MAX_READS_PER_CLIENT = 5_000  # a bound on each client's loop; the restarts end it long before
 
 
 @dataclass
@@ -193,6 +197,31 @@ async def test_requests_while_postgresql_is_down_are_a_503_and_work_again_after(
     queued = await wait_until(sends_again, timeout=30, interval=0.2, what="the API using PostgreSQL again")
     assert queued.status_code == 202, queued.text
     assert await gateway.db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 1
+
+
+async def test_requests_in_flight_while_postgresql_restarts_are_a_503_never_a_500(gateway: Gateway) -> None:
+    """Restarts meet requests mid-statement too, on connections the server is terminating."""
+    tenant = await create_tenant(gateway.api)
+    reads = [("/admin/nodes", ADMIN), ("/api/instances", tenant.headers)]
+    answers: collections.Counter[int] = collections.Counter()
+    restarting = True
+
+    async def read_until_restarted() -> None:
+        for _ in range(MAX_READS_PER_CLIENT):
+            if not restarting:
+                return
+            for url, headers in reads:
+                answers[(await gateway.api.get(url, headers=headers, timeout=30)).status_code] += 1
+
+    clients = [asyncio.ensure_future(read_until_restarted()) for _ in range(CONCURRENT_CLIENTS)]
+    for _ in range(RESTARTS):
+        await gateway.postgres.stop()
+        await gateway.postgres.start()
+    restarting = False
+    await asyncio.gather(*clients)
+
+    assert set(answers) <= {200, 503}, answers
+    assert answers[503] > 0, answers
 
 
 async def test_events_arriving_while_postgresql_is_down_are_applied_after_it_never_dead_lettered(

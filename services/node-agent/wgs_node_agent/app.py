@@ -9,6 +9,7 @@ from wgs_contracts.instance_events import ProviderCall, ProviderSends
 from wgs_contracts.messages import HandOffRequest, NodeCommand
 from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
 from wgs_kit.messaging import decode, durable_subscriber, encode, guarded_delivery, make_broker
+from wgs_kit.outages import log_failure
 from wgs_kit.requests import RequestServer
 
 from wgs_node_agent.agent import NodeAgent
@@ -24,8 +25,8 @@ async def heartbeat_forever(agent: NodeAgent, seconds: float) -> None:
     while True:
         try:
             await agent.heartbeat()
-        except Exception:
-            log.exception("heartbeat failed")
+        except Exception as exc:
+            log_failure(log, exc, "heartbeat")
         await asyncio.sleep(seconds)
 
 
@@ -45,8 +46,8 @@ async def reconcile_forever(agent: NodeAgent, seconds: float) -> None:
     while True:
         try:
             done = await agent.reconcile_once()
-        except Exception:
-            log.exception("reconcile failed")
+        except Exception as exc:
+            log_failure(log, exc, "reconcile")
             done = False
         await asyncio.sleep(seconds if done else 1.0)
 
@@ -57,8 +58,8 @@ async def snapshot_forever(agent: NodeAgent, seconds: float) -> None:
         await asyncio.sleep(seconds)
         try:
             await agent.snapshot_all()
-        except Exception:
-            log.exception("periodic snapshots failed")
+        except Exception as exc:
+            log_failure(log, exc, "periodic snapshots")
 
 
 async def run(settings: Settings) -> None:

@@ -18,6 +18,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig
 from wgs_contracts.streams import StreamSpec
 from wgs_kit.messaging import redelivery_delay
+from wgs_kit.outages import log_failure
 
 log = logging.getLogger(__name__)
 LONG_POLL_SECONDS = 20.0
@@ -41,9 +42,9 @@ class QueueDrain:
         while True:
             try:
                 await self._drain()
-            except Exception:
+            except Exception as exc:
                 failures += 1
-                log.exception("drain %s failed", self.durable)
+                log_failure(log, exc, "drain %s", self.durable)
                 await asyncio.sleep(redelivery_delay(failures))
 
     async def _drain(self) -> None:

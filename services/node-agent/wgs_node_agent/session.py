@@ -56,6 +56,7 @@ from wgs_contracts.provider_api import (
 )
 from wgs_kit.coalescing import Coalescer
 from wgs_kit.messaging import decode, encode, publish_durable, publish_durable_all, redelivery_delay
+from wgs_kit.outages import log_failure
 
 from wgs_node_agent.config import EVENT_LINGER_SECONDS
 from wgs_node_agent.network import NOT_ANSWERING_STATUS, SandboxNetwork
@@ -263,9 +264,9 @@ class InstanceSession:
             except ProviderUnavailable:
                 failures += 1
                 await asyncio.sleep(min(RETRY_SECONDS * failures, 2.0))
-            except Exception:
+            except Exception as exc:
                 failures += 1
-                log.exception("event pump of instance %d failed", self.instance_id)
+                log_failure(log, exc, "event pump of instance %d", self.instance_id)
                 await asyncio.sleep(redelivery_delay(failures))
 
     async def _pump_once(self, cursor: int) -> tuple[int, bool]:

@@ -7,9 +7,10 @@ from faststream.nats import NatsMessage
 from wgs_contracts import headers, subjects
 from wgs_contracts.state import RestoreBegin, RestoreChunk, StateRefused, UploadBegin, UploadCommit
 from wgs_db import snapshots
-from wgs_db.engine import close_database, open_database
+from wgs_db.engine import DATABASE_OUTAGES, close_database, open_database
 from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
 from wgs_kit.messaging import decode, encode, make_broker
+from wgs_kit.outages import log_failure
 
 from wgs_state.config import Settings
 from wgs_state.service import StateService
@@ -54,8 +55,8 @@ async def run(settings: Settings) -> None:
         while True:
             try:
                 await service.sweep()
-            except Exception:
-                log.exception("sweeping abandoned uploads failed")
+            except Exception as exc:
+                log_failure(log, exc, "sweeping abandoned uploads", outages=DATABASE_OUTAGES)
             await asyncio.sleep(min(60.0, max(1.0, settings.upload_timeout_seconds / 4)))
 
     await broker.start()

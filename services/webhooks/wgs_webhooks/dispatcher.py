@@ -12,7 +12,9 @@ import contextlib
 import logging
 import time
 
+from wgs_db.engine import DATABASE_OUTAGES
 from wgs_kit.lifecycle import cancel_all
+from wgs_kit.outages import log_failure
 
 from wgs_webhooks import store
 from wgs_webhooks.config import Settings
@@ -106,8 +108,8 @@ class Dispatcher:
             if free > 0:
                 try:
                     claims = await store.claim(free, self.settings.lease_seconds)
-                except Exception:
-                    log.exception("claiming deliveries failed")
+                except Exception as exc:
+                    log_failure(log, exc, "claiming deliveries", outages=DATABASE_OUTAGES)
                     await asyncio.sleep(CLAIM_FAILURE_PAUSE)
                     continue
                 for claim in claims:
