@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from wgs_contracts import subjects
+from wgs_contracts import streams, subjects
 from wgs_contracts.messages import InstanceStatus, InstanceStatusChanged, NodeStatusChanged, SnapshotTaken
 from wgs_contracts.state import RestoreBegin
 from wgs_devstack.docker_engine import DockerEngine
@@ -31,6 +31,7 @@ from wgs_devstack.services import ApiService, Service
 from wgs_kit.messaging import encode
 from wgs_kit.snapshots import SnapshotError, upload_folder
 from wgs_kit.waiting import wait_until
+from wgs_node_agent.session import mailbox_name
 from wgs_node_agent.snapshots import tree_digest
 
 from tests.e2e.conftest import node_ready
@@ -39,6 +40,7 @@ from tests.support.sandbox import SANDBOX_IMAGE, containers_of, pair_up, reaches
 
 pytestmark = pytest.mark.docker
 NODES = ("m1", "m2")
+SANDBOX_RETRY_SECONDS = 1.0  # shorter than a failover (the node timeout alone is 4 s): mail waits for the phone
 MIB = 2**20
 
 
@@ -130,6 +132,7 @@ async def fleet(
                         "WGS_NODE_CPU": "2",
                         "WGS_NODE_MEMORY": "1g",
                         "WGS_SNAPSHOT_SECONDS": "2",
+                        "WGS_SANDBOX_RETRY_SECONDS": str(SANDBOX_RETRY_SECONDS),
                     },
                     work_dir / "logs",
                 )
@@ -427,6 +430,14 @@ async def test_failover_restores_a_lost_nodes_instance_elsewhere_and_never_runs_
         await fleet["m1"].agent.kill9()
         killed_at = asyncio.get_running_loop().time()
         await fleet["m1"].engine.stop()
+        # B writes to A while A's node is lost: the message waits for A, as WhatsApp keeps it for a
+        # phone that is off, and is delivered once A runs again on m2 (decision 57).
+        to_a = await client.post(
+            f"/api/instances/{b['id']}/send",
+            json={"to": a["phoneNumber"], "text": "during failover"},
+            headers=tenant_b.headers,
+        )
+        assert to_a.status_code == 200, to_a.text
 
         async def moved() -> dict | None:
             view = (await client.get(f"/api/instances/{a['id']}", headers=tenant_a.headers)).json()
@@ -447,6 +458,14 @@ async def test_failover_restores_a_lost_nodes_instance_elsewhere_and_never_runs_
         )
         assert sent.status_code in (200, 202), sent.text  # 202: accepted while the provider is still starting
         await reaches(client, tenant_a, a["id"], sent.json()["id"], "delivered")  # still paired: the session moved
+        to_a_view = await reaches(client, tenant_b, b["id"], to_a.json()["id"], "delivered")
+        assert "failed" not in [h["status"] for h in to_a_view["history"]]
+        # A was away longer than the agents ask a phone again (the node timeout alone is longer):
+        # the message went through A's mailbox, which A's session on m2 emptied.
+        mail = await nc.jetstream().consumer_info(streams.SANDBOX_MAIL.name, mailbox_name(a["phoneNumber"]))
+        assert mail.delivered.stream_seq is not None
+        assert mail.delivered.stream_seq > 0
+        assert (mail.num_pending, mail.num_ack_pending) == (0, 0)
 
         # m1 comes back: its agent learns the instance moved and removes the stale container, uploading nothing.
         newest_before = await db.fetchval("SELECT max(version) FROM snapshots WHERE instance_id = $1", a["id"])

@@ -17,10 +17,8 @@ import pytest
 from nats.js.client import JetStreamContext
 from wgs_contracts import streams, subjects
 from wgs_contracts.messages import InstanceSpec, Provider
-from wgs_kit.env import SettingsError
 from wgs_kit.messaging import make_broker
 from wgs_kit.waiting import wait_until
-from wgs_node_agent.config import event_linger_seconds
 from wgs_node_agent.network import SandboxNetwork
 from wgs_node_agent.runtime.base import InstancePaths
 from wgs_node_agent.session import InstanceSession
@@ -126,17 +124,3 @@ async def test_a_backlog_goes_at_once_and_a_trickle_gathers_while_the_pump_linge
     assert len(trickle) >= 3, f"pages of the trickle: {trickle}"
     assert min(trickle[1:]) > 5, f"pages of the trickle: {trickle}"
     assert await published(js) - before >= BACKLOG
-
-
-@pytest.mark.parametrize("raw", ["-0.1", "1.5", "soon"])
-def test_an_out_of_range_linger_is_refused_at_start(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
-    monkeypatch.setenv("WGS_EVENT_LINGER_SECONDS", raw)
-    with pytest.raises(SettingsError, match="WGS_EVENT_LINGER_SECONDS"):
-        event_linger_seconds()
-
-
-def test_the_linger_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("WGS_EVENT_LINGER_SECONDS", "0")
-    assert event_linger_seconds() == 0
-    monkeypatch.delenv("WGS_EVENT_LINGER_SECONDS")
-    assert event_linger_seconds() == 0.02

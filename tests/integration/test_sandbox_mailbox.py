@@ -7,6 +7,7 @@ process on a unix socket), a directory that knows both phones.
   each side gets its mail once its session starts again.
 - A message to a phone whose provider does not answer (its container stopped) waits the same way,
   and is delivered once the provider answers.
+- How long an away phone is asked again first is a setting (`WGS_SANDBOX_RETRY_SECONDS`).
 """
 
 import asyncio

@@ -37,6 +37,14 @@ def env_float(name: str, default: float) -> float:
         raise SettingsError(f"{name} must be a number, got {raw!r}") from None
 
 
+def env_float_between(name: str, default: float, low: float, high: float) -> float:
+    """The variable as a float from `low` to `high`, or `default`; raise outside that range."""
+    value = env_float(name, default)
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+    return value
+
+
 def env_bool(name: str, default: bool) -> bool:
     """The variable as a boolean (`1/true/yes/on`), or `default`."""
     raw = os.environ.get(name)

@@ -67,7 +67,7 @@ class NodeAgent:
         self._restarting: set[int] = set()  # instances whose crashed container the agent restarts itself
         self._background: set[asyncio.Task[None]] = set()
         self.sessions: dict[int, InstanceSession] = {}
-        self.network = SandboxNetwork(lambda: broker.connection)
+        self.network = SandboxNetwork(lambda: broker.connection, retry_seconds=settings.sandbox_retry_seconds)
         self.snapshots = Snapshotter(
             lambda: broker.connection, restore_timeout_seconds=settings.restore_timeout_seconds
         )

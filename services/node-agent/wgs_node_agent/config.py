@@ -5,7 +5,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wgs_contracts.resources import parse_cpu, parse_memory
-from wgs_kit.env import SettingsError, env_float, env_str
+from wgs_kit.env import SettingsError, env_float, env_float_between, env_str
+
+from wgs_node_agent.network import ROUTE_RETRY_SECONDS
 
 EVENT_LINGER_SECONDS = 0.02  # after a page that emptied a provider's outbox, how long the next events may gather
 
@@ -19,12 +21,15 @@ def host_memory_bytes() -> int:
     raise SettingsError("cannot read MemTotal from /proc/meminfo")
 
 
+def sandbox_retry_seconds() -> float:
+    """`WGS_SANDBOX_RETRY_SECONDS`: how long a known sandbox phone nobody answers for is asked again
+    before what it is sent waits in its mailbox (0-60 s)."""
+    return env_float_between("WGS_SANDBOX_RETRY_SECONDS", ROUTE_RETRY_SECONDS, 0, 60)
+
+
 def event_linger_seconds() -> float:
     """`WGS_EVENT_LINGER_SECONDS`: how long an event pump lets events gather after emptying an outbox (0-1 s)."""
-    seconds = env_float("WGS_EVENT_LINGER_SECONDS", EVENT_LINGER_SECONDS)
-    if not 0 <= seconds <= 1:
-        raise SettingsError(f"WGS_EVENT_LINGER_SECONDS must be between 0 and 1, got {seconds}")
-    return seconds
+    return env_float_between("WGS_EVENT_LINGER_SECONDS", EVENT_LINGER_SECONDS, 0, 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,6 +50,7 @@ class Settings:
     snapshot_seconds: float
     restore_timeout_seconds: float
     event_linger_seconds: float
+    sandbox_retry_seconds: float
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -67,4 +73,5 @@ class Settings:
             snapshot_seconds=env_float("WGS_SNAPSHOT_SECONDS", 300.0),
             restore_timeout_seconds=env_float("WGS_RESTORE_TIMEOUT_SECONDS", 60.0),
             event_linger_seconds=event_linger_seconds(),
+            sandbox_retry_seconds=sandbox_retry_seconds(),
         )
