@@ -1,16 +1,22 @@
-"""Scheduler on real NATS and PostgreSQL: placement, spreading, no-room answers, leader election."""
+"""Scheduler on real NATS and PostgreSQL: placement, spreading, no-room answers, leader election, and
+the sandbox mail a deleted instance leaves."""
 
 import httpx
 import msgspec
 import nats
-from wgs_contracts import subjects
+from nats.js.client import JetStreamContext
+from wgs_contracts import streams, subjects
+from wgs_contracts.instance_events import SandboxEnvelope
 from wgs_contracts.messages import NodeCommand, StartInstance
 from wgs_devstack.services import Service
+from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
 from wgs_scheduler.leader import APPLICATION_PREFIX, LEADER_LOCK_KEY
 
+from tests.integration.conftest import InstanceRows
 from tests.integration.fake_nodes import fake_nodes
 from tests.support.api import create_tenant, unique_phone
+from tests.support.sandbox_network import mailbox
 from tests.support.services import frozen_objects
 
 GB = 2**30
@@ -143,3 +149,22 @@ async def test_one_leader_at_a_time_and_a_standby_takes_over_after_kill_9(
 async def test_the_scheduler_freezes_its_start_up_heap(scheduler: Service) -> None:
     """Full collections skip what start-up made (decision 36)."""
     assert await frozen_objects(scheduler) > 10_000
+
+
+async def test_deleting_a_sandbox_instance_drops_its_phones_mail_wherever_it_runs(
+    client: httpx.AsyncClient, db, scheduler: Service, js: JetStreamContext, instance_rows: InstanceRows
+) -> None:
+    tenant = await create_tenant(client)
+    instance_id = await instance_rows.add(tenant.id)  # on a node that never answers: no agent drops the mail
+    phone = await db.fetchval("SELECT phone_number FROM instances WHERE id = $1", instance_id)
+    waiting = SandboxEnvelope(kind="message", sender="491700000000", recipient=phone, body=b'{"batch": []}')
+    await js.publish(subjects.sandbox_mail(phone), encode(waiting), stream=streams.SANDBOX_MAIL.name)
+    assert await mailbox(js, phone) == [waiting]
+
+    response = await client.delete(f"/api/instances/{instance_id}", headers=tenant.headers)
+    assert response.status_code in (202, 204), response.text
+
+    async def dropped() -> bool:
+        return await mailbox(js, phone) == []
+
+    await wait_until(dropped, timeout=15, what="the deleted instance's mail dropped")

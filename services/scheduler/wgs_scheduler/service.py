@@ -14,6 +14,7 @@ from wgs_contracts.messages import (
     InstanceStatusChanged,
     NodeHeartbeat,
     NodeStatusChanged,
+    Provider,
     StopInstance,
 )
 from wgs_kit.messaging import publish_core, publish_durable
@@ -75,10 +76,18 @@ class Scheduler:
                 await self.try_place(row)
 
     async def delete(self, instance_id: int) -> None:
-        """Stop and remove the instance's container wherever it is placed."""
+        """Stop and remove the instance's container wherever it is placed, and drop its sandbox phone's mail.
+
+        The mail goes here, not only on the node, since an instance never placed, or placed on a
+        node that is lost, has no agent to drop it, and a later instance with the same phone
+        number must not get it.
+        """
         row = await store.fetch_instance(instance_id)
         if row is None:
             return
+        if row["provider"] == Provider.SANDBOX.value and row["phone_number"]:
+            js = self.broker.connection.jetstream()
+            await js.purge_stream(streams.SANDBOX_MAIL.name, subject=subjects.sandbox_mail(row["phone_number"]))
         if row["node_id"] is None:
             await self.publish_status(row, None, InstanceStatus.REMOVED, "deleted before placement")
             return
