@@ -1,19 +1,25 @@
-"""The agent's drain of queued sends (real NATS): a send in flight when its session stops is handed back at once."""
+"""The agent's queue drains (real NATS): a queued send in flight when its session stops is handed back at
+once; a phone's mail consumer nobody drains expires, and a new drain takes what was left."""
 
 import asyncio
+import contextlib
+import functools
 from pathlib import Path
 from uuid import uuid4
 
+from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
 from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import MessageContent, MessageType, OutboundMessage
 from wgs_contracts.messages import InstanceSpec, Provider
 from wgs_kit.messaging import decode, make_broker, publish_durable
 from wgs_kit.waiting import wait_until
 from wgs_node_agent.network import SandboxNetwork
+from wgs_node_agent.queue_drain import QueueDrain
 from wgs_node_agent.runtime.base import InstancePaths
-from wgs_node_agent.session import InstanceSession
+from wgs_node_agent.session import InstanceSession, mailbox_name
 
 INSTANCE_ID = 900_001  # no instance row: the queue subject is per instance, and no other test uses this one
 HAND_BACK_SECONDS = 10.0  # well below the consumer's ack_wait (60 s), which is what a kept send would cost
@@ -71,3 +77,50 @@ async def test_a_queued_send_in_flight_when_the_session_stops_is_handed_back_at_
         await session.stop()
         await broker.stop()
         server.close()
+
+
+async def test_an_idle_mailbox_consumer_expires_and_a_new_drain_takes_what_was_left(
+    migrated: dict[str, str], js: JetStreamContext
+) -> None:
+    phone = f"49153{uuid4().int % 10**7:07d}"
+    subject = subjects.sandbox_mail(phone)
+    handled: list[bytes] = []
+
+    async def take(message: Msg) -> None:
+        handled.append(message.data)
+        await message.ack()
+
+    broker = make_broker(migrated["NATS_URL"], "test-mail-drain")
+    await broker.start()
+    drain = QueueDrain(broker, streams.SANDBOX_MAIL, subject, mailbox_name(phone), take, expire_after_idle=1.0)
+    try:
+        await js.publish(subject, b"first", stream=streams.SANDBOX_MAIL.name)
+        draining = asyncio.create_task(drain.forever())
+
+        async def took(count: int) -> bool:
+            return len(handled) == count
+
+        await wait_until(functools.partial(took, 1), timeout=20, what="the first mail taken")
+        draining.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await draining
+
+        async def expired() -> bool:
+            try:
+                await js.consumer_info(streams.SANDBOX_MAIL.name, mailbox_name(phone))
+            except NotFoundError:
+                return True
+            return False
+
+        await wait_until(expired, timeout=20, what="the idle consumer removed by the server")
+        await js.publish(subject, b"second", stream=streams.SANDBOX_MAIL.name)  # mail for a phone away that long
+        draining = asyncio.create_task(drain.forever())
+        await wait_until(functools.partial(took, 2), timeout=20, what="the second mail taken by a new consumer")
+        draining.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await draining
+        assert handled == [b"first", b"second"]
+    finally:
+        with contextlib.suppress(NotFoundError):
+            await js.delete_consumer(streams.SANDBOX_MAIL.name, mailbox_name(phone))
+        await broker.stop()

@@ -27,13 +27,19 @@ ACK_WAIT_SECONDS = 60.0
 
 @dataclass(frozen=True)
 class QueueDrain:
-    """Hands each message of `subject` (in `stream`) to `handle`, which acks or naks it."""
+    """Hands each message of `subject` (in `stream`) to `handle`, which acks or naks it.
+
+    `expire_after_idle` (seconds): the server removes the consumer once nobody has drained it
+    for that long (an instance deleted where no agent could remove it). Only for a work-queue
+    stream, which keeps nothing already handled: a consumer made again takes what is left.
+    """
 
     broker: NatsBroker
     stream: StreamSpec
     subject: str
     durable: str
     handle: Callable[[Msg], Awaitable[None]]
+    expire_after_idle: float | None = None
 
     async def forever(self) -> None:
         """Drain until cancelled. A failure of the drain itself (NATS away, the consumer gone) is
@@ -53,7 +59,11 @@ class QueueDrain:
             durable=self.durable,
             stream=self.stream.name,
             config=ConsumerConfig(
-                durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT, max_ack_pending=1, ack_wait=ACK_WAIT_SECONDS
+                durable_name=self.durable,
+                ack_policy=AckPolicy.EXPLICIT,
+                max_ack_pending=1,
+                ack_wait=ACK_WAIT_SECONDS,
+                inactive_threshold=self.expire_after_idle,
             ),
         )
         try:

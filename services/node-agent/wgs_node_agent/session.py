@@ -74,6 +74,7 @@ PROVIDER_NOT_ANSWERING: Final = ProviderReply(
     status=NOT_ANSWERING_STATUS, body=b'{"error": "provider is not answering"}'
 )
 MAX_SEND_BATCH = 100  # sends of one `POST /messages` batch call
+MAILBOX_IDLE_SECONDS = 7 * 24 * 3600.0  # a phone's mail consumer nobody drained for this long is removed
 SEND_CALLS_IN_FLIGHT = 1  # per instance: sends arriving meanwhile wait and go in the next call (decision 39)
 
 
@@ -180,7 +181,12 @@ class InstanceSession:
             self._phone = await self.network.join(self._phone_number, self)
             phone = self._phone_number
             mail = QueueDrain(
-                self.broker, streams.SANDBOX_MAIL, subjects.sandbox_mail(phone), mailbox_name(phone), self._take_mail
+                self.broker,
+                streams.SANDBOX_MAIL,
+                subjects.sandbox_mail(phone),
+                mailbox_name(phone),
+                self._take_mail,
+                expire_after_idle=MAILBOX_IDLE_SECONDS,
             )
             self._tasks.append(asyncio.create_task(mail.forever()))
 
