@@ -142,16 +142,13 @@ class SandboxNetwork:
         deliveries and receipts are idempotent.
         """
         data = encode(envelope)
-        await (
-            self._connection()
-            .jetstream()
-            .publish(
-                subjects.sandbox_mail(envelope.recipient),
-                data,
-                timeout=self.timeout_seconds,
-                stream=streams.SANDBOX_MAIL.name,
-                headers=trace_headers(hashlib.sha256(data).hexdigest()),
-            )
+        js = self._connection().jetstream()
+        await js.publish(
+            subjects.sandbox_mail(envelope.recipient),
+            data,
+            timeout=self.timeout_seconds,
+            stream=streams.SANDBOX_MAIL.name,
+            headers=trace_headers(hashlib.sha256(data).hexdigest()),
         )
 
     async def directory_knows(self, phone: str) -> bool | None:
