@@ -211,9 +211,7 @@ async def test_an_outage_holds_the_message_instead_of_spending_its_deliveries(gu
                 raise ConnectionRefusedError("the database is restarting")
             seen.successes += 1
 
-        await through_outages(
-            attempt, [msg.raw_message], is_outage=lambda exc: isinstance(exc, ConnectionError), what=durable
-        )
+        await through_outages(attempt, [msg.raw_message], outages=(ConnectionError,), what=durable)
 
     async with consuming(guard, subject, durable, down_for_a_while):
         await publish(guard, subject, msg_id=f"outage-{guard.token}", trace=f"trace-{guard.token}")

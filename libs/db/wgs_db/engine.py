@@ -24,11 +24,6 @@ DATABASE_OUTAGES: Final = (
 )
 
 
-def is_database_outage(exc: BaseException) -> bool:
-    """Whether `exc` means PostgreSQL is unavailable (`DATABASE_OUTAGES`), not that the work is wrong."""
-    return isinstance(exc, DATABASE_OUTAGES)
-
-
 class DeferredPostgresEngine(PostgresEngine):
     """A Piccolo engine configured at startup rather than at import.
 

@@ -12,7 +12,7 @@ itself. A message that fails on its own is redelivered with backoff, and at its 
 (`max_deliver`) copied to `wgs.dlq.<consumer>` and acknowledged: the rules of
 `wgs_kit.messaging.guarded_delivery`, for services that consume without FastStream.
 
-With `is_outage`, a failure it recognises (a dependency down, not the messages' fault) is not a
+With `outages`, a failure among them (a dependency down, not the messages' fault) is not a
 failure of the messages: the batch, or message, is held and handled again once the dependency is
 back (`wgs_kit.outages`), so that no outage dead-letters what it caught.
 
@@ -178,11 +178,11 @@ class BatchedPullConsumer:
         fetch_wait_seconds: float = FETCH_WAIT_SECONDS,
         retry_delay: Callable[[int], float] = redelivery_delay,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
-        is_outage: Callable[[BaseException], bool] | None = None,
+        outages: tuple[type[BaseException], ...] = (),
     ) -> None:
         self.js = js
         self.handle = handle
-        self.is_outage = is_outage
+        self.outages = outages
         self.stream = stream.name
         self.durable = durable
         self.config = consumer_config(
@@ -254,11 +254,11 @@ class BatchedPullConsumer:
             await msg.ack()
 
     async def _handle_held(self, msgs: list[Msg]) -> None:
-        """`handle(msgs)`, the messages held through an outage that `is_outage` recognises."""
-        if self.is_outage is None:
+        """`handle(msgs)`, the messages held through any of `outages`."""
+        if not self.outages:
             await self.handle(msgs)
             return
-        await through_outages(lambda: self.handle(msgs), msgs, is_outage=self.is_outage, what=self.durable)
+        await through_outages(lambda: self.handle(msgs), msgs, outages=self.outages, what=self.durable)
 
     async def handle_one(self, msg: Msg) -> None:
         """Handle one message and ack it; on failure nack it with backoff, or dead-letter it at its last try."""

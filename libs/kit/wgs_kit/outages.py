@@ -58,16 +58,16 @@ async def through_outages(
     attempt: Callable[[], Awaitable[T]],
     msgs: Sequence[Msg],
     *,
-    is_outage: Callable[[BaseException], bool],
+    outages: tuple[type[BaseException], ...],
     what: str,
 ) -> T:
-    """`attempt()`, tried again while it fails with an outage (`is_outage`), `msgs` held meanwhile."""
+    """`attempt()`, tried again while it fails with one of `outages`, `msgs` held meanwhile."""
     pause = FIRST_PAUSE
     while True:
         try:
             return await attempt()
         except Exception as exc:
-            if not is_outage(exc):
+            if not isinstance(exc, outages):
                 raise
             log.warning("%s: %r; holding %d message(s), trying again in %.1f s", what, exc, len(msgs), pause)
         for msg in msgs:

@@ -35,7 +35,7 @@ from wgs_contracts.instance_events import (
     ProviderSendsReply,
 )
 from wgs_contracts.messages import ApiKeysRevoked, ControlCommand, InstanceStatusChanged
-from wgs_db.engine import is_database_outage
+from wgs_db.engine import DATABASE_OUTAGES
 from wgs_kit.batched import BatchedPullConsumer
 from wgs_kit.messaging import decode, encode, make_broker, publish_core, publish_durable, trace_headers
 from wgs_kit.requests import RequestServer
@@ -94,7 +94,7 @@ class ApiMessaging:
             max_deliver=self.events_max_deliver,
             ack_wait_seconds=EVENTS_ACK_WAIT_SECONDS,
             fetch_batch=EVENTS_FETCH_BATCH,
-            is_outage=is_database_outage,  # a PostgreSQL outage holds the events: it never dead-letters them
+            outages=DATABASE_OUTAGES,  # a PostgreSQL outage holds the events: it never dead-letters them
         )
         await self.events.start()
 

@@ -16,7 +16,7 @@ from wgs_contracts.messages import (
     SchedulerLeaderElected,
 )
 from wgs_db import retention
-from wgs_db.engine import DATABASE_OUTAGES, close_database, is_database_outage, open_database
+from wgs_db.engine import DATABASE_OUTAGES, close_database, open_database
 from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
 from wgs_kit.messaging import (
     decode,
@@ -72,7 +72,7 @@ async def run(settings: Settings) -> None:
             await through_outages(
                 lambda: scheduler.handle(command),
                 [msg.raw_message],
-                is_outage=is_database_outage,
+                outages=DATABASE_OUTAGES,
                 what=COMMAND_CONSUMER,
             )
 

@@ -22,7 +22,7 @@ from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import InstanceEvent
 from wgs_contracts.state import SnapshotFallback
 from wgs_contracts.webhook_envelope import envelope_body, event_type
-from wgs_db.engine import is_database_outage
+from wgs_db.engine import DATABASE_OUTAGES
 from wgs_kit.batched import BatchedPullConsumer
 from wgs_kit.messaging import decode
 
@@ -65,7 +65,7 @@ class FanOut:
             max_deliver=FANOUT_MAX_DELIVER,
             ack_wait_seconds=FANOUT_ACK_WAIT_SECONDS,
             fetch_batch=FETCH_BATCH,
-            is_outage=is_database_outage,  # a PostgreSQL outage holds the events: it never dead-letters them
+            outages=DATABASE_OUTAGES,  # a PostgreSQL outage holds the events: it never dead-letters them
         )
 
     async def start(self) -> None:
