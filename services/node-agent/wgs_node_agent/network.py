@@ -15,7 +15,7 @@ treated as known, and fails when the window ends.
 A phone the directory knows that is still away when the window ends, or whose provider does not
 answer, gets its envelope later, as WhatsApp's servers keep a message for a phone that is off:
 the envelope waits in the phone's mailbox (stream `WGS_SANDBOX_MAIL`), which the phone's session
-empties once its provider answers (`wgs_node_agent.mailbox`).
+empties once its provider answers (`wgs_node_agent.session`).
 """
 
 import asyncio
