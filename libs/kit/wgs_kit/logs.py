@@ -22,10 +22,49 @@ class TraceIdFilter(logging.Filter):
         return True
 
 
+class FetchRestartFilter(logging.Filter):
+    """Turns FastStream's report of a restarted JetStream fetch into one warning line.
+
+    nats-py 2.16's `PullSubscription.fetch` raises the builtin `TimeoutError` when its time ran
+    out between its two pull requests (after an event-loop stall, typically); FastStream 0.7's
+    pull subscriber expects only `nats.errors.TimeoutError` there, so its supervisor restarts the
+    fetch loop and logs an error with a traceback. Nothing is lost (the messages stay on the
+    server and the loop fetches again); the record becomes a warning saying so. Any other error
+    FastStream reports keeps its level and traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name.startswith("faststream") and is_fetch_timeout(record.exc_info):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = FETCH_RESTARTED, ()
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+FETCH_RESTARTED = "a JetStream pull fetch timed out inside nats-py; FastStream restarted it (nothing is lost)"
+
+
+def is_fetch_timeout(exc_info: object) -> bool:
+    """True for the builtin `TimeoutError` (not nats-py's subclass) raised in a JetStream `fetch`."""
+    if not isinstance(exc_info, tuple) or len(exc_info) != 3 or type(exc_info[1]) is not TimeoutError:
+        return False
+    traceback = exc_info[2]
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_name == "fetch":
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
 def configure_logging(service: str) -> None:
-    """Log to stderr as `time level service trace=... logger: message`, level from WGS_LOG_LEVEL."""
+    """Log to stderr as `time level service trace=... logger: message`, level from WGS_LOG_LEVEL.
+
+    FastStream's records go through the same handler (it installs its own, colored one, which
+    is removed), with its restarted fetches made one warning (`FetchRestartFilter`).
+    """
     handler = logging.StreamHandler()
     handler.addFilter(TraceIdFilter())
+    handler.addFilter(FetchRestartFilter())
     handler.setFormatter(
         logging.Formatter(
             f"%(asctime)s %(levelname)s {service}[{os.getpid()}] trace=%(trace_id)s %(name)s: %(message)s"
@@ -34,5 +73,8 @@ def configure_logging(service: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("WGS_LOG_LEVEL", "INFO").upper())
+    faststream = logging.getLogger("faststream")
+    faststream.handlers.clear()
+    faststream.propagate = True
     # FastStream's own supervisor chatter ("callback ... is being executed") stays out of INFO logs.
-    logging.getLogger("faststream").setLevel(logging.WARNING)
+    faststream.setLevel(logging.WARNING)

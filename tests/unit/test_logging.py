@@ -1,0 +1,87 @@
+"""The services' log format: FastStream's records go through it too, and a JetStream fetch that
+FastStream restarts after nats-py's builtin `TimeoutError` is one warning line."""
+
+import io
+import logging
+from collections.abc import Callable, Iterator
+
+import faststream.nats  # noqa: F401  (installs FastStream's own "faststream" logger, as in a service)
+import pytest
+from wgs_kit.logs import FETCH_RESTARTED, configure_logging
+
+SUPERVISOR_REPORT = "Task-9 raised an exception, retrying..."
+
+
+@pytest.fixture
+def service_logging() -> Iterator[io.StringIO]:
+    """What a service logs after `configure_logging`; the loggers it changes are put back after."""
+    root, faststream = logging.getLogger(), logging.getLogger("faststream")
+    saved = (root.handlers[:], root.level, faststream.handlers[:], faststream.propagate, faststream.level)
+    configure_logging("svc")
+    written = io.StringIO()
+    [handler] = root.handlers
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(written)
+    yield written
+    root.handlers[:], root.level, faststream.handlers[:], faststream.propagate, faststream.level = saved
+
+
+def a_fetch_raising(exc: BaseException) -> Callable[[], None]:
+    """Stands for nats-py's `PullSubscription.fetch` failing with `exc` (with the builtin
+    `TimeoutError`: its time ran out between its two pull requests)."""
+
+    def fetch() -> None:
+        raise exc
+
+    return fetch
+
+
+def raised(work: Callable[[], None]) -> BaseException:
+    """What `work` raised, with its traceback."""
+    try:
+        work()
+    except BaseException as exc:
+        return exc
+    raise AssertionError("nothing raised")
+
+
+def waiting() -> None:
+    raise TimeoutError
+
+
+def test_faststream_records_use_the_service_format(service_logging: io.StringIO) -> None:
+    logging.getLogger("faststream.wgs-node-agent-n1").warning("subscriber restarted")
+    err = service_logging.getvalue()
+    assert err.count("\n") == 1
+    assert " WARNING svc[" in err
+    assert "faststream.wgs-node-agent-n1: subscriber restarted" in err
+    assert "\x1b[" not in err  # FastStream's colored handler is gone
+
+
+def test_a_restarted_fetch_after_a_builtin_timeout_is_one_warning(service_logging: io.StringIO) -> None:
+    timed_out = raised(a_fetch_raising(TimeoutError()))
+    logging.getLogger("faststream.wgs-scheduler").error(SUPERVISOR_REPORT, exc_info=timed_out)
+    err = service_logging.getvalue()
+    assert err.count("\n") == 1
+    assert " WARNING svc[" in err
+    assert err.rstrip().endswith(FETCH_RESTARTED)
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("logger", "work"),
+    [
+        ("faststream.wgs-scheduler", a_fetch_raising(ValueError("bad"))),
+        ("faststream.wgs-scheduler", waiting),
+        ("wgs_node_agent.session", a_fetch_raising(TimeoutError())),
+    ],
+    ids=["another error in a fetch", "a timeout outside a fetch", "our own logger"],
+)
+def test_other_errors_keep_their_level_and_traceback(
+    service_logging: io.StringIO, logger: str, work: Callable[[], None]
+) -> None:
+    logging.getLogger(logger).error(SUPERVISOR_REPORT, exc_info=raised(work))
+    err = service_logging.getvalue()
+    assert " ERROR svc[" in err
+    assert SUPERVISOR_REPORT in err
+    assert "Traceback" in err
