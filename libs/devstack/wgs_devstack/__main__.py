@@ -109,13 +109,12 @@ def _same_process(entry: dict[str, Any]) -> bool:
     return pid_alive(pid) and pid_start_time(pid) == entry.get("start")
 
 
-async def _register_node(api: str, secret: str, docker_host: str, node_name: str) -> None:
-    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
-        response = await client.post(
-            f"{api}/admin/nodes",
-            headers={"X-Admin-API-Secret": secret},
-            json={"name": node_name, "dockerHost": docker_host, "publicHost": "127.0.0.1"},
-        )
+async def _register_node(client: httpx.AsyncClient, api: str, secret: str, docker_host: str, node_name: str) -> None:
+    response = await client.post(
+        f"{api}/admin/nodes",
+        headers={"X-Admin-API-Secret": secret},
+        json={"name": node_name, "dockerHost": docker_host, "publicHost": "127.0.0.1"},
+    )
     if response.status_code != 409:
         response.raise_for_status()
 
@@ -231,13 +230,22 @@ async def _run_stack(
         services.append(proc)
 
     api = f"http://127.0.0.1:{args.api_port}"
-    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
 
         async def api_up() -> bool:
             return (await client.get(f"{api}/")).status_code == 200
 
         await services[0].wait_ready(api_up, timeout=60)
-    await _register_node(api, secret, docker_host, node_name)
+        await _register_node(client, api, secret, docker_host, node_name)
+
+        async def node_ready() -> bool:
+            nodes = (await client.get(f"{api}/admin/nodes", headers={"X-Admin-API-Secret": secret})).json()
+            return any(node["name"] == node_name and node["status"] == "ready" for node in nodes)
+
+        # Until the agent's heartbeats arrive the node is unknown, or `lost` from the last run, and a
+        # create answers `503 no_capacity`: the banner waits for them.
+        agent = services[STACK_SERVICES.index("wgs-node-agent")]
+        await agent.wait_ready(node_ready, timeout=60, interval=0.2)
 
     _say(
         f"\nwgs dev stack is up\n"
