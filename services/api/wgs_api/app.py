@@ -21,6 +21,7 @@ from wgs_api.domain.webhooks.controllers import WebhookController
 from wgs_api.errors import EXCEPTION_HANDLERS
 from wgs_api.ids import ids_in_range
 from wgs_api.messaging import ApiMessaging
+from wgs_api.tracing import trace_requests
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             SnapshotController,
         ],
         lifespan=[lifespan],
+        middleware=[trace_requests],
+        logging_config=None,  # the service's own (`wgs_kit.logs.configure_logging`), with the request's trace id
         before_request=ids_in_range,
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         openapi_config=OpenAPIConfig(
