@@ -1,12 +1,15 @@
-"""The services' log format: FastStream's records go through it too, and a JetStream fetch that
-FastStream restarts after nats-py's builtin `TimeoutError` is one warning line."""
+"""The services' log format: FastStream's records go through it too; what FastStream and asyncpg
+log about an outage, and a JetStream fetch that FastStream restarts after nats-py's builtin
+`TimeoutError`, are one warning line each."""
 
 import io
 import logging
 from collections.abc import Callable, Iterator
 
+import asyncpg
 import faststream.nats  # noqa: F401  (installs FastStream's own "faststream" logger, as in a service)
 import pytest
+from wgs_db.engine import NATS_AND_DATABASE_OUTAGES
 from wgs_kit.logs import FETCH_RESTARTED, configure_logging
 
 SUPERVISOR_REPORT = "Task-9 raised an exception, retrying..."
@@ -17,7 +20,7 @@ def service_logging() -> Iterator[io.StringIO]:
     """What a service logs after `configure_logging`; the loggers it changes are put back after."""
     root, faststream = logging.getLogger(), logging.getLogger("faststream")
     saved = (root.handlers[:], root.level, faststream.handlers[:], faststream.propagate, faststream.level)
-    configure_logging("svc")
+    configure_logging("svc", outages=NATS_AND_DATABASE_OUTAGES)
     written = io.StringIO()
     [handler] = root.handlers
     assert isinstance(handler, logging.StreamHandler)
@@ -45,8 +48,13 @@ def raised(work: Callable[[], None]) -> BaseException:
     raise AssertionError("nothing raised")
 
 
-def waiting() -> None:
-    raise TimeoutError
+def elsewhere_raising(exc: BaseException) -> Callable[[], None]:
+    """Some other call failing with `exc`."""
+
+    def call() -> None:
+        raise exc
+
+    return call
 
 
 def test_faststream_records_use_the_service_format(service_logging: io.StringIO) -> None:
@@ -69,13 +77,37 @@ def test_a_restarted_fetch_after_a_builtin_timeout_is_one_warning(service_loggin
 
 
 @pytest.mark.parametrize(
+    ("logger", "message", "exc"),
+    [
+        (
+            "faststream.wgs-scheduler",
+            "ConnectionRefusedError: [Errno 111] Connection refused",
+            ConnectionRefusedError(),
+        ),
+        ("asyncpg.pool", "Failed to restore the pool connection floor; retrying", asyncpg.CannotConnectNowError()),
+        ("faststream.wgs-api", "nats: timeout\nmore lines", TimeoutError()),
+    ],
+    ids=["a FastStream handler on PostgreSQL down", "asyncpg reconnecting its pool", "a timeout outside a fetch"],
+)
+def test_what_the_libraries_log_about_an_outage_is_one_warning(
+    service_logging: io.StringIO, logger: str, message: str, exc: Exception
+) -> None:
+    logging.getLogger(logger).error(message, exc_info=raised(elsewhere_raising(exc)))
+    err = service_logging.getvalue()
+    assert err.count("\n") == 1
+    assert " WARNING svc[" in err
+    assert err.rstrip().endswith(f"{message.splitlines()[0]} (a dependency is unavailable: {exc!r})")
+
+
+@pytest.mark.parametrize(
     ("logger", "work"),
     [
         ("faststream.wgs-scheduler", a_fetch_raising(ValueError("bad"))),
-        ("faststream.wgs-scheduler", waiting),
+        ("asyncpg.pool", elsewhere_raising(ValueError("bad"))),
         ("wgs_node_agent.session", a_fetch_raising(TimeoutError())),
+        ("wgs_node_agent.session", elsewhere_raising(ConnectionRefusedError())),
     ],
-    ids=["another error in a fetch", "a timeout outside a fetch", "our own logger"],
+    ids=["another error in a fetch", "another error in asyncpg", "our own logger", "our own logger, an outage"],
 )
 def test_other_errors_keep_their_level_and_traceback(
     service_logging: io.StringIO, logger: str, work: Callable[[], None]

@@ -7,6 +7,7 @@ from typing import Any, Final
 import asyncpg
 from asyncpg import exceptions as pg
 from piccolo.engine.postgres import PostgresEngine
+from wgs_kit.outages import NATS_OUTAGES
 
 # PostgreSQL down, restarting, refusing or dropping connections, or out of a resource: the failure
 # of whatever asked, not of what it asked (a query that would fail again once the server is back).
@@ -22,6 +23,8 @@ DATABASE_OUTAGES: Final = (
     pg.InternalClientError,
     ConnectionError,
 )
+# What a service on both NATS and PostgreSQL rides out (one warning line each, not a traceback).
+NATS_AND_DATABASE_OUTAGES: Final = NATS_OUTAGES + DATABASE_OUTAGES
 
 
 class DeferredPostgresEngine(PostgresEngine):

@@ -5,6 +5,8 @@ import os
 import random
 from contextvars import ContextVar
 
+from wgs_kit.outages import NATS_OUTAGES
+
 trace_id_var: ContextVar[str] = ContextVar("trace_id", default="-")
 
 
@@ -22,26 +24,46 @@ class TraceIdFilter(logging.Filter):
         return True
 
 
-class FetchRestartFilter(logging.Filter):
-    """Turns FastStream's report of a restarted JetStream fetch into one warning line.
+class LibraryOutageFilter(logging.Filter):
+    """Makes what FastStream and asyncpg log about an outage one warning line, not a traceback.
 
-    nats-py 2.16's `PullSubscription.fetch` raises the builtin `TimeoutError` when its time ran
-    out between its two pull requests (after an event-loop stall, typically); FastStream 0.7's
-    pull subscriber expects only `nats.errors.TimeoutError` there, so its supervisor restarts the
-    fetch loop and logs an error with a traceback. Nothing is lost (the messages stay on the
-    server and the loop fetches again); the record becomes a warning saying so. Any other error
-    FastStream reports keeps its level and traceback.
+    - An exception among `outages` (NATS or PostgreSQL unreachable, say) in a record of theirs (a
+      FastStream handler that failed on it, asyncpg's pool failing to reconnect) keeps the
+      record's first line, marked as an outage, at warning level: it passes, and is retried.
+    - FastStream's report of a restarted JetStream fetch: nats-py 2.16's `PullSubscription.fetch`
+      raises the builtin `TimeoutError` when its time ran out between its two pull requests (after
+      an event-loop stall, typically); FastStream 0.7's pull subscriber expects only
+      `nats.errors.TimeoutError` there, so its supervisor restarts the fetch loop and logs an
+      error with a traceback. Nothing is lost (the messages stay on the server and the loop
+      fetches again): the record says so, as a warning.
+
+    Any other error keeps its level and traceback; records of other loggers are left alone.
     """
 
+    def __init__(self, outages: tuple[type[BaseException], ...]) -> None:
+        super().__init__()
+        self.outages = outages
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if not record.exc_info or not record.name.startswith(LIBRARIES):
+            return True
         if record.name.startswith("faststream") and is_fetch_timeout(record.exc_info):
-            record.levelno, record.levelname = logging.WARNING, "WARNING"
-            record.msg, record.args = FETCH_RESTARTED, ()
-            record.exc_info, record.exc_text = None, None
+            as_one_warning(record, FETCH_RESTARTED)
+        elif isinstance(record.exc_info[1], self.outages):
+            first_line = record.getMessage().splitlines()[0]
+            as_one_warning(record, f"{first_line} (a dependency is unavailable: {record.exc_info[1]!r})")
         return True
 
 
+LIBRARIES = ("faststream", "asyncpg")
 FETCH_RESTARTED = "a JetStream pull fetch timed out inside nats-py; FastStream restarted it (nothing is lost)"
+
+
+def as_one_warning(record: logging.LogRecord, message: str) -> None:
+    """Rewrite `record` as a warning reading `message`, without its traceback."""
+    record.levelno, record.levelname = logging.WARNING, "WARNING"
+    record.msg, record.args = message, ()
+    record.exc_info, record.exc_text = None, None
 
 
 def is_fetch_timeout(exc_info: object) -> bool:
@@ -56,15 +78,16 @@ def is_fetch_timeout(exc_info: object) -> bool:
     return False
 
 
-def configure_logging(service: str) -> None:
+def configure_logging(service: str, *, outages: tuple[type[BaseException], ...] = NATS_OUTAGES) -> None:
     """Log to stderr as `time level service trace=... logger: message`, level from WGS_LOG_LEVEL.
 
     FastStream's records go through the same handler (it installs its own, colored one, which
-    is removed), with its restarted fetches made one warning (`FetchRestartFilter`).
+    is removed). What FastStream and asyncpg log about one of `outages` (those of the service's
+    dependencies: NATS by default) is one warning line (`LibraryOutageFilter`).
     """
     handler = logging.StreamHandler()
     handler.addFilter(TraceIdFilter())
-    handler.addFilter(FetchRestartFilter())
+    handler.addFilter(LibraryOutageFilter(outages))
     handler.setFormatter(
         logging.Formatter(
             f"%(asctime)s %(levelname)s {service}[{os.getpid()}] trace=%(trace_id)s %(name)s: %(message)s"

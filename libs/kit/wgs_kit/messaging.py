@@ -16,6 +16,7 @@ from enum import IntEnum
 from typing import Any, TypeVar
 
 import msgspec
+import nats
 from fast_depends.msgspec import MsgSpecSerializer
 from faststream import AckPolicy
 from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
@@ -59,6 +60,51 @@ def make_broker(url: str, name: str) -> NatsBroker:
         graceful_timeout=10.0,
         logger=logging.getLogger(f"faststream.{name}"),
         log_level=logging.DEBUG,
+    )
+
+
+class ConnectionReport:
+    """nats-py connection callbacks that report an outage in a few lines.
+
+    Without them nats-py logs every failed reconnect attempt (one a second) as an error with a
+    traceback. Here: one warning when the connection drops, one per distinct error while it
+    reconnects, and one line when it is back.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._down = False
+        self._last_error: str | None = None
+
+    async def error(self, exc: Exception) -> None:
+        """A connection error: a warning, unless it repeats the last one."""
+        if repr(exc) != self._last_error:
+            self._last_error = repr(exc)
+            log.warning("%s: NATS connection error: %r (reconnecting)", self.name, exc)
+
+    async def disconnected(self) -> None:
+        """The connection dropped (nats-py calls this again at each failed attempt): a warning, once."""
+        if not self._down:
+            self._down = True
+            log.warning("%s: disconnected from NATS; reconnecting", self.name)
+
+    async def reconnected(self) -> None:
+        """The connection is back."""
+        self._down, self._last_error = False, None
+        log.info("%s: reconnected to NATS", self.name)
+
+
+async def connect_nats(url: str, name: str) -> Client:
+    """A plain nats-py connection that reconnects forever, once a second, reporting outages tersely."""
+    report = ConnectionReport(name)
+    return await nats.connect(
+        url,
+        name=name,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=1,
+        error_cb=report.error,
+        disconnected_cb=report.disconnected,
+        reconnected_cb=report.reconnected,
     )
 
 

@@ -1,6 +1,7 @@
 """`wgs-api`: serve the REST API with uvicorn."""
 
 import uvicorn
+from wgs_db.engine import NATS_AND_DATABASE_OUTAGES
 from wgs_kit.logs import configure_logging
 
 from wgs_api.app import create_app
@@ -9,7 +10,7 @@ from wgs_api.config import get_settings
 
 def main() -> None:
     """Console entry point."""
-    configure_logging("api")
+    configure_logging("api", outages=NATS_AND_DATABASE_OUTAGES)
     settings = get_settings()
     uvicorn.run(
         create_app(settings),

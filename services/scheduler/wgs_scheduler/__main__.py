@@ -1,5 +1,6 @@
 """`wgs-scheduler`: run one scheduler process (several may run; one leads)."""
 
+from wgs_db.engine import NATS_AND_DATABASE_OUTAGES
 from wgs_kit.lifecycle import run_service
 from wgs_kit.logs import configure_logging
 
@@ -9,7 +10,7 @@ from wgs_scheduler.config import Settings
 
 def main() -> None:
     """Console entry point."""
-    configure_logging("scheduler")
+    configure_logging("scheduler", outages=NATS_AND_DATABASE_OUTAGES)
     run_service(run(Settings.from_env()))
 
 

@@ -16,7 +16,7 @@ from wgs_contracts.messages import (
     SchedulerLeaderElected,
 )
 from wgs_db import retention
-from wgs_db.engine import DATABASE_OUTAGES, close_database, open_database
+from wgs_db.engine import DATABASE_OUTAGES, NATS_AND_DATABASE_OUTAGES, close_database, open_database
 from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
 from wgs_kit.messaging import (
     decode,
@@ -26,7 +26,7 @@ from wgs_kit.messaging import (
     make_broker,
     publish_core,
 )
-from wgs_kit.outages import NATS_OUTAGES, log_failure, through_outages
+from wgs_kit.outages import log_failure, through_outages
 from wgs_kit.requests import RequestServer
 
 from wgs_scheduler.config import Settings
@@ -87,7 +87,7 @@ async def run(settings: Settings) -> None:
             try:
                 await work()
             except Exception as exc:
-                log_failure(log, exc, what, outages=NATS_OUTAGES + DATABASE_OUTAGES)
+                log_failure(log, exc, what, outages=NATS_AND_DATABASE_OUTAGES)
             await asyncio.sleep(seconds)
 
     async def answer_migrate(body: bytes) -> bytes:

@@ -1,5 +1,6 @@
 """`wgs-webhooks`: run the webhooks service."""
 
+from wgs_db.engine import NATS_AND_DATABASE_OUTAGES
 from wgs_kit.lifecycle import run_service
 from wgs_kit.logs import configure_logging
 
@@ -9,7 +10,7 @@ from wgs_webhooks.config import Settings
 
 def main() -> None:
     """Console entry point."""
-    configure_logging("webhooks")
+    configure_logging("webhooks", outages=NATS_AND_DATABASE_OUTAGES)
     run_service(run(Settings.from_env()))
 
 

@@ -4,9 +4,9 @@ import asyncio
 import contextlib
 import logging
 
-import nats
 from wgs_db.engine import close_database, open_database
 from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
+from wgs_kit.messaging import connect_nats
 
 from wgs_webhooks.config import Settings
 from wgs_webhooks.dispatcher import Dispatcher
@@ -21,7 +21,7 @@ async def run(settings: Settings) -> None:
     """Run until SIGTERM/SIGINT."""
     # Claims and attempts may be lost to a crash of PostgreSQL (sent again); fan-out is flushed (store).
     await open_database(settings.database_url, max_size=min(settings.concurrency, 16) + 2, wait_for_flush=False)
-    nc = await nats.connect(settings.nats_url, name="wgs-webhooks", max_reconnect_attempts=-1, reconnect_time_wait=1)
+    nc = await connect_nats(settings.nats_url, "wgs-webhooks")
     sender = Sender(
         timeout_seconds=settings.timeout_seconds,
         allow_private=settings.allow_private,
