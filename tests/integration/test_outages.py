@@ -11,7 +11,7 @@ the API applies is held through a PostgreSQL outage and applied after it, never 
 import asyncio
 import collections
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +39,9 @@ EVENTS_MAX_DELIVER = 2  # deliveries of an instance event before the API dead-le
 RESTARTS = 4  # of PostgreSQL, with reads in flight
 CONCURRENT_CLIENTS = 8
 MAX_READS_PER_CLIENT = 5_000  # a bound on each client's loop; the restarts end it long before
+# An instance's send context, once leased by a send, serves its next sends for this long without a
+# statement (`wgs_api.domain.messaging.leases`): they reach their provider or queue with PostgreSQL down.
+LEASE_SECONDS = "60"
 
 
 @dataclass
@@ -55,7 +58,8 @@ class Gateway:
 @pytest.fixture(scope="module")
 async def gateway() -> AsyncIterator[Gateway]:
     """NATS, PostgreSQL and an API process of the module's own (`bench.stack.control_plane`)."""
-    async with control_plane(settings={"WGS_API_EVENTS_MAX_DELIVER": str(EVENTS_MAX_DELIVER)}) as stack:
+    settings = {"WGS_API_EVENTS_MAX_DELIVER": str(EVENTS_MAX_DELIVER), "WGS_API_SEND_LEASE_SECONDS": LEASE_SECONDS}
+    async with control_plane(settings=settings) as stack:
         db = await asyncpg.create_pool(stack.postgres.dsn, min_size=0, max_size=2)
         try:
             yield Gateway(stack.nats, stack.postgres, stack.client, stack.api.process.log_path, db)
@@ -197,6 +201,54 @@ async def test_requests_while_postgresql_is_down_are_a_503_and_work_again_after(
     queued = await wait_until(sends_again, timeout=30, interval=0.2, what="the API using PostgreSQL again")
     assert queued.status_code == 202, queued.text
     assert await gateway.db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", instance_id) == 1
+
+
+async def test_sends_taken_while_postgresql_is_down_keep_their_history(
+    gateway: Gateway, node: str, agent: tuple[Agent, NatsClient]
+) -> None:
+    """A send whose context is leased needs no statement before its record: with PostgreSQL down its
+    provider takes it (`200`), or its queue does (`202`); the API keeps the record that failed and
+    stores it once PostgreSQL is back (`wgs_api.domain.messaging.late_records`)."""
+    script, _ = agent
+    tenant = await create_tenant(gateway.api)
+    running, waiting = await instance_on(gateway, tenant, node), await instance_on(gateway, tenant, None)
+    script.replies[running] = sent_reply(200, {"status": "sent"})
+
+    async def send(instance_id: int, answer: int) -> str:
+        response = await gateway.api.post(
+            f"/api/instances/{instance_id}/send", json={"to": TO, "text": "kept"}, headers=tenant.headers
+        )
+        assert response.status_code == answer, response.text
+        message_id: str = response.json()["id"]
+        return message_id
+
+    await send(running, 200)  # leases the two instances' send contexts
+    await send(waiting, 202)
+    await gateway.postgres.stop()
+    try:
+        taken = {await send(running, 200): "sent", await send(waiting, 202): "queued"}
+    finally:
+        await gateway.postgres.start()
+
+    for message_id, status in taken.items():
+        instance_id = running if status == "sent" else waiting
+        view = await wait_until(
+            recorded(gateway, tenant, instance_id, message_id), timeout=30, interval=0.2, what=f"the {status} message"
+        )
+        assert [entry["status"] for entry in view["history"]] == [status]
+    assert gateway.api_log.read_text().count("it is stored once PostgreSQL is back") == 2
+
+
+def recorded(
+    gateway: Gateway, tenant: Tenant, instance_id: int, message_id: str
+) -> Callable[[], Awaitable[dict | None]]:
+    """A probe for `wait_until`: the message's view, once the API finds its record."""
+
+    async def probe() -> dict | None:
+        view = await gateway.api.get(f"/api/instances/{instance_id}/messages/{message_id}", headers=tenant.headers)
+        return view.json() if view.status_code == 200 else None
+
+    return probe
 
 
 async def test_requests_in_flight_while_postgresql_restarts_are_a_503_never_a_500(gateway: Gateway) -> None:

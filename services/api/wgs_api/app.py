@@ -14,6 +14,7 @@ from wgs_api.domain.accounts.controllers import TenantController
 from wgs_api.domain.instances.controllers import InstanceController
 from wgs_api.domain.messaging.controllers import MessagingController
 from wgs_api.domain.messaging.leases import LEASES
+from wgs_api.domain.messaging.services import LATE_RECORDS
 from wgs_api.domain.nodes.controllers import NodeController
 from wgs_api.domain.snapshots.controllers import SnapshotController
 from wgs_api.domain.system.controllers import root
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             yield
         finally:
             await messaging.stop()
+            await LATE_RECORDS.stop()
             await close_database()
 
     return Litestar(

@@ -16,12 +16,13 @@ from nats.errors import Error as NatsError
 from wgs_contracts.instance_events import DeliveryStatus, OutboundMessage, ProviderCall, ProviderReply
 from wgs_contracts.messages import InstanceStatus, Provider
 from wgs_contracts.provider_api import SendRequest
-from wgs_db.engine import fetch
+from wgs_db.engine import DATABASE_OUTAGES, fetch
 from wgs_db.tables import Instance, Node
 from wgs_kit.coalescing import Coalescer
 
 from wgs_api.domain.instances.services import fetch_own
 from wgs_api.domain.messaging import schemas, send_keys
+from wgs_api.domain.messaging.late_records import LateRecords
 from wgs_api.domain.messaging.rate_limit import send_context
 from wgs_api.domain.messaging.relay import SendRelay, relay_sends
 from wgs_api.domain.messaging.validation import validate_send
@@ -200,6 +201,26 @@ _records: Coalescer[MessageRecord, None] = Coalescer(record_messages, alone_on_e
 
 
 @dataclass(frozen=True)
+class LateRecord:
+    """A message record to store once PostgreSQL is back; `requeued`: the provider did not answer, so
+    the send was queued and a provisional `sent` the first record may have stored is taken back."""
+
+    record: MessageRecord
+    requeued: bool = False
+
+
+async def store_late_records(late: list[LateRecord]) -> None:
+    """Store records that waited for the database: one statement for all (idempotent, as a retry is)."""
+    await record_messages([item.record for item in late])
+    for item in late:
+        if item.requeued:
+            await fetch(REQUEUE_MESSAGE, item.record.message_id)
+
+
+LATE_RECORDS: Final = LateRecords(store_late_records)  # this process's records waiting for PostgreSQL
+
+
+@dataclass(frozen=True)
 class Outgoing:
     """A send on its way to its provider: its `POST /messages` body, and its record."""
 
@@ -290,7 +311,8 @@ async def send(
 
     if context.node is None or context.status != InstanceStatus.RUNNING.value:
         await messaging.enqueue_send(message)
-        await _record_queued(_records.submit(record(DeliveryStatus.QUEUED)), message.id, instance_id)
+        queued = record(DeliveryStatus.QUEUED)
+        await _record_queued(_records.submit(queued), LateRecord(queued))
         return schemas.SendResult(status="queued", id=message.id), False
     request = msgspec.json.encode(SendRequest(id=message.id, to=recipient, content=content))
     try:
@@ -299,11 +321,11 @@ async def send(
         await fetch(FORGET_MESSAGE, message.id)
         raise
     reply = relayed.reply
-    if relayed.record_error is not None:
-        # The provider's answer decides the send: one it took must not be reported as failed (the
-        # client would send it again). Only the message's history is missing.
-        _log_record_failure(message.id, instance_id, relayed.record_error)
     if reply is not None and reply.status == 200:
+        if relayed.record_error is not None:
+            # The provider's answer decides the send: one it took must not be reported as failed
+            # (the client would send it again). Its record is stored later, or it is logged.
+            _record_later(LateRecord(record(DeliveryStatus.SENT)), relayed.record_error)
         return schemas.SendResult(status="ok", id=message.id), True
     if reply is not None and reply.status not in (404, 504):
         await fetch(FORGET_MESSAGE, message.id)
@@ -321,24 +343,39 @@ async def send(
             f"The provider did not answer and the send could not be queued: NATS is unreachable. Message"
             f" {message.id} may still go out; a retry with the same Idempotency-Key sends it at most once."
         ) from None
-    await _record_queued(fetch(REQUEUE_MESSAGE, message.id), message.id, instance_id)
+    requeued = LateRecord(record(DeliveryStatus.QUEUED), requeued=True)
+    if relayed.record_error is not None:
+        _record_later(requeued, relayed.record_error)
+    else:
+        await _record_queued(fetch(REQUEUE_MESSAGE, message.id), requeued)
     return schemas.SendResult(status="queued", id=message.id), False
 
 
-def _log_record_failure(message_id: str, instance_id: int, error: BaseException) -> None:
-    """A send's record failed after its fate was settled: logged, its answer unchanged (its history is missing)."""
+def _record_later(late: LateRecord, error: BaseException) -> None:
+    """A send's record failed after its fate was settled; its answer stands. A database outage:
+    the record is stored once PostgreSQL is back (`LATE_RECORDS`); any other error is logged
+    (the message's history is then missing)."""
+    message_id, instance_id = late.record.message_id, late.record.instance_id
+    if isinstance(error, DATABASE_OUTAGES) and LATE_RECORDS.add(late):
+        log.warning(
+            "message %s of instance %d: recording it failed (%r); it is stored once PostgreSQL is back",
+            message_id,
+            instance_id,
+            error,
+        )
+        return
     log.error(
         "message %s of instance %d: recording it failed (%r); the send's answer stands", message_id, instance_id, error
     )
 
 
-async def _record_queued(recording: Awaitable[object], message_id: str, instance_id: int) -> None:
+async def _record_queued(recording: Awaitable[object], late: LateRecord) -> None:
     """Record a send already in its instance's queue: it will go out, so a failure must not answer 500
-    (the client would send it again); it is logged instead."""
+    (the client would send it again); it is stored later or logged instead (`_record_later`)."""
     try:
         await recording
     except Exception as exc:
-        _log_record_failure(message_id, instance_id, exc)
+        _record_later(late, exc)
 
 
 # A page of an instance's messages, newest first: those before a cursor (the creation time and id
