@@ -143,8 +143,10 @@ class Dispatcher:
         outcome = outcome_of(answer, claim.tries, self.policy)
         try:
             following = await self.recorder.finish(claim, outcome, claim_next=claim_next)
-        except Exception:
-            log.exception("recording attempt %d of delivery %d failed", claim.attempt, claim.id)
+        except Exception as exc:  # the claim lapses and the delivery is attempted again (at least once)
+            log_failure(
+                log, exc, "recording attempt %d of delivery %d", claim.attempt, claim.id, outages=DATABASE_OUTAGES
+            )
             return None
         log.info(
             "delivery %d (event %s, endpoint %d) attempt %d: %s -> %s",
