@@ -18,7 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
-from wgs_devstack.processes import ManagedProcess, free_port, pid_alive, pid_start_time, tail, wait_pid_gone
+from wgs_devstack.processes import (
+    ManagedProcess,
+    free_port,
+    pid_alive,
+    pid_start_time,
+    stop_recorded_providers,
+    tail,
+    wait_pid_gone,
+)
 from wgs_kit.waiting import wait_until
 
 STARTUP_SECONDS = 120.0
@@ -154,13 +162,7 @@ async def stop_leftovers(data_dir: Path, entries: list[dict[str, Any]]) -> None:
             os.kill(pid, signal.SIGINT if entry["name"] == "postgres" else signal.SIGTERM)
             if not await wait_pid_gone(pid, timeout=15):
                 os.kill(pid, signal.SIGKILL)
-    for record in data_dir.glob("node/instances/*/process.json"):
-        pid = json.loads(record.read_text())["pid"]
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if pid_alive(pid) and cmdline.exists() and b"wgs_sandbox" in cmdline.read_bytes():
-            os.kill(pid, signal.SIGTERM)
-            if not await wait_pid_gone(pid, timeout=10):
-                os.kill(pid, signal.SIGKILL)
+    await stop_recorded_providers(data_dir / "node")
 
 
 async def answering(socket_path: Path) -> dict[str, Any] | None:
@@ -247,3 +249,21 @@ async def test_up_again_on_the_same_data_dir_is_ready_for_creates_at_its_banner(
         instance = await stack.create_instance(tenant, "491701234569")
         await stack.delete_instance(tenant, instance["id"])
         await stack.stop()
+
+
+async def test_up_stops_the_providers_of_a_node_agent_that_died(data_dir: Path) -> None:
+    """A killed agent cannot stop its providers: `up` notices it exited and stops them itself."""
+    async with running_stack(data_dir) as stack:
+        tenant = await stack.create_tenant()
+        running = await stack.create_instance(tenant, "491701234570")
+        provider = stack.provider_pid(running["id"])
+        [agent] = [entry for entry in stack.entries if entry["name"] == "wgs-node-agent"]
+        os.kill(agent["pid"], signal.SIGKILL)
+
+        async def up_exited() -> bool:
+            return not stack.up.running
+
+        await wait_until(up_exited, 60, interval=0.2, what="`up` stopping after its node agent died")
+        assert "wgs-node-agent exited with -9" in stack.printed()
+        assert f"stopped sandbox process {provider}, which the node agent left running" in stack.printed()
+        assert not pid_alive(provider)

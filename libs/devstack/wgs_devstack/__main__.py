@@ -27,6 +27,7 @@ from wgs_devstack.processes import (
     pid_alive,
     pid_start_time,
     run_command,
+    stop_recorded_providers,
     wait_pid_gone,
 )
 
@@ -133,6 +134,12 @@ async def _stop_all(children: list[tuple[str, _Stoppable]]) -> None:
             _say(f"  failed to stop {name}: {exc}")
 
 
+async def _stop_providers(data_dir: Path) -> None:
+    """Stop the sandbox processes the node agent left running (it was killed, or ran out of time)."""
+    for pid in await stop_recorded_providers(data_dir / "node"):
+        _say(f"stopped sandbox process {pid}, which the node agent left running")
+
+
 async def _up(args: argparse.Namespace) -> int:
     """Run the dev stack in the foreground until Ctrl-C or SIGTERM."""
     data_dir: Path = args.data_dir.absolute()
@@ -167,6 +174,7 @@ async def _up(args: argparse.Namespace) -> int:
         return 0
     finally:
         await _stop_all(children)
+        await _stop_providers(data_dir)
         pidfile.remove()
 
 
@@ -286,6 +294,7 @@ async def _down(args: argparse.Namespace) -> int:
             os.kill(entry["pid"], signal.SIGINT if entry["name"] == "postgres" else signal.SIGTERM)
             if not await wait_pid_gone(entry["pid"], timeout=15) and _same_process(entry):
                 os.kill(entry["pid"], signal.SIGKILL)
+    await _stop_providers(args.data_dir.absolute())
     path.unlink(missing_ok=True)
     _say("stopped")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import pwd
 import signal
@@ -276,3 +277,23 @@ class ProcessBacked:
     def kill9(self) -> None:
         """SIGKILL the server (simulates a crash); call `stop` afterwards to reap it."""
         self._proc.kill9()
+
+
+async def stop_recorded_providers(node_dir: Path, timeout: float = 10.0) -> list[int]:
+    """Stop, by PID, the sandbox processes a node agent's process runtime recorded under `node_dir`
+    (`instances/<id>/process.json`) that still run; their PIDs.
+
+    The agent stops them when it exits; one that was killed, or did not finish in time, leaves
+    them running. A recorded PID is stopped only while its command line is still a `wgs_sandbox`.
+    """
+    stopped = []
+    for record in sorted(node_dir.glob("instances/*/process.json")):
+        pid = json.loads(record.read_text())["pid"]
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            if pid_alive(pid) and b"wgs_sandbox" in cmdline.read_bytes():
+                os.kill(pid, signal.SIGTERM)
+                if not await wait_pid_gone(pid, timeout=timeout):
+                    os.kill(pid, signal.SIGKILL)
+                stopped.append(pid)
+    return stopped
