@@ -16,13 +16,15 @@ responder (`bench.echo_baseline`). For both it measures
   (every service's), both with the run's backlog included: counts that vary far less from run
   to run than latency does;
 - latency at half the measured capacity (what a client sees below saturation);
-- latency nearly idle (IDLE_RATE sends/s: the floor a single send costs end to end).
+- latency nearly idle (IDLE_RATE sends/s: the floor a single send costs end to end);
+- with `--curve R1,R2,...`, latency at each of those offered rates as at the fixed one (busy and
+  steal shares, CPU per send): where on this machine the p99 crosses the target.
 
 Each run of the gateway starts once the events left by the run before it are handled
 (`pipeline_idle`), so it does not measure the previous run's backlog.
 
 Targets (issue): ≥ 1,000 accepted sends/s, p99 ≤ 30 ms at 500 sends/s. Every loop is
-bounded in count and time. Usage: `python -m bench.send [--in-flight 32,64] [--rate 500]`.
+bounded in count and time. Usage: `python -m bench.send [--in-flight 32,64] [--rate 500] [--curve 300,400]`.
 """
 
 import argparse
@@ -169,25 +171,48 @@ async def measure(
     work: Path,
     settle: Callable[[], Awaitable[None]] | None = None,
     transactions: Callable[[], Awaitable[int]] | None = None,
+    curve: list[float] | None = None,
 ) -> dict:
     """Throughput at each number of sends in flight (wrk), then latency at a fixed rate, at half the
-    first throughput, and nearly idle.
+    first throughput, and nearly idle; with `curve`, latency at each of those rates too.
 
     `settle` runs before each measurement: it waits until the work left by the previous one is done.
     `transactions` counts PostgreSQL's write transactions, read around the fixed-rate run; the CPU
-    per send at the fixed rate counts its backlog too (the reading ends once `settle` returned).
+    per send at a fixed rate counts its backlog too (the reading ends once `settle` returned).
     """
     throughputs = [
         await closed_loop_throughput(url, body, headers, flight, seconds, work, settle) for flight in flights
     ]
     idle = await open_loop(url, body, headers, IDLE_RATE, seconds)
     sustainable = await open_loop(url, body, headers, max(1.0, throughputs[0]["sustained_per_second"] / 2), seconds)
+    at_rates = [await fixed_rate_latency(url, body, headers, offered, seconds, settle) for offered in curve or []]
+    latency = await fixed_rate_latency(url, body, headers, rate, seconds, settle, transactions)  # last: it may overload
+    return {
+        "throughput": throughputs,
+        "latency": latency,
+        "latency_at_half_capacity": sustainable,
+        "latency_nearly_idle": idle,
+        **({"latency_curve": at_rates} if curve else {}),
+    }
+
+
+async def fixed_rate_latency(
+    url: str,
+    body: dict,
+    headers: dict,
+    rate: float,
+    seconds: float,
+    settle: Callable[[], Awaitable[None]] | None = None,
+    transactions: Callable[[], Awaitable[int]] | None = None,
+) -> dict:
+    """Latency at `rate` (open loop), with the machine's busy and steal shares meanwhile and the CPU
+    per send (its backlog included), and PostgreSQL's write transactions per send when `transactions`."""
     if settle is not None:
         await settle()
     before = await transactions() if transactions is not None else 0
     cpu_before = cpu_reading()
     async with MachineSampler() as machine:
-        latency = await open_loop(url, body, headers, rate, seconds)  # last: it may overload the server
+        latency = await open_loop(url, body, headers, rate, seconds)
     latency["machine"] = machine.summary()
     if settle is not None:
         await settle()
@@ -196,12 +221,7 @@ async def measure(
         latency["pg_write_transactions_per_send"] = round(
             (await transactions() - before) / max(1, latency["completed"]), 2
         )
-    return {
-        "throughput": throughputs,
-        "latency": latency,
-        "latency_at_half_capacity": sustainable,
-        "latency_nearly_idle": idle,
-    }
+    return latency
 
 
 async def closed_loop_throughput(
@@ -233,7 +253,7 @@ async def closed_loop_throughput(
     return throughput
 
 
-async def run(flights: list[int], rate: float, seconds: float, out: Path | None) -> dict:
+async def run(flights: list[int], rate: float, seconds: float, out: Path | None, curve: list[float]) -> dict:
     """Start the stack and the baseline, measure both, stop everything."""
     unlimited = {"sendRatePerSecond": 1_000_000, "sendBurst": 1_000_000}
     async with gateway_stack(tenant=unlimited) as stack:
@@ -258,7 +278,9 @@ async def run(flights: list[int], rate: float, seconds: float, out: Path | None)
 
             await wait_until(baseline_up, timeout=30, what="baseline server")
             body = {"to": "491700000002", "text": "bench"}
-            base = await measure(f"http://127.0.0.1:{port}/send", body, {}, flights, rate, seconds, stack.work)
+            base = await measure(
+                f"http://127.0.0.1:{port}/send", body, {}, flights, rate, seconds, stack.work, curve=curve
+            )
             gate = await measure(
                 f"{stack.api.url}/api/instances/{a}/send",
                 body,
@@ -269,6 +291,7 @@ async def run(flights: list[int], rate: float, seconds: float, out: Path | None)
                 stack.work,
                 settle=lambda: pipeline_idle(stack.nats.url),
                 transactions=lambda: write_transactions(stack.env["DATABASE_URL"]),
+                curve=curve,
             )
         finally:
             await baseline.stop()
@@ -310,6 +333,14 @@ def print_table(result: dict) -> None:
             f"{machine['steal_percent']:>9}{machine['worst_second_steal_percent']:>11}"
             f"{row['latency_at_half_capacity']['p99_ms']!s:>12}{row['latency_nearly_idle']['p50_ms']!s:>10}"
         )
+    if "latency_curve" in result["gateway_send"]:
+        print(f"{'server':<32}{'offered/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}{'busy %':>8}{'steal %':>9}")
+        for name, key in rows:
+            for point in result[key]["latency_curve"]:
+                print(
+                    f"{name:<32}{point['offered_per_second']:>10g}{point['p50_ms']!s:>9}{point['p99_ms']!s:>9}"
+                    f"{point['failed']:>8}{point['machine']['busy_percent']:>8}{point['machine']['steal_percent']:>9}"
+                )
     for name, key in rows:
         for run in ("latency", "latency_at_half_capacity", "latency_nearly_idle"):
             if result[key][run]["failures"]:
@@ -335,12 +366,23 @@ def main() -> None:
     )
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--curve",
+        default="",
+        help="also measure latency at each of these offered rates, comma-separated (e.g. 300,400,500; at most 8)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "send.json")
     args = parser.parse_args()
     try:
         flights = [int(part) for part in args.in_flight.split(",")]
     except ValueError:
         parser.error("--in-flight: comma-separated whole numbers")
+    try:
+        curve = [float(part) for part in args.curve.split(",")] if args.curve else []
+    except ValueError:
+        parser.error("--curve: comma-separated rates")
+    if len(curve) > 8 or not all(0 < offered <= 5000 for offered in curve):
+        parser.error("--curve: at most 8 rates of 0-5000")
     if not (
         1 <= len(flights) <= 4
         and all(1 <= flight <= 512 for flight in flights)
@@ -350,7 +392,7 @@ def main() -> None:
         parser.error("bounds: in-flight 1-4 values of 1-512, rate 0-5000, seconds 1-60")
     if shutil.which("wrk") is None:
         parser.exit(2, WRK_MISSING + "\n")
-    result = asyncio.run(cancel_on_sigterm(run(flights, args.rate, args.seconds, args.out)))
+    result = asyncio.run(cancel_on_sigterm(run(flights, args.rate, args.seconds, args.out, curve)))
     print(json.dumps(result, indent=2))
     print_table(result)
 

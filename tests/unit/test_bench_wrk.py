@@ -53,3 +53,22 @@ def test_without_wrk_the_benchmark_refuses_to_start(tmp_path: Path) -> None:
     assert finished.returncode == 2
     assert WRK_MISSING in finished.stderr
     assert not (tmp_path / "send.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("curve", "error"),
+    [("300,fast", "--curve: comma-separated rates"), (",".join(["100"] * 9), "--curve: at most 8 rates of 0-5000")],
+    ids=["not a rate", "too many rates"],
+)
+def test_a_bad_latency_curve_is_refused_before_anything_starts(tmp_path: Path, curve: str, error: str) -> None:
+    finished = subprocess.run(
+        [sys.executable, "-m", "bench.send", "--curve", curve, "--out", str(tmp_path / "send.json")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode == 2
+    assert error in finished.stderr
+    assert not (tmp_path / "send.json").exists()
