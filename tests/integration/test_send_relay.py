@@ -58,6 +58,13 @@ async def relay(migrated: dict[str, str]) -> AsyncIterator[tuple[ApiMessaging, A
     await requests.serve(subjects.provider_calls(agent.node), agent.on_call)
     await requests.serve(subjects.provider_sends(agent.node), agent.on_sends)
     await nc.flush()
+
+    async def answering() -> bool:  # both connections up and the agent's interest known to the server
+        probe = ProviderCall(instance_id=0, method="POST", path="/messages", body=body("probe"))
+        return await messaging.call_provider(agent.node, probe, timeout=2) is not None
+
+    await wait_until(answering, timeout=30, what="the scripted agent answering")
+    agent.calls.clear()
     yield messaging, agent, nc
     await requests.close()
     await nc.close()
