@@ -37,19 +37,24 @@ async def test_error_answers_are_not_accepted(base_url: str, tmp_path: Path) -> 
     assert result["per_second"] == 0
 
 
+def bench_send(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m bench.send ARGS` with its results going to `tmp_path`, the environment changed by `env`."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench.send", *args, "--out", str(tmp_path / "send.json")],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_without_wrk_the_benchmark_refuses_to_start(tmp_path: Path) -> None:
     """No silent fallback to a slower client, whose figures measured the client (as the httpx
     closed loop did: 7 ms of CPU per request)."""
     no_programs = tmp_path / "bin"
     no_programs.mkdir()
-    finished = subprocess.run(
-        [sys.executable, "-m", "bench.send", "--out", str(tmp_path / "send.json")],
-        cwd=ROOT,
-        env={**os.environ, "PATH": str(no_programs), "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    finished = bench_send(tmp_path, PATH=str(no_programs))
     assert finished.returncode == 2
     assert WRK_MISSING in finished.stderr
     assert not (tmp_path / "send.json").exists()
@@ -61,14 +66,7 @@ def test_without_wrk_the_benchmark_refuses_to_start(tmp_path: Path) -> None:
     ids=["not a rate", "too many rates"],
 )
 def test_a_bad_latency_curve_is_refused_before_anything_starts(tmp_path: Path, curve: str, error: str) -> None:
-    finished = subprocess.run(
-        [sys.executable, "-m", "bench.send", "--curve", curve, "--out", str(tmp_path / "send.json")],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    finished = bench_send(tmp_path, "--curve", curve)
     assert finished.returncode == 2
     assert error in finished.stderr
     assert not (tmp_path / "send.json").exists()
