@@ -13,12 +13,14 @@ import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from wgs_devstack.processes import (
+    START_LINE,
     ManagedProcess,
     free_port,
     pid_alive,
@@ -63,7 +65,8 @@ class Stack:
         return {"X-Admin-API-Secret": self.secret_file.read_text().strip()}
 
     def printed(self) -> str:
-        return self.up.log_path.read_text()
+        """What this run of `up` printed (the log keeps earlier runs' output above its start line)."""
+        return self.up.log_path.read_text().rsplit(START_LINE + " ".join(self.up.argv), 1)[-1]
 
     def agent_log(self) -> str:
         return (self.data_dir / "logs" / "node-agent.log").read_text()
@@ -243,9 +246,12 @@ async def test_up_again_on_the_same_data_dir_is_ready_for_creates_at_its_banner(
     async with running_stack(data_dir) as stack:
         tenant = await stack.create_tenant()
         await stack.stop()
-    # The node is `lost` in the kept database now, until the new agent's heartbeats arrive.
+    # The kept database holds the last run's heartbeat: the node reads `ready` for up to 15 s more,
+    # then `lost`, until the new agent's heartbeats arrive. The banner must wait for one of those.
+    started = datetime.now(UTC)
     async with running_stack(data_dir) as stack:
-        await stack.local_node()
+        node = await stack.local_node()
+        assert datetime.fromisoformat(node["lastHeartbeatAt"]) >= started, node
         instance = await stack.create_instance(tenant, "491701234569")
         await stack.delete_instance(tenant, instance["id"])
         await stack.stop()

@@ -246,14 +246,21 @@ async def _run_stack(
         await services[0].wait_ready(api_up, timeout=60)
         await _register_node(client, api, secret, docker_host, node_name)
 
-        async def node_ready() -> bool:
+        async def node() -> dict[str, Any]:
             nodes = (await client.get(f"{api}/admin/nodes", headers={"X-Admin-API-Secret": secret})).json()
-            return any(node["name"] == node_name and node["status"] == "ready" for node in nodes)
+            found: dict[str, Any] = next(n for n in nodes if n["name"] == node_name)
+            return found
 
-        # Until the agent's heartbeats arrive the node is unknown, or `lost` from the last run, and a
-        # create answers `503 no_capacity`: the banner waits for them.
+        # Until this run's agent heartbeats, the node is unknown, or `lost` (or about to be) from the
+        # last run, and a create answers `503 no_capacity`: the banner waits for a new heartbeat.
+        last_run_heartbeat = (await node())["lastHeartbeatAt"]
+
+        async def heartbeat_arrived() -> bool:
+            current = await node()
+            return bool(current["status"] == "ready" and current["lastHeartbeatAt"] != last_run_heartbeat)
+
         agent = services[STACK_SERVICES.index("wgs-node-agent")]
-        await agent.wait_ready(node_ready, timeout=60, interval=0.2)
+        await agent.wait_ready(heartbeat_arrived, timeout=60, interval=0.2)
 
     _say(
         f"\nwgs dev stack is up\n"

@@ -19,6 +19,9 @@ Probe = Callable[[], Awaitable[bool]]
 _POLL_INTERVAL = 0.05
 
 
+START_LINE = "--- start: "  # written to a process's log before each start, then its command line
+
+
 class ProcessError(RuntimeError):
     """A managed process failed to start, become ready or finish."""
 
@@ -186,7 +189,7 @@ class ManagedProcess:
             raise ProcessError(f"{self.name} is already running (pid {self.pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            log.write(f"--- start: {' '.join(self.argv)}\n".encode())
+            log.write(f"{START_LINE}{' '.join(self.argv)}\n".encode())
             log.flush()
             self._popen = subprocess.Popen(
                 self.argv,
