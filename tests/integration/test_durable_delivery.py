@@ -1,6 +1,8 @@
-"""Durable consumers of `wgs_kit.messaging` on the real NATS server: a failed handler is redelivered
-with backoff and succeeds once, a handler that keeps failing (or a body that cannot be decoded) is
-parked on the dead-letter stream after `max_deliver` attempts, and `Nats-Msg-Id` deduplicates publishes.
+"""Durable consumers (`wgs_kit.batched`) and publishing (`wgs_kit.messaging`) on the real NATS
+server: a failed handler is redelivered with backoff and succeeds once, an outage holds a message
+instead of spending its deliveries, a handler that keeps failing (or a body that cannot be decoded)
+is parked on the dead-letter stream after `max_deliver` attempts, a concurrent consumer handles a
+batch's messages at once, and `Nats-Msg-Id` deduplicates publishes.
 
 Each test gets its own JetStream stream (`TEST_GUARD_<token>`), deleted at the end, and purges only
 its own dead-letter subject."""
@@ -16,8 +18,8 @@ from typing import Any
 import msgspec
 import nats
 import pytest
-from faststream.nats import NatsMessage
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.errors import MaxPayloadError
 from nats.js.api import ConsumerInfo, RawStreamMsg
 from nats.js.client import JetStreamContext
@@ -25,26 +27,23 @@ from nats.js.errors import APIError, NotFoundError
 from wgs_contracts import headers, subjects
 from wgs_contracts.messages import CreateInstance
 from wgs_contracts.streams import DEAD_LETTERS, StreamSpec
-from wgs_kit.batched import consumer_config, differs, ensure_pull_consumer
+from wgs_kit.batched import BatchedPullConsumer, consumer_config, differs, ensure_pull_consumer
 from wgs_kit.logs import trace_id_var
 from wgs_kit.messaging import (
     FAST_BATCH_MAX,
     decode,
-    durable_subscriber,
-    guarded_delivery,
     make_broker,
     publish_durable,
     publish_durable_all,
     stream_config,
 )
-from wgs_kit.outages import through_outages
 from wgs_kit.waiting import wait_until
 
 MAX_DELIVER = 3
 DEADLINE = 15.0
 MESSAGE = CreateInstance(instance_id=7, tenant_id=3)
 
-Work = Callable[[bytes, NatsMessage], Awaitable[None]]
+Work = Callable[[Msg], Awaitable[None]]
 
 
 @dataclass
@@ -126,21 +125,31 @@ async def guard(migrated: dict[str, str]) -> AsyncIterator[GuardStream]:
 
 
 @asynccontextmanager
-async def consuming(stream: GuardStream, subject: str, durable: str, work: Work) -> AsyncIterator[None]:
-    """A started broker with one durable consumer whose handler runs `work` inside `guarded_delivery`,
-    the way the services write their handlers."""
-    broker = make_broker(stream.url, f"test-{durable}")
+async def consuming(
+    stream: GuardStream, subject: str, durable: str, work: Work, *, outages: tuple[type[BaseException], ...] = ()
+) -> AsyncIterator[None]:
+    """A started durable consumer handling each message by `work`, concurrently, the way the
+    scheduler and the node agents consume their commands."""
 
-    @durable_subscriber(broker, stream=stream.spec, subject=subject, durable=durable, max_deliver=MAX_DELIVER)
-    async def handle(body: bytes, msg: NatsMessage) -> None:
-        async with guarded_delivery(broker, msg, consumer=durable, max_deliver=MAX_DELIVER):
-            await work(body, msg)
+    async def handle(msgs: list[Msg]) -> None:
+        for msg in msgs:
+            await work(msg)
 
-    await broker.start()
+    consumer = BatchedPullConsumer(
+        stream.js,
+        handle,
+        stream=stream.spec,
+        durable=durable,
+        filter_subjects=[subject],
+        max_deliver=MAX_DELIVER,
+        concurrent=True,
+        outages=outages,
+    )
+    await consumer.start()
     try:
         yield
     finally:
-        await broker.stop()
+        await consumer.stop()
 
 
 async def publish(stream: GuardStream, subject: str, *, msg_id: str, trace: str) -> None:
@@ -169,12 +178,12 @@ async def test_failed_first_attempt_is_redelivered_and_succeeds_once(guard: Guar
     subject, durable = guard.subject("retry"), guard.consumer("retry")
     seen = Attempts()
 
-    async def fail_once(body: bytes, msg: NatsMessage) -> None:
-        seen.delivered.append(msg.raw_message.metadata.num_delivered)
+    async def fail_once(msg: Msg) -> None:
+        seen.delivered.append(msg.metadata.num_delivered)
         seen.traces.append(trace_id_var.get())
         if len(seen.delivered) == 1:
             raise RuntimeError("transient failure")
-        assert decode(body, CreateInstance) == MESSAGE
+        assert decode(msg.data, CreateInstance) == MESSAGE
         seen.successes += 1
 
     async with consuming(guard, subject, durable, fail_once):
@@ -193,7 +202,7 @@ async def test_failed_first_attempt_is_redelivered_and_succeeds_once(guard: Guar
         assert info.ack_floor.stream_seq == 1  # acked after the success
     assert seen.successes == 1
     assert seen.delivered == [1, 2]
-    assert seen.traces == [f"trace-{guard.token}"] * 2  # the guard logs under the message's trace id
+    assert seen.traces == [f"trace-{guard.token}"] * 2  # handled under the message's trace id
     assert await guard.dead_letter(durable) is None
 
 
@@ -204,16 +213,13 @@ async def test_an_outage_holds_the_message_instead_of_spending_its_deliveries(gu
     subject, durable = guard.subject("outage"), guard.consumer("outage")
     seen = Attempts()
 
-    async def down_for_a_while(body: bytes, msg: NatsMessage) -> None:
-        async def attempt() -> None:
-            seen.delivered.append(msg.raw_message.metadata.num_delivered)
-            if len(seen.delivered) <= MAX_DELIVER:
-                raise ConnectionRefusedError("the database is restarting")
-            seen.successes += 1
+    async def down_for_a_while(msg: Msg) -> None:
+        seen.delivered.append(msg.metadata.num_delivered)
+        if len(seen.delivered) <= MAX_DELIVER:
+            raise ConnectionRefusedError("the database is restarting")
+        seen.successes += 1
 
-        await through_outages(attempt, [msg.raw_message], outages=(ConnectionError,), what=durable)
-
-    async with consuming(guard, subject, durable, down_for_a_while):
+    async with consuming(guard, subject, durable, down_for_a_while, outages=(ConnectionError,)):
         await publish(guard, subject, msg_id=f"outage-{guard.token}", trace=f"trace-{guard.token}")
         info = await settled(guard, durable)
         assert info.delivered is not None
@@ -228,8 +234,8 @@ async def test_handler_that_always_fails_is_dead_lettered_after_max_deliver(guar
     trace = f"trace-{guard.token}"
     seen = Attempts()
 
-    async def always_fail(body: bytes, msg: NatsMessage) -> None:
-        seen.delivered.append(msg.raw_message.metadata.num_delivered)
+    async def always_fail(msg: Msg) -> None:
+        seen.delivered.append(msg.metadata.num_delivered)
         raise RuntimeError(f"provider exploded {guard.token}")
 
     async with consuming(guard, subject, durable, always_fail):
@@ -254,6 +260,61 @@ async def test_handler_that_always_fails_is_dead_lettered_after_max_deliver(guar
     assert dead_letters.state.subjects == {subjects.dead_letter(durable): 1}
 
 
+async def test_a_concurrent_consumer_handles_a_batchs_messages_at_once_each_on_its_own(guard: GuardStream) -> None:
+    """The first command waits for the second to start (one container start does not wait for
+    another); the second fails once and is retried by itself, the first handled once."""
+    subject, durable = guard.subject("concurrent"), guard.consumer("concurrent")
+    second_started = asyncio.Event()
+    handled: list[tuple[str, int]] = []
+
+    async def command(msg: Msg) -> None:
+        name = (msg.headers or {}).get(headers.MSG_ID, "?")
+        handled.append((name, msg.metadata.num_delivered))
+        if name.startswith("first"):
+            await asyncio.wait_for(second_started.wait(), DEADLINE)
+            return
+        second_started.set()
+        if msg.metadata.num_delivered == 1:
+            raise RuntimeError("transient failure")
+
+    first, second = f"first-{guard.token}", f"second-{guard.token}"
+    await publish(guard, subject, msg_id=first, trace="t1")
+    await publish(guard, subject, msg_id=second, trace="t2")
+    async with consuming(guard, subject, durable, command):
+        info = await settled(guard, durable)
+        assert info.ack_floor is not None
+        assert info.ack_floor.stream_seq == 2
+    assert sorted(handled) == [(first, 1), (second, 1), (second, 2)]
+    assert await guard.dead_letter(durable) is None
+
+
+async def test_a_stopped_consumer_starts_again_where_it_was(guard: GuardStream) -> None:
+    """As the scheduler's command consumer does when it is elected again."""
+    subject, durable = guard.subject("restart"), guard.consumer("restart")
+    handled: list[str] = []
+
+    async def command(msg: Msg) -> None:
+        handled.append((msg.headers or {}).get(headers.MSG_ID, "?"))
+
+    def handled_count(count: int) -> Callable[[], Awaitable[bool]]:
+        async def reached() -> bool:
+            return len(handled) >= count
+
+        return reached
+
+    consumer = BatchedPullConsumer(
+        guard.js, lambda msgs: command(msgs[0]), stream=guard.spec, durable=durable, filter_subjects=[subject]
+    )
+    for round_ in range(2):
+        await consumer.start()
+        try:
+            await publish(guard, subject, msg_id=f"{round_}-{guard.token}", trace="t")
+            await wait_until(handled_count(round_ + 1), DEADLINE, what=f"round {round_} handled")
+        finally:
+            await consumer.stop()
+    assert handled == [f"0-{guard.token}", f"1-{guard.token}"]
+
+
 @pytest.mark.parametrize(
     ("body", "error"),
     [
@@ -269,9 +330,9 @@ async def test_undecodable_body_is_dead_lettered(guard: GuardStream, body: bytes
     subject, durable = guard.subject("malformed"), guard.consumer("malformed")
     seen = Attempts()
 
-    async def decode_it(raw: bytes, msg: NatsMessage) -> None:
-        seen.delivered.append(msg.raw_message.metadata.num_delivered)
-        decode(raw, CreateInstance)
+    async def decode_it(msg: Msg) -> None:
+        seen.delivered.append(msg.metadata.num_delivered)
+        decode(msg.data, CreateInstance)
         seen.successes += 1
 
     async with consuming(guard, subject, durable, decode_it):

@@ -1,6 +1,5 @@
 """The services' log format: FastStream's records go through it too; what FastStream and asyncpg
-log about an outage, and a JetStream fetch that FastStream restarts after nats-py's builtin
-`TimeoutError`, are one warning line each."""
+log about an outage is one warning line."""
 
 import io
 import logging
@@ -10,9 +9,9 @@ import asyncpg
 import faststream.nats  # noqa: F401  (installs FastStream's own "faststream" logger, as in a service)
 import pytest
 from wgs_db.engine import NATS_AND_DATABASE_OUTAGES
-from wgs_kit.logs import FETCH_RESTARTED, configure_logging
+from wgs_kit.logs import configure_logging
 
-SUPERVISOR_REPORT = "Task-9 raised an exception, retrying..."
+LIBRARY_REPORT = "Task-9 raised an exception, retrying..."
 
 
 @pytest.fixture
@@ -29,16 +28,6 @@ def service_logging() -> Iterator[io.StringIO]:
     root.handlers[:], root.level, faststream.handlers[:], faststream.propagate, faststream.level = saved
 
 
-def a_fetch_raising(exc: BaseException) -> Callable[[], None]:
-    """Stands for nats-py's `PullSubscription.fetch` failing with `exc` (with the builtin
-    `TimeoutError`: its time ran out between its two pull requests)."""
-
-    def fetch() -> None:
-        raise exc
-
-    return fetch
-
-
 def raised(work: Callable[[], None]) -> BaseException:
     """What `work` raised, with its traceback."""
     try:
@@ -48,8 +37,8 @@ def raised(work: Callable[[], None]) -> BaseException:
     raise AssertionError("nothing raised")
 
 
-def elsewhere_raising(exc: BaseException) -> Callable[[], None]:
-    """Some other call failing with `exc`."""
+def raising(exc: BaseException) -> Callable[[], None]:
+    """Some call failing with `exc`."""
 
     def call() -> None:
         raise exc
@@ -66,16 +55,6 @@ def test_faststream_records_use_the_service_format(service_logging: io.StringIO)
     assert "\x1b[" not in err  # FastStream's colored handler is gone
 
 
-def test_a_restarted_fetch_after_a_builtin_timeout_is_one_warning(service_logging: io.StringIO) -> None:
-    timed_out = raised(a_fetch_raising(TimeoutError()))
-    logging.getLogger("faststream.wgs-scheduler").error(SUPERVISOR_REPORT, exc_info=timed_out)
-    err = service_logging.getvalue()
-    assert err.count("\n") == 1
-    assert " WARNING svc[" in err
-    assert err.rstrip().endswith(FETCH_RESTARTED)
-    assert "Traceback" not in err
-
-
 @pytest.mark.parametrize(
     ("logger", "message", "exc"),
     [
@@ -87,12 +66,12 @@ def test_a_restarted_fetch_after_a_builtin_timeout_is_one_warning(service_loggin
         ("asyncpg.pool", "Failed to restore the pool connection floor; retrying", asyncpg.CannotConnectNowError()),
         ("faststream.wgs-api", "nats: timeout\nmore lines", TimeoutError()),
     ],
-    ids=["a FastStream handler on PostgreSQL down", "asyncpg reconnecting its pool", "a timeout outside a fetch"],
+    ids=["a FastStream handler on PostgreSQL down", "asyncpg reconnecting its pool", "a NATS timeout"],
 )
 def test_what_the_libraries_log_about_an_outage_is_one_warning(
     service_logging: io.StringIO, logger: str, message: str, exc: Exception
 ) -> None:
-    logging.getLogger(logger).error(message, exc_info=raised(elsewhere_raising(exc)))
+    logging.getLogger(logger).error(message, exc_info=raised(raising(exc)))
     err = service_logging.getvalue()
     assert err.count("\n") == 1
     assert " WARNING svc[" in err
@@ -102,18 +81,18 @@ def test_what_the_libraries_log_about_an_outage_is_one_warning(
 @pytest.mark.parametrize(
     ("logger", "work"),
     [
-        ("faststream.wgs-scheduler", a_fetch_raising(ValueError("bad"))),
-        ("asyncpg.pool", elsewhere_raising(ValueError("bad"))),
-        ("wgs_node_agent.session", a_fetch_raising(TimeoutError())),
-        ("wgs_node_agent.session", elsewhere_raising(ConnectionRefusedError())),
+        ("faststream.wgs-scheduler", raising(ValueError("bad"))),
+        ("asyncpg.pool", raising(ValueError("bad"))),
+        ("wgs_node_agent.session", raising(TimeoutError())),
+        ("wgs_node_agent.session", raising(ConnectionRefusedError())),
     ],
-    ids=["another error in a fetch", "another error in asyncpg", "our own logger", "our own logger, an outage"],
+    ids=["another error in FastStream", "another error in asyncpg", "our own logger", "our own logger, an outage"],
 )
 def test_other_errors_keep_their_level_and_traceback(
     service_logging: io.StringIO, logger: str, work: Callable[[], None]
 ) -> None:
-    logging.getLogger(logger).error(SUPERVISOR_REPORT, exc_info=raised(work))
+    logging.getLogger(logger).error(LIBRARY_REPORT, exc_info=raised(work))
     err = service_logging.getvalue()
     assert " ERROR svc[" in err
-    assert SUPERVISOR_REPORT in err
+    assert LIBRARY_REPORT in err
     assert "Traceback" in err

@@ -9,8 +9,13 @@ A batch is handed to the service's `handle(msgs)` in stream order, and only once
 its messages acknowledged: on any failure nothing has been acknowledged, and the batch is handled
 again one message at a time (`handle([msg])`), in order, so that one poison message holds back only
 itself. A message that fails on its own is redelivered with backoff, and at its last delivery
-(`max_deliver`) copied to `wgs.dlq.<consumer>` and acknowledged: the rules of
-`wgs_kit.messaging.guarded_delivery`, for services that consume without FastStream.
+(`max_deliver`) copied to `wgs.dlq.<consumer>` and acknowledged, so it is parked, visible and never
+lost. A message handled on its own runs under the trace id it carries (`Wgs-Trace-Id`).
+
+With `concurrent=True` the messages of a fetched batch are not handled together but each on its
+own (`handle([msg])`, acknowledged, retried or dead-lettered by itself), all at once, and the next
+batch is fetched once they are all done: for commands that are independent of each other and
+slow (a node agent's container starts), where one must not wait for another.
 
 With `outages`, a failure among them (a dependency down, not the messages' fault) is not a
 failure of the messages: the batch, or message, is held and handled again once the dependency is
@@ -179,6 +184,7 @@ class BatchedPullConsumer:
         retry_delay: Callable[[int], float] = redelivery_delay,
         stop_grace_seconds: float = STOP_GRACE_SECONDS,
         outages: tuple[type[BaseException], ...] = (),
+        concurrent: bool = False,
     ) -> None:
         self.js = js
         self.handle = handle
@@ -193,13 +199,15 @@ class BatchedPullConsumer:
         self.fetch_wait_seconds = fetch_wait_seconds
         self.retry_delay = retry_delay
         self.stop_grace_seconds = stop_grace_seconds
+        self.concurrent = concurrent
         self._sub: JetStreamContext.PullSubscription | None = None
         self._task: asyncio.Task[None] | None = None
         self._handling = False
         self._stopping = False
 
     async def start(self) -> None:
-        """Create (or update) the durable consumer, bind to it and start consuming."""
+        """Create (or update) the durable consumer, bind to it and start consuming (again, after `stop`)."""
+        self._stopping = False
         await ensure_pull_consumer(self.js, self.stream, self.config)
         self._sub = await self.js.pull_subscribe_bind(durable=self.durable, stream=self.stream)
         self._task = asyncio.create_task(self._consume(), name=f"consume-{self.durable}")
@@ -214,8 +222,10 @@ class BatchedPullConsumer:
             task.cancel()  # waiting in a fetch: nothing of ours is in flight
         await asyncio.wait({task}, timeout=self.stop_grace_seconds)
         await cancel_all([task])
+        self._task = None
         if self._sub is not None:
             await self._sub.unsubscribe()
+            self._sub = None
 
     async def _consume(self) -> None:
         assert self._sub is not None
@@ -238,20 +248,27 @@ class BatchedPullConsumer:
                 self._handling = False
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
-        """Handle a batch and ack it; on failure, one message at a time."""
+        """Handle a batch and ack it; on failure, one message at a time (`concurrent`: each on its own, at once)."""
+        if self.concurrent:
+            await asyncio.gather(*(self._handle_alone(msg) for msg in msgs))
+            return
         try:
             await self._handle_held(msgs)
         except Exception as exc:
             if len(msgs) > 1:
                 log.warning("%s: a batch of %d failed (%r): one at a time", self.durable, len(msgs), exc)
             for msg in msgs:
-                try:
-                    await self.handle_one(msg)
-                except Exception:
-                    log.exception("handling %s failed; it comes back after the ack wait", msg.subject)
+                await self._handle_alone(msg)
             return
         for msg in msgs:
             await msg.ack()
+
+    async def _handle_alone(self, msg: Msg) -> None:
+        """`handle_one`; when even its ack, nack or dead letter failed, the message comes back after the ack wait."""
+        try:
+            await self.handle_one(msg)
+        except Exception:
+            log.exception("handling %s failed; it comes back after the ack wait", msg.subject)
 
     async def _handle_held(self, msgs: list[Msg]) -> None:
         """`handle(msgs)`, the messages held through any of `outages`."""

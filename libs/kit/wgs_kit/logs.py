@@ -27,17 +27,10 @@ class TraceIdFilter(logging.Filter):
 class LibraryOutageFilter(logging.Filter):
     """Makes what FastStream and asyncpg log about an outage one warning line, not a traceback.
 
-    - An exception among `outages` (NATS or PostgreSQL unreachable, say) in a record of theirs (a
-      FastStream handler that failed on it, asyncpg's pool failing to reconnect) keeps the
-      record's first line, marked as an outage, at warning level: it passes, and is retried.
-    - FastStream's report of a restarted JetStream fetch: nats-py 2.16's `PullSubscription.fetch`
-      raises the builtin `TimeoutError` when its time ran out between its two pull requests (after
-      an event-loop stall, typically); FastStream 0.7's pull subscriber expects only
-      `nats.errors.TimeoutError` there, so its supervisor restarts the fetch loop and logs an
-      error with a traceback. Nothing is lost (the messages stay on the server and the loop
-      fetches again): the record says so, as a warning.
-
-    Any other error keeps its level and traceback; records of other loggers are left alone.
+    An exception among `outages` (NATS or PostgreSQL unreachable, say) in a record of theirs (a
+    FastStream handler that failed on it, asyncpg's pool failing to reconnect) keeps the record's
+    first line, marked as an outage, at warning level: it passes, and is retried. Any other error
+    keeps its level and traceback; records of other loggers are left alone.
     """
 
     def __init__(self, outages: tuple[type[BaseException], ...]) -> None:
@@ -47,16 +40,13 @@ class LibraryOutageFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.exc_info or not record.name.startswith(LIBRARIES):
             return True
-        if record.name.startswith("faststream") and is_fetch_timeout(record.exc_info):
-            as_one_warning(record, FETCH_RESTARTED)
-        elif isinstance(record.exc_info[1], self.outages):
+        if isinstance(record.exc_info[1], self.outages):
             first_line = record.getMessage().splitlines()[0]
             as_one_warning(record, f"{first_line} (a dependency is unavailable: {record.exc_info[1]!r})")
         return True
 
 
 LIBRARIES = ("faststream", "asyncpg")
-FETCH_RESTARTED = "a JetStream pull fetch timed out inside nats-py; FastStream restarted it (nothing is lost)"
 
 
 def as_one_warning(record: logging.LogRecord, message: str) -> None:
@@ -64,18 +54,6 @@ def as_one_warning(record: logging.LogRecord, message: str) -> None:
     record.levelno, record.levelname = logging.WARNING, "WARNING"
     record.msg, record.args = message, ()
     record.exc_info, record.exc_text = None, None
-
-
-def is_fetch_timeout(exc_info: object) -> bool:
-    """True for the builtin `TimeoutError` (not nats-py's subclass) raised in a JetStream `fetch`."""
-    if not isinstance(exc_info, tuple) or len(exc_info) != 3 or type(exc_info[1]) is not TimeoutError:
-        return False
-    traceback = exc_info[2]
-    while traceback is not None:
-        if traceback.tb_frame.f_code.co_name == "fetch":
-            return True
-        traceback = traceback.tb_next
-    return False
 
 
 def configure_logging(service: str, *, outages: tuple[type[BaseException], ...] = NATS_OUTAGES) -> None:

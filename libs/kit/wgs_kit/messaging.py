@@ -1,8 +1,7 @@
-"""NATS plumbing: msgspec codec, JetStream publishing with idempotency keys, durable consumers.
+"""NATS plumbing: msgspec codec, the FastStream broker, JetStream publishing with idempotency keys.
 
-Durable consumers here are pull consumers with explicit acks: a handler that
-raises gets its message redelivered with backoff; after `max_deliver` attempts
-the message is parked on the dead-letter stream (never silently dropped).
+The durable consumers (explicit acks, redelivery with backoff, the dead-letter stream) are
+`wgs_kit.batched.BatchedPullConsumer`; `redelivery_delay` is their backoff.
 """
 
 import asyncio
@@ -10,24 +9,22 @@ import json
 import logging
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from typing import Any, TypeVar
 
 import msgspec
 import nats
 from fast_depends.msgspec import MsgSpecSerializer
-from faststream import AckPolicy
-from faststream.nats import ConsumerConfig, JStream, NatsBroker, NatsMessage, PullSub
+from faststream.nats import NatsBroker, NatsMessage
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import RetentionPolicy, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
-from wgs_contracts import headers, subjects
+from wgs_contracts import headers
 from wgs_contracts.messages import SCHEMA_VERSION
-from wgs_contracts.streams import ALL_STREAMS, DEAD_LETTERS, StreamSpec
+from wgs_contracts.streams import ALL_STREAMS, StreamSpec
 
 from wgs_kit.logs import new_trace_id, trace_id_var
 
@@ -43,8 +40,8 @@ def encode(message: msgspec.Struct) -> bytes:
 
 
 async def raw_body(msg: NatsMessage) -> bytes:
-    """FastStream decoder handing handlers the raw body: they decode it with msgspec themselves,
-    inside `guarded_delivery`, so that a malformed message is dead-lettered, not redelivered forever."""
+    """FastStream decoder handing handlers the raw body: they decode it with msgspec themselves
+    (`decode`), where its failure is theirs to handle."""
     return msg.body
 
 
@@ -308,72 +305,9 @@ async def ensure_streams(js: JetStreamContext) -> list[str]:
     return names
 
 
-def durable_subscriber(
-    broker: NatsBroker,
-    *,
-    stream: StreamSpec,
-    subject: str,
-    durable: str,
-    max_deliver: int = 8,
-    ack_wait_seconds: float = 30.0,
-    batch_size: int = 16,
-) -> Any:
-    """A durable pull consumer on a contract stream, nacking on error (never dropping)."""
-    return broker.subscriber(
-        subject,
-        stream=JStream(stream.name, declare=False),
-        durable=durable,
-        pull_sub=PullSub(batch_size=batch_size, timeout=1.0),
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        config=ConsumerConfig(
-            durable_name=durable,
-            max_deliver=max_deliver,
-            ack_wait=ack_wait_seconds,
-            filter_subject=subject,
-        ),
-    )
-
-
 def redelivery_delay(attempt: int) -> float:
     """Backoff before redelivering a message that failed `attempt` times: 0.5 s doubling to 30 s."""
     return min(30.0, 0.5 * 2.0 ** min(max(0, attempt - 1), 16))
-
-
-@asynccontextmanager
-async def guarded_delivery(
-    broker: NatsBroker, msg: NatsMessage, *, consumer: str, max_deliver: int
-) -> AsyncIterator[None]:
-    """Run a handler body for one JetStream message with trace id, backoff and dead-lettering.
-
-    On error before the last attempt the message is nacked with a delay and the
-    error re-raised; on the last attempt it is copied to the dead-letter stream
-    and acked, so it is parked, visible and never lost.
-    """
-    raw = msg.raw_message
-    token = trace_id_var.set((raw.headers or {}).get(headers.TRACE_ID, new_trace_id()))
-    attempt = raw.metadata.num_delivered
-    try:
-        yield
-    except Exception as exc:
-        if attempt >= max_deliver:
-            log.exception("giving up on %s after %d attempts: dead-lettered", raw.subject, attempt)
-            dead_headers = dict(raw.headers or {})
-            dead_headers.pop(headers.MSG_ID, None)
-            dead_headers[headers.DEAD_LETTER_REASON] = repr(exc)[:500]
-            dead_headers[headers.DEAD_LETTER_SUBJECT] = raw.subject
-            await broker.publish(
-                raw.data,
-                subjects.dead_letter(consumer),
-                headers=dead_headers,
-                stream=DEAD_LETTERS.name,
-                timeout=5.0,
-            )
-            return
-        log.warning("attempt %d on %s failed (%r): will retry", attempt, raw.subject, exc)
-        await msg.nack(delay=redelivery_delay(attempt))
-        raise
-    finally:
-        trace_id_var.reset(token)
 
 
 class UnsupportedSchemaVersion(ValueError):

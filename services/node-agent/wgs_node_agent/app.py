@@ -3,12 +3,13 @@
 import asyncio
 import logging
 
-from faststream.nats import NatsMessage
+from nats.aio.msg import Msg
 from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import ProviderCall, ProviderSends
 from wgs_contracts.messages import HandOffRequest, NodeCommand
+from wgs_kit.batched import BatchedPullConsumer
 from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
-from wgs_kit.messaging import decode, durable_subscriber, encode, guarded_delivery, make_broker
+from wgs_kit.messaging import decode, encode, make_broker
 from wgs_kit.outages import log_failure
 from wgs_kit.requests import RequestServer
 
@@ -18,6 +19,8 @@ from wgs_node_agent.runtime.select import open_runtime
 
 log = logging.getLogger(__name__)
 COMMAND_MAX_DELIVER = 8
+COMMAND_ACK_WAIT_SECONDS = 60.0  # a command may start a container (and restore its snapshot)
+COMMANDS_AT_ONCE = 16  # commands handled at the same time: one container start does not wait for another
 
 
 async def heartbeat_forever(agent: NodeAgent, seconds: float) -> None:
@@ -68,19 +71,10 @@ async def run(settings: Settings) -> None:
     runtime = await open_runtime(settings)
     broker = make_broker(settings.nats_url, f"wgs-node-agent-{settings.node_name}")
     agent = NodeAgent(settings, runtime, broker)
-    consumer = f"node-{settings.node_name}"
 
-    @durable_subscriber(
-        broker,
-        stream=streams.NODE_COMMANDS,
-        subject=subjects.node_commands(settings.node_name),
-        durable=consumer,
-        max_deliver=COMMAND_MAX_DELIVER,
-        ack_wait_seconds=60.0,
-    )
-    async def on_command(body: bytes, msg: NatsMessage) -> None:
-        async with guarded_delivery(broker, msg, consumer=consumer, max_deliver=COMMAND_MAX_DELIVER):
-            await agent.handle(decode(body, NodeCommand))  # type: ignore[arg-type]
+    async def on_commands(msgs: list[Msg]) -> None:
+        for msg in msgs:
+            await agent.handle(decode(msg.data, NodeCommand))  # type: ignore[arg-type]
 
     async def on_provider_call(body: bytes) -> bytes:
         return encode(await agent.relay(decode(body, ProviderCall)))
@@ -92,6 +86,18 @@ async def run(settings: Settings) -> None:
         return encode(await agent.handoff(decode(body, HandOffRequest)))
 
     await broker.start()
+    commands = BatchedPullConsumer(
+        broker.connection.jetstream(),
+        on_commands,
+        stream=streams.NODE_COMMANDS,
+        durable=f"node-{settings.node_name}",
+        filter_subjects=[subjects.node_commands(settings.node_name)],
+        max_deliver=COMMAND_MAX_DELIVER,
+        ack_wait_seconds=COMMAND_ACK_WAIT_SECONDS,
+        fetch_batch=COMMANDS_AT_ONCE,
+        concurrent=True,
+    )
+    await commands.start()
     requests = RequestServer(broker.connection)  # concurrently: each relayed call waits on its provider
     await requests.serve(subjects.provider_calls(settings.node_name), on_provider_call)
     await requests.serve(subjects.provider_sends(settings.node_name), on_provider_sends)
@@ -107,6 +113,7 @@ async def run(settings: Settings) -> None:
     await wait_for_shutdown()
     await requests.close()
     await cancel_all(tasks)
+    await commands.stop()
     await agent.close_sessions()
     await broker.stop()
     if runtime.name == "process":

@@ -5,7 +5,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from faststream.nats import NatsMessage
+from nats.aio.msg import Msg
 from wgs_contracts import streams, subjects
 from wgs_contracts.messages import (
     AssignmentsRequest,
@@ -17,16 +17,10 @@ from wgs_contracts.messages import (
 )
 from wgs_db import retention
 from wgs_db.engine import DATABASE_OUTAGES, NATS_AND_DATABASE_OUTAGES, close_database, open_database
+from wgs_kit.batched import BatchedPullConsumer
 from wgs_kit.lifecycle import cancel_all, freeze_startup_heap, wait_for_shutdown
-from wgs_kit.messaging import (
-    decode,
-    durable_subscriber,
-    encode,
-    guarded_delivery,
-    make_broker,
-    publish_core,
-)
-from wgs_kit.outages import log_failure, through_outages
+from wgs_kit.messaging import decode, encode, make_broker, publish_core
+from wgs_kit.outages import log_failure
 from wgs_kit.requests import RequestServer
 
 from wgs_scheduler.config import Settings
@@ -37,6 +31,7 @@ from wgs_scheduler.service import Scheduler
 log = logging.getLogger(__name__)
 COMMAND_CONSUMER = "scheduler-commands"
 COMMAND_MAX_DELIVER = 8
+COMMANDS_AT_ONCE = 16
 QUEUE_GROUP = "scheduler"
 
 
@@ -56,26 +51,22 @@ async def run(settings: Settings) -> None:
         request = decode(body, AssignmentsRequest)
         return encode(await scheduler.assignments(request.node))
 
-    commands = durable_subscriber(
-        broker,
+    async def on_commands(msgs: list[Msg]) -> None:
+        for msg in msgs:
+            await scheduler.handle(decode(msg.data, ControlCommand))  # type: ignore[arg-type]
+
+    await broker.start()
+    commands = BatchedPullConsumer(  # started while this scheduler leads
+        broker.connection.jetstream(),
+        on_commands,
         stream=streams.COMMANDS,
-        subject=subjects.ALL_COMMANDS,
         durable=COMMAND_CONSUMER,
+        filter_subjects=[subjects.ALL_COMMANDS],
         max_deliver=COMMAND_MAX_DELIVER,
+        fetch_batch=COMMANDS_AT_ONCE,
+        concurrent=True,
+        outages=DATABASE_OUTAGES,  # a PostgreSQL outage holds the commands: it never dead-letters them
     )
-
-    @commands
-    async def on_command(body: bytes, msg: NatsMessage) -> None:
-        async with guarded_delivery(broker, msg, consumer=COMMAND_CONSUMER, max_deliver=COMMAND_MAX_DELIVER):
-            command: ControlCommand = decode(body, ControlCommand)  # type: ignore[arg-type]
-            # a PostgreSQL outage holds the command (it never dead-letters it); other failures are retried
-            await through_outages(
-                lambda: scheduler.handle(command),
-                [msg.raw_message],
-                outages=DATABASE_OUTAGES,
-                what=COMMAND_CONSUMER,
-            )
-
     leader_tasks: list[asyncio.Task[None]] = []
     leader_requests: list[RequestServer] = []
 
@@ -142,8 +133,6 @@ async def run(settings: Settings) -> None:
         on_elected=on_elected,
         on_deposed=on_deposed,
     )
-    await broker.start()
-    await commands.stop()  # consumes only while leader
     election_task = asyncio.create_task(election.run())
     freeze_startup_heap()
     log.info("scheduler %s up", settings.holder)

@@ -5,7 +5,8 @@ a send the provider took during a PostgreSQL restart answers `200` though its re
 history would then be missing. Instead, when the record failed because the database was
 unavailable (`DATABASE_OUTAGES`), it waits here, in this API process, and one task stores the
 waiting records together once PostgreSQL answers again, trying every `FIRST_PAUSE` to
-`MAX_PAUSE` seconds. The statuses the provider reported meanwhile were kept unclaimed and
+`MAX_PAUSE` seconds (the pauses of the consumers holding messages through an outage,
+`wgs_kit.outages`). The statuses the provider reported meanwhile were kept unclaimed and
 belong to the message again (decision 46), so its history is whole.
 
 Bounded: at most `max_waiting` records wait (a record beyond is logged as lost), a record that
@@ -20,11 +21,10 @@ from collections.abc import Awaitable, Callable
 from typing import Final, Generic, TypeVar
 
 from wgs_db.engine import DATABASE_OUTAGES
+from wgs_kit.outages import FIRST_PAUSE, MAX_PAUSE
 
 log = logging.getLogger(__name__)
 Record = TypeVar("Record")
-FIRST_PAUSE: Final = 0.5
-MAX_PAUSE: Final = 5.0
 MAX_WAITING: Final = 100_000
 STOP_SECONDS: Final = 5.0
 
