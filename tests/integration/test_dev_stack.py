@@ -23,12 +23,11 @@ from wgs_devstack.processes import (
     START_LINE,
     ManagedProcess,
     free_port,
-    pid_alive,
-    pid_start_time,
     stop_recorded_providers,
     tail,
     wait_pid_gone,
 )
+from wgs_kit.procfs import pid_alive, pid_start_time
 from wgs_kit.waiting import wait_until
 
 STARTUP_SECONDS = 120.0

@@ -16,7 +16,8 @@ from wgs_devstack import images
 from wgs_devstack.docker_engine import DockerEngine, has_docker_engine, mounts_under
 from wgs_devstack.nats import EmbeddedNats
 from wgs_devstack.postgres import EmbeddedPostgres
-from wgs_devstack.processes import ProcessError, pid_alive
+from wgs_devstack.processes import ProcessError
+from wgs_kit.procfs import pid_alive
 
 needs_dockerd = pytest.mark.docker  # CI installs dockerd and runs as root: no skip hides these
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from wgs_kit.procfs import pid_alive, pid_start_time
 
 from wgs_devstack import images
 from wgs_devstack.docker_engine import has_docker_engine
@@ -24,8 +25,6 @@ from wgs_devstack.postgres import EmbeddedPostgres
 from wgs_devstack.processes import (
     ManagedProcess,
     ProcessError,
-    pid_alive,
-    pid_start_time,
     run_command,
     stop_recorded_providers,
     wait_pid_gone,

@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
+from wgs_kit.procfs import pid_alive
+
 Probe = Callable[[], Awaitable[bool]]
 
 _POLL_INTERVAL = 0.05
@@ -50,25 +52,6 @@ def tail(path: Path, lines: int = 30) -> str:
     except FileNotFoundError:
         return ""
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
-
-
-def pid_alive(pid: int) -> bool:
-    """Return True if a process (not a zombie) with this PID exists."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            state = fh.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def pid_start_time(pid: int) -> int | None:
-    """Return the start time (clock ticks since boot) of a PID, to detect PID reuse."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[19])
-    except (FileNotFoundError, IndexError, ValueError):
-        return None
 
 
 async def wait_pid_gone(pid: int, timeout: float) -> bool:

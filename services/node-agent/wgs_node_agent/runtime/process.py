@@ -15,28 +15,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from wgs_contracts.messages import InstanceSpec, Provider
+from wgs_kit.procfs import pid_alive, pid_stopped
 
 from wgs_node_agent.runtime.base import ContainerEvent, ContainerId, InstancePaths, ManagedContainer, StartError
 
 log = logging.getLogger(__name__)
 RECORD = "process.json"
-
-
-def pid_alive(pid: int) -> bool:
-    """True when a process with this pid exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
-
-
-def pid_stopped(pid: int) -> bool:
-    """True when the process is stopped by a signal (SIGSTOP: a pause the agent did not undo)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"
-    except (OSError, IndexError):
-        return False
 
 
 class ProcessRuntime:
