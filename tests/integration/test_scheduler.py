@@ -11,6 +11,7 @@ from wgs_contracts.messages import NodeCommand, StartInstance
 from wgs_devstack.services import Service
 from wgs_kit.messaging import encode
 from wgs_kit.waiting import wait_until
+from wgs_scheduler.app import COMMAND_CONSUMER
 from wgs_scheduler.leader import APPLICATION_PREFIX, LEADER_LOCK_KEY
 
 from tests.integration.conftest import InstanceRows
@@ -144,6 +145,46 @@ async def test_one_leader_at_a_time_and_a_standby_takes_over_after_kill_9(
         scheduler.start()
         await standby.stop()
     await wait_until(lambda: lock_holder(db), timeout=15, what="the restarted scheduler leads")
+
+
+async def lock_backend(db) -> int | None:
+    """The PostgreSQL backend (pid) of the connection holding the scheduler leader lock."""
+    return await db.fetchval(
+        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = 0 AND objid = $1",
+        LEADER_LOCK_KEY,
+    )
+
+
+async def test_a_leader_deposed_by_a_lost_connection_is_elected_again_and_consumes_commands(
+    client: httpx.AsyncClient, db, scheduler: Service, migrated: dict[str, str]
+) -> None:
+    """Deposed, the scheduler stops its command consumer; elected again, the same process starts it
+    again (decision 61): a create's command is then consumed and acknowledged."""
+    holder = await wait_until(lambda: lock_holder(db), timeout=15, what="a leader")
+    backend = await lock_backend(db)
+    assert await db.fetchval("SELECT pg_terminate_backend($1)", backend)
+
+    async def elected_again() -> bool:
+        current = await lock_backend(db)
+        return current is not None and current != backend and await lock_holder(db) == holder
+
+    await wait_until(elected_again, timeout=15, what="the same scheduler elected again")
+    tenant = await create_tenant(client)
+    nc = await nats.connect(migrated["NATS_URL"])
+    try:
+        js = nc.jetstream()
+        body = {"phone": unique_phone(), "provider": "waba", "resources": {"cpu": 0.5, "memory": "128m"}}
+        created = await client.post("/api/instances?wait=0", json=body, headers=tenant.headers)
+        assert created.status_code == 202, created.text
+        last = (await js.stream_info(streams.COMMANDS.name)).state.last_seq
+
+        async def consumed() -> bool:
+            info = await js.consumer_info(streams.COMMANDS.name, COMMAND_CONSUMER)
+            return info.ack_floor is not None and info.ack_floor.stream_seq >= last and info.num_ack_pending == 0
+
+        await wait_until(consumed, timeout=15, what="the create's command consumed by the re-elected leader")
+    finally:
+        await nc.close()
 
 
 async def test_the_scheduler_freezes_its_start_up_heap(scheduler: Service) -> None:
