@@ -10,7 +10,7 @@ deliveries in creation order), and only then are its messages acknowledged: on a
 nothing has been acknowledged, and the batch is handled again one message at a time, in order,
 so that one poison message holds back only itself. A message that fails on its own is
 redelivered with backoff, and dead-lettered on `wgs.dlq.webhooks-fanout` at its last delivery
-(the same rules as `wgs_kit.messaging.guarded_delivery`).
+(the rules of every durable consumer here, `wgs_kit.batched`).
 """
 
 import logging
