@@ -112,5 +112,6 @@ async def open_loop(url: str, body: dict, headers: dict[str, str], rate: float, 
         "failed": result["failed"],
         "failures": failure_kinds(result["failures"]),
         "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
+        "p95_ms": round(percentile(latencies, 0.95) * 1000, 1) if latencies else None,
         "p99_ms": round(percentile(latencies, 0.99) * 1000, 1) if latencies else None,
     }

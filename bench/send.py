@@ -10,7 +10,7 @@ responder (`bench.echo_baseline`). For both it measures
   Once per C of `--in-flight` (default 32 and 64: the gateway batches the sends waiting
   together, so its throughput grows with the sends in flight);
 - latency at a fixed offered rate (open loop, `bench.open_loop`: each latency counted from when
-  its request was due; default 500/s for D seconds): p50/p99, the machine's busy and steal share
+  its request was due; default 500/s for D seconds): p50/p95/p99, the machine's busy and steal share
   meanwhile (`bench.cpu.MachineSampler`; steal: time the hypervisor gave to other guests), the
   CPU per send of each component, and for the gateway the PostgreSQL transactions that wrote something, per send
   (every service's), both with the run's backlog included: counts that vary far less from run
@@ -322,23 +322,27 @@ def print_table(result: dict) -> None:
             )
     rate = result["gateway_send"]["latency"]["offered_per_second"]
     print(
-        f"{'server':<32}{f'p50 ms @ {rate:g}/s':>16}{'p99 ms':>9}{'failed':>8}{'steal %':>9}{'worst 1 s':>11}"
-        f"{'p99 @ half':>12}{'p50 idle':>10}"
+        f"{'server':<32}{f'p50 ms @ {rate:g}/s':>16}{'p95 ms':>9}{'p99 ms':>9}{'failed':>8}{'steal %':>9}"
+        f"{'worst 1 s':>11}{'p99 @ half':>12}{'p50 idle':>10}"
     )
     for name, key in rows:
         row = result[key]
         latency, machine = row["latency"], row["latency"]["machine"]
         print(
-            f"{name:<32}{latency['p50_ms']!s:>16}{latency['p99_ms']!s:>9}{latency['failed']:>8}"
+            f"{name:<32}{latency['p50_ms']!s:>16}{latency['p95_ms']!s:>9}{latency['p99_ms']!s:>9}{latency['failed']:>8}"
             f"{machine['steal_percent']:>9}{machine['worst_second_steal_percent']:>11}"
             f"{row['latency_at_half_capacity']['p99_ms']!s:>12}{row['latency_nearly_idle']['p50_ms']!s:>10}"
         )
     if "latency_curve" in result["gateway_send"]:
-        print(f"{'server':<32}{'offered/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'failed':>8}{'busy %':>8}{'steal %':>9}")
+        print(
+            f"{'server':<32}{'offered/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'failed':>8}{'busy %':>8}"
+            f"{'steal %':>9}"
+        )
         for name, key in rows:
             for point in result[key]["latency_curve"]:
                 print(
-                    f"{name:<32}{point['offered_per_second']:>10g}{point['p50_ms']!s:>9}{point['p99_ms']!s:>9}"
+                    f"{name:<32}{point['offered_per_second']:>10g}{point['p50_ms']!s:>9}{point['p95_ms']!s:>9}"
+                    f"{point['p99_ms']!s:>9}"
                     f"{point['failed']:>8}{point['machine']['busy_percent']:>8}{point['machine']['steal_percent']:>9}"
                 )
     for name, key in rows:
