@@ -1,7 +1,12 @@
 """Instance requests the API refuses before anything reaches a node: each is a clear 4xx, nothing written."""
 
+from collections.abc import AsyncIterator
+from pathlib import Path
+
 import httpx
 import pytest
+from wgs_devstack.processes import free_port
+from wgs_devstack.services import ApiService
 
 from tests.support.api import create_tenant, pending_instance, unique_phone
 
@@ -113,3 +118,44 @@ async def test_the_instance_list_pages_oldest_first_with_limit_and_after(client:
     finally:
         for instance_id in ids:
             await client.delete(f"/api/instances/{instance_id}", headers=tenant.headers)
+
+
+@pytest.fixture(scope="module")
+async def api_refusing_private(migrated: dict[str, str], work_dir: Path) -> AsyncIterator[httpx.AsyncClient]:
+    """An API process as deployed by default: webhook URLs on private addresses are refused."""
+    service = ApiService(
+        {**migrated, "WGS_WEBHOOKS_ALLOW_PRIVATE": "0"}, work_dir / "logs", free_port(), name="api-public-hooks"
+    )
+    await service.ready()
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as client:
+        yield client
+    await service.stop()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://１２７.０.０.１/hook",  # fullwidth digits: normalised to 127.0.0.1 by IDNA
+    ],
+)
+async def test_the_instance_webhook_field_refuses_private_addresses_as_endpoints_do(
+    api_refusing_private: httpx.AsyncClient, db, url: str
+) -> None:
+    """The seed's `webhook` field becomes a webhook endpoint, so it passes the same SSRF check."""
+    tenant = await create_tenant(api_refusing_private)
+    created = await api_refusing_private.post(
+        "/api/instances?wait=0",
+        json={"phone": unique_phone(), "provider": "sandbox", "webhook": url},
+        headers=tenant.headers,
+    )
+    assert created.status_code == 422, created.text
+    assert created.json()["field"] == "webhook"
+    endpoint = await api_refusing_private.post("/api/webhooks", json={"url": url}, headers=tenant.headers)
+    assert endpoint.status_code == 422, endpoint.text
+    assert endpoint.json()["field"] == "url"
+    assert await db.fetchval("SELECT count(*) FROM instances WHERE tenant_id = $1", tenant.id) == 0
+    assert await db.fetchval("SELECT count(*) FROM webhook_endpoints WHERE tenant_id = $1", tenant.id) == 0

@@ -19,6 +19,7 @@ from wgs_api.domain.instances.validation import (
     validate_create,
 )
 from wgs_api.domain.messaging.leases import LEASES
+from wgs_api.domain.webhooks.urls import validate_url
 from wgs_api.errors import Conflict, Invalid, NoCapacity, NotFound, StartFailed, Unavailable, error_for_status
 from wgs_api.messaging import ApiMessaging
 
@@ -130,6 +131,8 @@ async def create_instance(
         default_memory=settings.default_memory,
         min_memory_bytes=settings.min_memory_bytes,
     )
+    if valid.webhook is not None:
+        await validate_url(valid.webhook, field="webhook")
     check_fits_largest_node(valid, *await largest_node())
     row = await insert_instance(tenant_id, valid, settings.pids_limit)
     instance_id = row["id"]

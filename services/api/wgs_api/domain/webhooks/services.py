@@ -11,10 +11,10 @@ from wgs_contracts.instance_events import EVENT_KINDS
 from wgs_contracts.webhook_envelope import TEST_EVENT_PREFIX, TEST_EVENT_TYPE, endpoint_test_body
 from wgs_db.engine import DB
 from wgs_db.tables import Tenant, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from wgs_kit.urls import RefusedUrl, allow_private_from_env, check_url
 
 from wgs_api.domain.instances.services import fetch_own
 from wgs_api.domain.webhooks import schemas
+from wgs_api.domain.webhooks.urls import validate_url
 from wgs_api.errors import Conflict, Invalid, NotFound
 
 EVENT_FILTERS: Final = frozenset({"*", *EVENT_KINDS})
@@ -167,14 +167,6 @@ def validate_events(events: list[str]) -> list[str]:
         allowed = ", ".join(sorted(EVENT_FILTERS))
         raise Invalid(f"events: expected a non-empty list of {allowed}", field="events")
     return list(dict.fromkeys(events))
-
-
-async def validate_url(url: str) -> None:
-    """422 naming `url` unless it is an http(s) URL this gateway may call."""
-    try:
-        await check_url(url, allow_private=allow_private_from_env())
-    except RefusedUrl as exc:
-        raise Invalid(f"url: {exc}", field="url") from None
 
 
 def validate_headers(headers: dict[str, str]) -> str:
