@@ -64,10 +64,11 @@ async def test_pair_by_qr_and_by_code_then_message_a_to_b(
     assert unpaired.json()["error"] == "Client not connected"
     assert unpaired.json()["code"] == "unavailable"
 
-    png = await client.get(f"/api/instances/{a['id']}/qr", headers=tenant_a.headers)
-    assert png.status_code == 200, png.text
-    assert png.headers["content-type"] == "image/png"
-    assert png.content.startswith(PNG_MAGIC)
+    for accept in ("*/*", "application/json, text/plain, */*"):  # curl's, and axios's default: the PNG
+        png = await client.get(f"/api/instances/{a['id']}/qr", headers={**tenant_a.headers, "Accept": accept})
+        assert png.status_code == 200, png.text
+        assert png.headers["content-type"] == "image/png"
+        assert png.content.startswith(PNG_MAGIC)
     as_json = (
         await client.get(f"/api/instances/{a['id']}/qr", headers={**tenant_a.headers, "Accept": "application/json"})
     ).json()

@@ -34,6 +34,7 @@ from tests.support.api import create_tenant, pending_instance, unique_phone
         ),
         ({"phone": "491701234567", "provider": "sandbox", "resources": {"cpu": 512}}, "resources.cpu"),
         ({"phone": "491701234567", "provider": "sandbox", "webhook": "ftp://x"}, "webhook"),
+        ({"phone": "491701234567", "provider": "sandbox", "webhook": "https://example.com/" + "a" * 2048}, "webhook"),
         ({"phone": 491701234567, "provider": "sandbox"}, "phone"),
     ],
 )

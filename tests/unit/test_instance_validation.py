@@ -76,7 +76,8 @@ def test_minimum_memory_is_accepted():
     assert validate(body(resources=Resources(memory="32m"))).memory_bytes == 32 * MIB
 
 
-def test_http_webhook_allowed():
+def test_the_webhook_is_kept_as_given_for_the_url_check():
+    """`validate_create` leaves the URL to `validate_url` (integration tests), which resolves it."""
     assert validate(body(webhook="http://10.0.0.1:8080/x")).webhook == "http://10.0.0.1:8080/x"
 
 
@@ -97,8 +98,6 @@ def test_http_webhook_allowed():
         ({"resources": Resources(memory="512")}, "resources.memory"),
         ({"resources": Resources(memory="lots")}, "resources.memory"),
         ({"resources": Resources(memory="31m")}, "resources.memory"),
-        ({"webhook": "ftp://x"}, "webhook"),
-        ({"webhook": "https://example.com/" + "a" * 2048}, "webhook"),
         ({"name": ""}, "name"),
         ({"name": "n" * 257}, "name"),
     ],

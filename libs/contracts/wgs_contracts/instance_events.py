@@ -165,11 +165,13 @@ class ProviderCall(Base, frozen=True, tag="provider.call"):
 
 
 class ProviderReply(Base, frozen=True, tag="provider.reply"):
-    """The provider's HTTP answer (`status` 504 when it did not answer, 404 when not here)."""
+    """The provider's HTTP answer; or, `relayed` False, the agent's own: 404 when the instance does
+    not run on its node, 504 when its provider did not answer."""
 
     status: int
     body: bytes
     content_type: str = "application/json"
+    relayed: bool = True
 
 
 class ProviderSends(Base, frozen=True, tag="provider.sends"):

@@ -42,7 +42,7 @@ from wgs_node_agent.session import InstanceSession
 from wgs_node_agent.snapshots import Outcome, Snapshotter, read_marker
 
 log = logging.getLogger(__name__)
-NOT_HERE = ProviderReply(status=404, body=b'{"error": "instance is not running on this node"}')
+NOT_HERE = ProviderReply(status=404, body=b'{"error": "instance is not running on this node"}', relayed=False)
 SEEN_EVENTS_LIMIT = 1024
 HANDED_OFF_SECONDS = 60.0  # a handed-off generation is not started here again for this long
 CRASH_RESET_SECONDS = 60.0  # a container that ran this long since its last crash starts over at the first backoff

@@ -71,7 +71,7 @@ PROVIDER_WAIT_SECONDS = 1.0  # longest pause before a queued send or mail is off
 
 
 PROVIDER_NOT_ANSWERING: Final = ProviderReply(
-    status=NOT_ANSWERING_STATUS, body=b'{"error": "provider is not answering"}'
+    status=NOT_ANSWERING_STATUS, body=b'{"error": "provider is not answering"}', relayed=False
 )
 MAX_SEND_BATCH = 100  # sends of one `POST /messages` batch call
 MAILBOX_IDLE_SECONDS = 7 * 24 * 3600.0  # a phone's mail consumer nobody drained for this long is removed

@@ -21,9 +21,9 @@ class MessagingController(Controller):
 
     @get("/qr", operation_id="GetQr", media_type="image/png")
     async def qr(self, tenant_id: int, instance_id: int, state: State, request: Request) -> Response[Any]:
-        """The pairing QR as `image/png`; `Accept: application/json` gives `{"raw", "base64"}`."""
+        """The pairing QR as `image/png`; `{"raw", "base64"}` to a client preferring `application/json`."""
         raw, png = await services.qr_code(state.messaging, tenant_id, instance_id)
-        if "application/json" in request.headers.get("accept", ""):
+        if services.prefers_json(request.headers.get("accept", "")):
             return Response(services.qr_json(raw, png), media_type="application/json")
         return Response(png, media_type="image/png")
 

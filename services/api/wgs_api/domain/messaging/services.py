@@ -60,19 +60,25 @@ async def node_name(row: dict[str, Any]) -> str | None:
 
 
 def provider_error(reply: ProviderReply) -> ProviderAnswer:
-    """The provider's error reply as an API error."""
+    """The provider's error reply as an API error, its `reason` (when it gives one) in the message."""
     try:
         body = json.loads(reply.body)
     except ValueError:
         body = {}
-    message = body.get("error") if isinstance(body, dict) else None
-    return ProviderAnswer(reply.status, message or f"provider answered {reply.status}", body.get("field"))
+    if not isinstance(body, dict):
+        body = {}
+    message = str(body.get("error") or f"provider answered {reply.status}")
+    if body.get("reason"):
+        message = f"{message} ({body['reason']})"
+    return ProviderAnswer(reply.status, message, body.get("field"))
 
 
 async def call_running(
     messaging: ApiMessaging, tenant_id: int, instance_id: int, method: str, path: str, body: bytes | None = None
 ) -> tuple[dict[str, Any], ProviderReply]:
-    """Relay a call to a running instance's provider; 503 when it cannot be reached now."""
+    """Relay a call to a running instance's provider; 503 when it cannot be reached now (its node
+    does not answer, does not run it, or its provider does not answer). The provider's own answer,
+    an error too (`404` no QR yet), is the caller's to read."""
     row = await fetch_own(tenant_id, instance_id)
     node = await node_name(row)
     if node is None or row["status"] != InstanceStatus.RUNNING.value:
@@ -80,7 +86,7 @@ async def call_running(
     reply = await messaging.call_provider(
         node, ProviderCall(instance_id=instance_id, method=method, path=path, body=body)
     )
-    if reply is None or reply.status in (404, 504):
+    if reply is None or not reply.relayed:
         raise Unavailable("Instance is not reachable right now; try again shortly.")
     return row, reply
 
@@ -94,6 +100,35 @@ async def qr_code(messaging: ApiMessaging, tenant_id: int, instance_id: int) -> 
     png = io.BytesIO()
     segno.make(raw, error="m").save(png, kind="png", scale=6, border=2)
     return raw, png.getvalue()
+
+
+def media_quality(accept: str, media_type: str) -> float:
+    """The quality an `Accept` header gives `media_type`: that of its most specific range matching it
+    (`type/subtype` over `type/*` over `*/*`); 0 when none does."""
+    maintype = media_type.split("/")[0]
+    best: tuple[int, float] = (-1, 0.0)  # (specificity, quality)
+    for item in accept.split(","):
+        range_, *params = (part.strip() for part in item.split(";"))
+        specificity = {media_type: 2, f"{maintype}/*": 1, "*/*": 0}.get(range_.lower())
+        if specificity is None or specificity <= best[0]:
+            continue
+        quality = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        best = (specificity, quality)
+    return best[1]
+
+
+def prefers_json(accept: str) -> bool:
+    """Whether a QR request rates `application/json` above `image/png`. The original API always
+    answered the PNG, so a tie keeps it: axios's default `application/json, text/plain, */*`
+    still gets the PNG; `Accept: application/json` (or with `*/*;q=0.8`) gets the JSON."""
+    return media_quality(accept, "application/json") > media_quality(accept, "image/png")
 
 
 def qr_json(raw: str, png: bytes) -> schemas.QrJson:

@@ -1,0 +1,80 @@
+"""What a tenant gets from a provider's own answer and from its node agent's: the API process on the
+real NATS and PostgreSQL; the node agent's side is a scripted responder on the node's subject."""
+
+from collections.abc import AsyncIterator
+
+import httpx
+import msgspec
+import nats
+import pytest
+from wgs_contracts import subjects
+from wgs_contracts.instance_events import ProviderCall, ProviderReply
+from wgs_kit.messaging import decode, encode
+from wgs_kit.requests import RequestServer
+
+from tests.integration.conftest import InstanceRows
+from tests.support.api import Tenant, create_tenant
+
+NO_QR_YET = ProviderReply(status=404, body=msgspec.json.encode({"error": "no QR yet", "reason": "provider is starting"}))
+NOT_HERE = ProviderReply(status=404, body=b'{"error": "instance is not running on this node"}', relayed=False)
+NOT_ANSWERING = ProviderReply(status=504, body=b'{"error": "provider is not answering"}', relayed=False)
+
+
+@pytest.fixture
+async def tenant(client: httpx.AsyncClient) -> Tenant:
+    return await create_tenant(client)
+
+
+@pytest.fixture
+async def scripted_node(migrated: dict[str, str], instance_rows: InstanceRows) -> AsyncIterator[dict[int, ProviderReply]]:
+    """The rows' node answering each provider call with the reply scripted for its instance."""
+    name = await instance_rows.db.fetchval("SELECT name FROM nodes WHERE id = $1", instance_rows.node_id)
+    replies: dict[int, ProviderReply] = {}
+
+    async def answer(data: bytes) -> bytes:
+        return encode(replies[decode(data, ProviderCall).instance_id])
+
+    nc = await nats.connect(migrated["NATS_URL"])
+    server = RequestServer(nc)
+    await server.serve(subjects.provider_calls(name), answer)
+    await nc.flush()
+    yield replies
+    await server.close()
+    await nc.close()
+
+
+async def running(rows: InstanceRows, tenant: Tenant) -> int:
+    instance_id = await rows.add(tenant.id)
+    await rows.db.execute("UPDATE instances SET status = 'running' WHERE id = $1", instance_id)
+    return instance_id
+
+
+async def test_a_providers_no_qr_yet_reaches_the_tenant_as_404_with_its_reason(
+    client: httpx.AsyncClient, tenant: Tenant, instance_rows: InstanceRows, scripted_node: dict[int, ProviderReply]
+) -> None:
+    instance_id = await running(instance_rows, tenant)
+    scripted_node[instance_id] = NO_QR_YET
+    for accept in ("image/png", "application/json"):
+        qr = await client.get(f"/api/instances/{instance_id}/qr", headers={**tenant.headers, "Accept": accept})
+        assert qr.status_code == 404, qr.text
+        assert qr.json() == {"error": "no QR yet (provider is starting)", "code": "not_found"}
+
+
+@pytest.mark.parametrize("agent_reply", [NOT_HERE, NOT_ANSWERING], ids=["not-on-this-node", "provider-silent"])
+async def test_the_agents_own_answers_are_503_unreachable(
+    client: httpx.AsyncClient,
+    tenant: Tenant,
+    instance_rows: InstanceRows,
+    scripted_node: dict[int, ProviderReply],
+    agent_reply: ProviderReply,
+) -> None:
+    """A node that does not run the instance, or whose provider is silent, is not the provider's 404."""
+    instance_id = await running(instance_rows, tenant)
+    scripted_node[instance_id] = agent_reply
+    qr = await client.get(f"/api/instances/{instance_id}/qr", headers=tenant.headers)
+    assert qr.status_code == 503, qr.text
+    assert qr.json()["code"] == "unavailable"
+    code = await client.post(
+        f"/api/instances/{instance_id}/pair-code", json={"phone": "491701234567"}, headers=tenant.headers
+    )
+    assert code.status_code == 503, code.text
