@@ -42,13 +42,21 @@ class ProviderUnderTest:
         """True for the sandbox image."""
         return is_sandbox_image(self.image)
 
-    async def raw_status(self, data: bytes) -> int:
-        """Send raw bytes on a new connection; the status code of the answer."""
+    async def raw_status(self, data: bytes, *, then_closed: bool = False, timeout: float = 10) -> int:
+        """Send raw bytes on a new connection; the status code of the answer.
+
+        With `then_closed`, also check that the provider closes the connection after the answer.
+        """
         reader, writer = await asyncio.open_unix_connection(str(self.socket))
         try:
             writer.write(data)
             await writer.drain()
-            status_line = await asyncio.wait_for(reader.readline(), 10)
+            status_line = await asyncio.wait_for(reader.readline(), timeout)
+            if then_closed:
+                try:
+                    await asyncio.wait_for(reader.read(), timeout)  # the rest, up to the end of the connection
+                except TimeoutError:
+                    raise AssertionError(f"connection still open {timeout:g} s after {status_line!r}") from None
         finally:
             writer.close()
         return int(status_line.split()[1])

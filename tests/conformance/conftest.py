@@ -2,8 +2,10 @@
 
 `WGS_CONFORMANCE_IMAGES` (comma list, default the sandbox) names the images. Each test gets one
 fresh container, configured exactly as the node agent configures it (`container_config`,
-`prepare_folders`) plus `WGS_PHONE` and the test's `provider_env` marker. Tests marked
-`sandbox_only` use the sandbox's simulated phone and network and skip for other images.
+`prepare_folders`) plus `WGS_PHONE` and the test's `provider_env` marker. Its network is
+`WGS_CONFORMANCE_NETWORK`, the agent's `WGS_PROVIDER_NETWORK` (default `none`; the private engine has
+no bridge, so a provider that must reach WhatsApp needs `host`). Tests marked `sandbox_only` use the
+sandbox's simulated phone and network and skip for other images.
 """
 
 import itertools
@@ -25,6 +27,7 @@ from tests.conformance.client import ProviderUnderTest, is_sandbox_image
 
 DEFAULT_IMAGES = labels.provider_image(Provider.SANDBOX.value)
 IMAGES = [name.strip() for name in os.environ.get("WGS_CONFORMANCE_IMAGES", DEFAULT_IMAGES).split(",") if name.strip()]
+NETWORK = os.environ.get("WGS_CONFORMANCE_NETWORK") or "none"
 PHONE = "491700000001"
 _instance_ids = itertools.count(1)
 
@@ -62,7 +65,7 @@ async def provider(
         memory_bytes=256 * 2**20,
         pids_limit=128,
     )
-    config = container_config(spec, 1, paths, node="conformance", network_mode="none")
+    config = container_config(spec, 1, paths, node="conformance", network_mode=NETWORK)
     config["Image"] = image
     # Not labelled as managed: a node agent on the same engine must neither adopt nor remove it.
     del config["Labels"][labels.MANAGED]

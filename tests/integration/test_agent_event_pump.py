@@ -1,7 +1,8 @@
 """The agent's event pump paces itself (decision 38), against the real sandbox provider (in this
 process, on a unix socket) and real NATS: a backlog is read page after page without pause; once a
 page has emptied the outbox, the pump lets the next events gather for `event_linger_seconds`
-before it reads again, so a steady trickle of events goes out in a few pages, not one per event."""
+before it reads again, so a steady trickle of events goes out in a few pages, not one per event.
+An event that breaks the contract is skipped, not retried in front of the events behind it."""
 
 import asyncio
 import contextlib
@@ -79,9 +80,9 @@ async def sandbox() -> AsyncIterator[RecordingSandbox]:
     shutil.rmtree(folder)
 
 
-async def published(js: JetStreamContext) -> int:
-    """How many of the test instance's events the stream holds."""
-    info = await js.stream_info(streams.EVENTS.name, subjects_filter=subjects.instance_event(INSTANCE_ID, "qr"))
+async def published(js: JetStreamContext, kind: str = "qr") -> int:
+    """How many of the test instance's events of `kind` the stream holds."""
+    info = await js.stream_info(streams.EVENTS.name, subjects_filter=subjects.instance_event(INSTANCE_ID, kind))
     return sum((info.state.subjects or {}).values())
 
 
@@ -124,3 +125,34 @@ async def test_a_backlog_goes_at_once_and_a_trickle_gathers_while_the_pump_linge
     assert len(trickle) >= 3, f"pages of the trickle: {trickle}"
     assert min(trickle[1:]) > 5, f"pages of the trickle: {trickle}"
     assert await published(js) - before >= BACKLOG
+
+
+async def test_an_event_that_breaks_the_contract_is_skipped_not_retried_forever(
+    migrated: dict[str, str], js: JetStreamContext, sandbox: RecordingSandbox
+) -> None:
+    """A provider's event whose `data` does not match its type (a content type the contract lacks, a
+    receipt without its fields) is logged and skipped: the events behind it still go out, and the
+    outbox is acked past it."""
+    provider = sandbox.provider
+    provider._emit("qr", {"qr": "before"})
+    provider._emit("message", {"message_id": "m1", "from": "491700000002", "content": {"type": "sticker"}})
+    provider._emit("sandbox.receipt", {"id": 1})
+    provider._emit("qr", {"qr": "after"})
+    await provider.commit()
+    broker = make_broker(migrated["NATS_URL"], "test-agent-pump-contract")
+    await broker.start()
+    network = SandboxNetwork(lambda: broker.connection)
+    # generation 2: its event ids differ from the other test's, which the stream may still deduplicate
+    session = InstanceSession(SPEC, 2, sandbox.paths, broker, network, event_linger_seconds=LINGER_SECONDS)
+    before, messages_before = await published(js), await published(js, "message")
+    try:
+        await session.start()
+
+        async def done() -> bool:
+            return not provider.outbox and await published(js) >= before + 2
+
+        await wait_until(done, timeout=30, what="the events behind the bad ones published, and all acked")
+    finally:
+        await session.stop()
+        await broker.stop()
+    assert await published(js, "message") == messages_before

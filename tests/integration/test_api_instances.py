@@ -140,7 +140,7 @@ async def api_refusing_private(migrated: dict[str, str], work_dir: Path) -> Asyn
         "http://localhost/hook",
         "http://169.254.169.254/latest/meta-data",
         "http://[::ffff:127.0.0.1]/hook",
-        "http://１２７.０.０.１/hook",  # fullwidth digits: normalised to 127.0.0.1 by IDNA
+        "http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/hook",  # fullwidth digits: 127.0.0.1 once normalised (IDNA)
     ],
 )
 async def test_the_instance_webhook_field_refuses_private_addresses_as_endpoints_do(

@@ -15,7 +15,9 @@ from wgs_kit.requests import RequestServer
 from tests.integration.conftest import InstanceRows
 from tests.support.api import Tenant, create_tenant
 
-NO_QR_YET = ProviderReply(status=404, body=msgspec.json.encode({"error": "no QR yet", "reason": "provider is starting"}))
+NO_QR_YET = ProviderReply(
+    status=404, body=msgspec.json.encode({"error": "no QR yet", "reason": "provider is starting"})
+)
 NOT_HERE = ProviderReply(status=404, body=b'{"error": "instance is not running on this node"}', relayed=False)
 NOT_ANSWERING = ProviderReply(status=504, body=b'{"error": "provider is not answering"}', relayed=False)
 
@@ -26,7 +28,9 @@ async def tenant(client: httpx.AsyncClient) -> Tenant:
 
 
 @pytest.fixture
-async def scripted_node(migrated: dict[str, str], instance_rows: InstanceRows) -> AsyncIterator[dict[int, ProviderReply]]:
+async def scripted_node(
+    migrated: dict[str, str], instance_rows: InstanceRows
+) -> AsyncIterator[dict[int, ProviderReply]]:
     """The rows' node answering each provider call with the reply scripted for its instance."""
     name = await instance_rows.db.fetchval("SELECT name FROM nodes WHERE id = $1", instance_rows.node_id)
     replies: dict[int, ProviderReply] = {}

@@ -292,8 +292,17 @@ class InstanceSession:
             for event in page.events:
                 if event.seq <= cursor:
                     continue
-                if not routing.take(event):
-                    public.extend(self._contract_event(event))
+                try:
+                    if not routing.take(event):
+                        public.extend(self._contract_event(event))
+                except msgspec.DecodeError as exc:  # retrying would stall every event behind it
+                    log.error(
+                        "instance %d: provider event %d (%s) does not match the contract, skipped: %s",
+                        self.instance_id,
+                        event.seq,
+                        event.type,
+                        exc,
+                    )
                 cursor = event.seq
             await self._publish(public)
             await self._route_page(routing)
