@@ -56,6 +56,7 @@ async def test_duplicate_phone_is_409_and_quota_is_enforced(client: httpx.AsyncC
         "/api/instances?wait=0", json={"phone": phone, "provider": "sandbox"}, headers=tenant.headers
     )
     assert first.status_code == 202, first.text
+    assert first.json()["userId"] == first.json()["tenantId"] == tenant.id  # `userId`: the original's name
     again = await client.post(
         "/api/instances?wait=0", json={"phone": phone, "provider": "sandbox"}, headers=tenant.headers
     )

@@ -201,3 +201,29 @@ async def test_another_tenants_revocation_leaves_a_key_working(
         await refused_by(other, revoked.headers)
 
         assert (await other.get("/api/instances", headers=kept.headers)).status_code == 200
+
+
+async def test_a_key_of_the_original_gateway_is_taken_over_and_keeps_working(client: httpx.AsyncClient, db) -> None:
+    """Its users keep their `Bearer` tokens: the operator imports each one (stored hashed, like any key)."""
+    tenant = await create_tenant(client)
+    original = f"legacy-{uuid.uuid4().hex}"  # the original gateway's keys were any text
+    imported = await client.post(
+        f"/admin/tenants/{tenant.id}/keys", json={"key": original, "revokeOthers": True}, headers=ADMIN
+    )
+    assert imported.status_code == 201, imported.text
+    assert imported.json()["key"] == original
+    assert imported.json()["prefix"] == original[:4]
+    headers = {"Authorization": f"Bearer {original}"}
+    assert (await client.get("/api/instances", headers=headers)).status_code == 200
+    assert (await client.get("/api/instances", headers=tenant.headers)).status_code == 401  # rotated out
+    stored = await db.fetch("SELECT key_hash FROM api_keys WHERE tenant_id = $1 AND revoked_at IS NULL", tenant.id)
+    assert [r["key_hash"] for r in stored] == [hashlib.sha256(original.encode()).hexdigest()]
+
+    other = await create_tenant(client)
+    taken = await client.post(f"/admin/tenants/{other.id}/keys", json={"key": original}, headers=ADMIN)
+    assert taken.status_code == 409, taken.text
+    assert taken.json()["field"] == "key"
+    for bad in ("short", "has a space in it!", "x" * 513, "ключ-ключ-ключ-ключ"):
+        refused = await client.post(f"/admin/tenants/{other.id}/keys", json={"key": bad}, headers=ADMIN)
+        assert (refused.status_code, refused.json()["field"]) == (422, "key"), (bad, refused.text)
+    assert await db.fetchval("SELECT count(*) FROM api_keys WHERE tenant_id = $1", other.id) == 1  # its first only

@@ -47,9 +47,12 @@ class TenantCreated(Tenant, rename="camel"):
 
 
 class ApiKeyCreate(msgspec.Struct, rename="camel", forbid_unknown_fields=True):
-    """`POST /admin/tenants/{id}/keys` body: with `revokeOthers`, a rotation."""
+    """`POST /admin/tenants/{id}/keys` body: with `revokeOthers`, a rotation; with `key`, a key the
+    tenant already holds (from the original gateway, which stored its keys in plain text) is taken
+    over instead of a new one made."""
 
     revoke_others: bool = False
+    key: str | None = None
 
 
 class ApiKeyInfo(msgspec.Struct, rename="camel"):

@@ -154,21 +154,30 @@ async def update_tenant(tenant_id: int, data: schemas.TenantUpdate) -> schemas.T
 
 
 async def create_key(messaging: ApiMessaging, tenant_id: int, data: schemas.ApiKeyCreate) -> schemas.ApiKeyCreated:
-    """A new key for the tenant; with `revoke_others`, every other key is revoked (rotation)."""
+    """A new key for the tenant, or the one it already holds (`data.key`, taken over); with
+    `revoke_others`, every other key is revoked (rotation). `409` when that key is in use already."""
+    if data.key is not None:
+        try:
+            keys.check_imported_key(data.key)
+        except ValueError as exc:
+            raise Invalid(str(exc), field="key") from None
     await get_tenant(tenant_id)
-    key = keys.generate_key()
+    key = data.key if data.key is not None else keys.generate_key()
     revoked: list[dict[str, Any]] = []
-    async with DB.transaction():
-        if data.revoke_others:
-            revoked = await ApiKey.raw(
-                "UPDATE api_keys SET revoked_at = now() WHERE tenant_id = {} AND revoked_at IS NULL RETURNING id",
-                tenant_id,
-            )
-        row = (
-            await ApiKey.insert(
-                ApiKey(tenant=tenant_id, prefix=keys.display_prefix(key), key_hash=keys.hash_key(key))
-            ).returning(*ApiKey.all_columns())
-        )[0]
+    try:
+        async with DB.transaction():
+            if data.revoke_others:
+                revoked = await ApiKey.raw(
+                    "UPDATE api_keys SET revoked_at = now() WHERE tenant_id = {} AND revoked_at IS NULL RETURNING id",
+                    tenant_id,
+                )
+            row = (
+                await ApiKey.insert(
+                    ApiKey(tenant=tenant_id, prefix=keys.display_prefix(key), key_hash=keys.hash_key(key))
+                ).returning(*ApiKey.all_columns())
+            )[0]
+    except asyncpg.UniqueViolationError:
+        raise Conflict("key: this key is in use already", field="key") from None
     if revoked:
         await keys_revoked(messaging, tenant_id, [r["id"] for r in revoked])
     info = key_view(row)

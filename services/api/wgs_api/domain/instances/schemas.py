@@ -27,6 +27,7 @@ class Instance(msgspec.Struct, rename="camel"):
 
     id: int
     tenant_id: int
+    user_id: int  # the original gateway's name of `tenant_id`, kept for its clients
     node_id: int | None
     name: str | None
     phone_number: str

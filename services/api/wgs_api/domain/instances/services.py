@@ -32,6 +32,7 @@ def instance_view(row: dict[str, Any]) -> schemas.Instance:
     return schemas.Instance(
         id=row["id"],
         tenant_id=row["tenant_id"],
+        user_id=row["tenant_id"],
         node_id=row["node_id"],
         name=row["name"],
         phone_number=row["phone_number"],
