@@ -425,6 +425,75 @@ async def test_dead_deliveries_of_a_time_range_are_recovered_in_pages_and_delive
     assert again.json() == {"redelivered": 0, "more": False}  # nothing dead is left
 
 
+async def test_a_failing_ordered_endpoint_s_backlog_is_dead_after_the_retry_period(
+    client: httpx.AsyncClient, instance_rows: InstanceRows, js: JetStreamContext, webhooks: Service, receiver: Receiver
+) -> None:
+    """Every event is refused with 500. The first is retried for the test schedule's total (6.2 s), then
+    dead; the two created with it reach the head of the queue once their own retry period is over (it
+    counts from their creation), so each gets one attempt and is dead: a backlog behind a receiver that
+    never recovers does not grow."""
+    tenant, instance_id, created = await instance_endpoint(client, instance_rows, receiver, "never-up")
+    receiver.behaviours["never-up"] = Behaviour(statuses=[500] * 20)
+    events = [message(instance_id, tenant.id, f"m{n}") for n in range(3)]
+    for event in events:
+        await publish(js, event)
+
+    async def all_dead() -> list[dict] | None:
+        log = await settled_deliveries(client, tenant, created["id"])
+        return log if [d["status"] for d in log] == ["dead"] * 3 else None
+
+    log = await wait_until(all_dead, DEADLINE, what="three dead deliveries")
+    assert [(d["eventId"], d["attempts"]) for d in reversed(log)] == [
+        (events[0].event_id, 6),
+        (events[1].event_id, 1),
+        (events[2].event_id, 1),
+    ]
+    assert [h.event_id for h in receiver.requests("never-up")] == [events[0].event_id] * 6 + [
+        e.event_id for e in events[1:]
+    ]
+
+
+async def test_a_redelivery_waits_for_the_ordered_endpoint_s_delivery_in_flight(
+    client: httpx.AsyncClient,
+    db,
+    instance_rows: InstanceRows,
+    js: JetStreamContext,
+    webhooks: Service,
+    receiver: Receiver,
+) -> None:
+    """An older delivery redelivered while a newer one is being sent goes out only once that one is
+    answered: an ordered endpoint has one delivery in flight, whatever a redelivery put back."""
+    tenant, instance_id, created = await instance_endpoint(client, instance_rows, receiver, "in-flight")
+    behaviour = receiver.behaviours["in-flight"] = Behaviour(statuses=[400])
+    first, second = message(instance_id, tenant.id, "first"), message(instance_id, tenant.id, "second")
+    await publish(js, first)
+
+    async def dead() -> list[dict]:
+        return await deliveries(client, tenant, created["id"], status="dead")
+
+    [refused] = await wait_until(dead, DEADLINE, what="the first delivery dead")
+    behaviour.delay = 0.8  # each answer from now on: the second is in flight that long (the timeout is 1 s)
+    await publish(js, second)
+
+    async def second_in_flight() -> bool:
+        return any(h.event_id == second.event_id for h in receiver.requests("in-flight"))
+
+    await wait_until(second_in_flight, DEADLINE, what="the second delivery sent")
+    path = f"/api/webhooks/{created['id']}/deliveries/{refused['id']}/redeliver"
+    assert (await client.post(path, headers=tenant.headers)).status_code == 202
+    sending = await db.fetchval(
+        "SELECT status FROM webhook_deliveries WHERE endpoint_id = $1 AND event_id = $2",
+        created["id"],
+        second.event_id,
+    )
+    assert sending == "sending"  # the redelivery came while the second was in flight
+
+    assert await received(receiver, "in-flight", 2) == [second.event_id, first.event_id]
+    _, sent, resent = receiver.requests("in-flight")
+    assert resent.event_id == first.event_id
+    assert resent.at >= sent.at + behaviour.delay  # only after the second was answered
+
+
 async def test_receiver_down_across_a_webhooks_restart_gets_everything_afterwards(
     client: httpx.AsyncClient, db, js: JetStreamContext, webhooks: Service, instance_rows: InstanceRows
 ) -> None:

@@ -38,7 +38,8 @@ class Hit:
 
 @dataclass
 class Behaviour:
-    """How one path answers: `statuses` first (one per request), then 200; each after `delay` seconds."""
+    """How one path answers: `statuses` first (one per request), then 200; each after `delay` seconds,
+    with a `Retry-After: <retry_after>` header when it is set."""
 
     statuses: list[int] = field(default_factory=list)
     delay: float = 0.0
@@ -77,7 +78,7 @@ class Receiver:
         if behaviour.delay:
             await asyncio.sleep(behaviour.delay)  # deliberately slow endpoint, not a wait
         hit.status = behaviour.statuses.pop(0) if behaviour.statuses else 200
-        headers = {"Retry-After": behaviour.retry_after} if behaviour.retry_after and hit.status == 429 else {}
+        headers = {"Retry-After": behaviour.retry_after} if behaviour.retry_after else {}
         return web.Response(status=hit.status, text="nope" if hit.status >= 300 else "ok", headers=headers)
 
     def requests(self, name: str) -> list[Hit]:

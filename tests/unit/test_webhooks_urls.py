@@ -30,13 +30,19 @@ from wgs_webhooks.sender import Sender
         "::ffff:127.0.0.1",
         "::ffff:10.0.0.1",
         "2001:db8::1",
+        "2002:7f00:1::",  # 6to4 of 127.0.0.1
+        "2002:a9fe:a9fe::1",  # 6to4 of 169.254.169.254
+        "2002:a00:1::",  # 6to4 of 10.0.0.1
+        "fec0::1",  # deprecated site-local
     ],
 )
 def test_non_public_addresses_are_refused(address):
     assert not is_public(ipaddress.ip_address(address))
 
 
-@pytest.mark.parametrize("address", ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "::ffff:8.8.8.8"])
+@pytest.mark.parametrize(
+    "address", ["8.8.8.8", "1.1.1.1", "93.184.216.34", "2606:4700:4700::1111", "::ffff:8.8.8.8", "2002:808:808::"]
+)
 def test_public_addresses_are_allowed(address):
     assert is_public(ipaddress.ip_address(address))
 
@@ -45,6 +51,19 @@ def test_parse_url():
     assert parse_url("https://example.com/hook") == Target("example.com", 443)
     assert parse_url("http://Example.COM:8080/x?y=1") == Target("example.com", 8080)
     assert parse_url("http://[2606:4700::1]/") == Target("2606:4700::1", 80)
+
+
+# Hosts that yarl, and so aiohttp, reads as a private address literal (Unicode digits, full-width digits).
+DISGUISED_LITERALS = {
+    "http://①②⑦.0.0.1/hook": "127.0.0.1",
+    "http://\uff11\uff12\uff17.\uff10.\uff10.\uff11/hook": "127.0.0.1",
+    "http://⑯⑨.②⑤④.⑯⑨.②⑤④/latest": "169.254.169.254",
+}
+
+
+@pytest.mark.parametrize(("url", "host"), DISGUISED_LITERALS.items())
+def test_parse_url_gives_the_host_aiohttp_connects_to(url, host):
+    assert parse_url(url) == Target(host, 80)
 
 
 @pytest.mark.parametrize(
@@ -77,13 +96,21 @@ async def test_check_url_resolves_and_refuses_private_answers(monkeypatch):
     )
     await check_url("https://public.example/hook", allow_private=False)
     await check_url("http://8.8.8.8/hook", allow_private=False)
-    for url in ("https://mixed.example/", "http://local/", "http://127.0.0.1:8080/", "http://[::1]/"):
+    for url in (
+        "https://mixed.example/",
+        "http://local/",
+        "http://127.0.0.1:8080/",
+        "http://[::1]/",
+        *DISGUISED_LITERALS,
+    ):
         with pytest.raises(RefusedUrl, match="not a public address"):
             await check_url(url, allow_private=False)
     with pytest.raises(RefusedUrl, match="does not resolve"):
         await check_url("https://nowhere.example/", allow_private=False)
     await check_url("http://local/", allow_private=True)
     await check_url("http://nowhere.example/", allow_private=True)
+    for url in DISGUISED_LITERALS:
+        await check_url(url, allow_private=True)
     with pytest.raises(RefusedUrl):
         await check_url("gopher://public.example/", allow_private=True)
 
@@ -106,7 +133,12 @@ async def test_sender_refuses_private_address_literals_without_asking_dns(monkey
     try:
         answers = [
             await sender.post(url, {"content-type": "application/json"}, b"{}")
-            for url in ("http://127.0.0.1:9/hook", "http://[::1]:9/hook", "http://169.254.169.254/latest")
+            for url in (
+                "http://127.0.0.1:9/hook",
+                "http://[::1]:9/hook",
+                "http://169.254.169.254/latest",
+                *DISGUISED_LITERALS,
+            )
         ]
     finally:
         await sender.close()

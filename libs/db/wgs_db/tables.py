@@ -134,6 +134,7 @@ class WebhookDelivery(Table, db=DB, tablename="webhook_deliveries"):
     status = Varchar(length=16, default="pending")
     attempts = Integer(default=0)
     retry_base = Integer(default=0)
+    retry_since = Timestamptz(null=True, default=None)  # its retry period's start (0015; `wgs_webhooks.store`)
     next_attempt_at = Timestamptz()
     lease_until = Timestamptz(null=True, default=None)
     last_status_code = Integer(null=True, default=None)

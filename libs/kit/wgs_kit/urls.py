@@ -1,7 +1,9 @@
 """Outbound URLs chosen by tenants (webhooks): syntax, and refusal of non-public addresses (SSRF).
 
 The API checks a URL when it is stored; the webhooks service checks the
-addresses again each time it connects, because DNS answers can change.
+addresses again each time it connects, because DNS answers can change. Both judge
+the host as yarl normalises it, which is the one aiohttp connects to: yarl reads
+Unicode digits (`http://①②⑦.0.0.1/`, full-width ones) as ASCII ones.
 Operators of private networks (and tests) allow every address with
 `WGS_WEBHOOKS_ALLOW_PRIVATE=1`.
 """
@@ -10,7 +12,8 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from yarl import URL
 
 from wgs_kit.env import env_bool
 
@@ -27,7 +30,7 @@ class RefusedUrl(ValueError):
 
 @dataclass(frozen=True)
 class Target:
-    """Where a URL connects: its host (name or literal address) and port."""
+    """Where a URL connects: its host (name or literal address, as yarl and so aiohttp read it) and port."""
 
     host: str
     port: int
@@ -45,23 +48,26 @@ def parse_url(url: str) -> Target:
     if any(c.isspace() for c in url):
         raise RefusedUrl("contains whitespace")
     try:
-        parts = urlsplit(url)
-        port = parts.port
+        parsed = URL(url)
+        port = parsed.explicit_port
     except ValueError as exc:
         raise RefusedUrl(f"not a valid URL ({exc})") from None
-    scheme = parts.scheme.lower()
+    scheme = parsed.scheme.lower()
     if scheme not in DEFAULT_PORTS:
         raise RefusedUrl("must be an http:// or https:// URL")
-    if not parts.hostname:
+    if not parsed.raw_host:
         raise RefusedUrl("has no host")
-    return Target(parts.hostname, port or DEFAULT_PORTS[scheme])
+    return Target(parsed.raw_host, port or DEFAULT_PORTS[scheme])
 
 
 def is_public(address: IPAddress) -> bool:
-    """False for private, loopback, link-local, multicast, reserved, unspecified and other non-global
-    addresses (such as 100.64.0.0/10); an IPv4 address mapped into IPv6 is judged as the IPv4 address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    """False for private, loopback, link-local, site-local, multicast, reserved, unspecified and other
+    non-global addresses (such as 100.64.0.0/10); an IPv4 address mapped into IPv6, or embedded in a
+    6to4 address (2002::/16), is judged as that IPv4 address."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.is_site_local:
+            return False
+        address = address.ipv4_mapped or address.sixtofour or address
     return address.is_global and not (
         address.is_private
         or address.is_loopback

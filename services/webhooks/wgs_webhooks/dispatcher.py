@@ -28,15 +28,16 @@ CLAIM_FAILURE_PAUSE = 1.0
 CHAIN_SECONDS = 0.5
 
 
-def outcome_of(answer: Answer, tries: int, policy: RetryPolicy) -> store.Outcome:
-    """The delivery's fate after an attempt that got `answer`, `tries` attempts into its schedule."""
+def outcome_of(answer: Answer, tries: int, policy: RetryPolicy, *, waited: float) -> store.Outcome:
+    """The delivery's fate after an attempt that got `answer`, `tries` attempts into its schedule and
+    begun `waited` seconds into its retry period."""
     delay = None
     if answer.refused:
         status = "dead"
     elif classify(answer.status_code) is Verdict.DELIVERED:
         status = "delivered"
     else:
-        delay = policy.next_delay(tries, answer.status_code, answer.retry_after)
+        delay = policy.next_delay(tries, answer.status_code, answer.retry_after, waited=waited)
         status = "dead" if delay is None else "pending"
     return store.Outcome(
         status=status,
@@ -140,7 +141,7 @@ class Dispatcher:
             claim.secret, claim.event_id, int(time.time()), body, previous_secret=claim.previous_secret
         )
         answer = await self.sender.post(claim.url, headers, body)
-        outcome = outcome_of(answer, claim.tries, self.policy)
+        outcome = outcome_of(answer, claim.tries, self.policy, waited=claim.waited)
         try:
             following = await self.recorder.finish(claim, outcome, claim_next=claim_next)
         except Exception as exc:  # the claim lapses and the delivery is attempted again (at least once)

@@ -3,7 +3,8 @@
 Unless private addresses are allowed, every new connection resolves the host
 and refuses non-public addresses right before connecting (a check made once at
 creation would not survive a DNS change), then connects to the address it checked;
-a URL naming an address directly is judged by that address.
+a URL naming an address directly is judged by that address, read as aiohttp reads it
+(`wgs_kit.urls.parse_url`: yarl's host, so `http://①②⑦.0.0.1/` is 127.0.0.1).
 
 aiohttp's connection pool: its cost per request does not grow with the number of
 open connections (httpcore's pool scans every connection for every request, which

@@ -1,14 +1,16 @@
 """The webhooks service's queries: fan-out of events into deliveries, claiming due ones, recording attempts.
 
-Claiming follows each endpoint's queue: only an endpoint's oldest open delivery
-(pending or sending) can be claimed, so an endpoint receives one delivery at a
-time in creation order, while endpoints progress independently. An unordered
-endpoint (`ordered` false) also receives one delivery at a time, but its next one
-is its earliest due: a delivery waiting for a retry holds back none of the newer
-ones (decision 49). A claim is a
-lease (`sending` until `lease_until`): if its worker dies, another process takes
-the delivery over when the lease expires. `FOR UPDATE SKIP LOCKED` lets several
-webhooks processes claim side by side.
+Claiming follows each endpoint's queue: an endpoint's next delivery is the one
+being sent, if any (claimable only once its lease expired), else its oldest open
+one, so an endpoint receives one delivery at a time in creation order (also when
+a redelivery put an older one back), while endpoints progress independently. An
+unordered endpoint (`ordered` false) also receives one delivery at a time, but its
+next one is its earliest due: a delivery waiting for a retry holds back none of the
+newer ones (decision 49). A claim is a lease (`sending` until `lease_until`): if
+its worker dies, another process takes the delivery over when the lease expires.
+A claim also says how long ago the delivery's retry period began (`retry_since`:
+its creation or last redelivery), which bounds its retries (`wgs_webhooks.retry`).
+`FOR UPDATE SKIP LOCKED` lets several webhooks processes claim side by side.
 
 Every function is one transaction: a batch of events is fanned out by one
 multi-row INSERT; attempts that ended together are recorded by one statement, which
@@ -62,15 +64,20 @@ ON CONFLICT (endpoint_id, event_id) DO NOTHING
 RETURNING id
 """
 
-# Taking a claimed row: attempt number, lease, the open attempt record (an earlier one its worker never
-# finished is marked abandoned), and where to send it. Appended to the queries choosing `due` rows.
+# Taking a claimed row: attempt number, lease, the start of its retry period (at the first claim since
+# its creation or redelivery: the `next_attempt_at` these set), the open attempt record (an earlier one
+# its worker never finished is marked abandoned), and where to send it. Appended to the queries choosing
+# `due` rows.
 _TAKE = """
 , claimed AS (
     UPDATE webhook_deliveries d
-       SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $LEASE)
+       SET status = 'sending', attempts = d.attempts + 1, lease_until = now() + make_interval(secs => $LEASE),
+           retry_since = CASE WHEN d.attempts = d.retry_base THEN d.next_attempt_at
+                              ELSE coalesce(d.retry_since, now()) END
       FROM due
      WHERE d.id = due.id
- RETURNING d.id, d.endpoint_id, d.event_id, d.payload, d.attempts, d.retry_base, due.prev
+ RETURNING d.id, d.endpoint_id, d.event_id, d.payload, d.attempts, d.retry_base, due.prev,
+           extract(epoch FROM now() - d.retry_since)::float8 AS waited
 ), abandoned AS (
     UPDATE webhook_attempts a
        SET error = 'abandoned: the worker stopped before an answer'
@@ -79,7 +86,7 @@ _TAKE = """
 ), started AS (
     INSERT INTO webhook_attempts (delivery_id, attempt) SELECT id, attempts FROM claimed
 )
-SELECT c.id, c.endpoint_id, c.event_id, c.payload, c.attempts, c.retry_base, c.prev, e.url, e.secret,
+SELECT c.id, c.endpoint_id, c.event_id, c.payload, c.attempts, c.retry_base, c.prev, c.waited, e.url, e.secret,
        CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END AS previous_secret,
        e.headers::text AS headers
   FROM claimed c
@@ -94,20 +101,23 @@ _DUE = """
 """
 
 
-def _unordered_next(endpoint: str, passed_over: str = "") -> str:
-    """The SQL of an unordered endpoint's next delivery: the one being sent, if any (its lease may have
-    expired; `passed_over` leaves out those a statement is settling), else its earliest due pending one.
-    `_DUE` then decides whether it can be claimed now: never while another is sent."""
-    return f"""(SELECT coalesce(
+def _next(endpoint: str, oldest: str, passed_over: str = "") -> str:
+    """The SQL of an endpoint's next delivery: the one being sent, if any (its lease may have expired;
+    `passed_over` leaves out those a statement is settling), else `oldest` (its oldest open one) for an
+    ordered endpoint, its earliest due pending one for an unordered one. `_DUE` then decides whether it
+    can be claimed now: never while another is sent, even one older than a redelivered head."""
+    return f"""coalesce(
         (SELECT s.id FROM webhook_deliveries s
           WHERE s.endpoint_id = {endpoint} AND s.status = 'sending' {passed_over} ORDER BY s.id LIMIT 1),
+        CASE WHEN e.ordered THEN {oldest} ELSE
         (SELECT p.id FROM webhook_deliveries p
-          WHERE p.endpoint_id = {endpoint} AND p.status = 'pending' ORDER BY p.next_attempt_at, p.id LIMIT 1)))"""
+          WHERE p.endpoint_id = {endpoint} AND p.status = 'pending' ORDER BY p.next_attempt_at, p.id LIMIT 1)
+        END)"""
 
 
 # Every endpoint with open deliveries (a loose index scan of webhook_deliveries_open_idx, which also
-# gives its oldest), and its next delivery (the oldest, or for an unordered endpoint `_unordered_next`),
-# claimed when due; up to $1 of them (one per endpoint), for $2 seconds.
+# gives its oldest), and its next delivery (`_next`), claimed when due; up to $1 of them (one per
+# endpoint), for $2 seconds.
 CLAIM = (
     """
 WITH RECURSIVE heads AS (
@@ -123,10 +133,9 @@ WITH RECURSIVE heads AS (
     SELECT d.id, NULL::bigint AS prev
       FROM heads
       JOIN webhook_endpoints e ON e.id = heads.endpoint_id
-      JOIN webhook_deliveries d
-        ON d.id = CASE WHEN e.ordered THEN heads.id ELSE """
-    + _unordered_next("heads.endpoint_id")
-    + """ END
+      JOIN webhook_deliveries d ON d.id = """
+    + _next("heads.endpoint_id", "heads.id")
+    + """
      WHERE"""
     + _DUE
     + """
@@ -162,14 +171,16 @@ WITH input AS (
      WHERE d.id = i.delivery_id AND d.status = 'sending' AND d.attempts = i.attempt
  RETURNING d.id, d.endpoint_id, d.status, i.claim_next
 ), head AS (
-    SELECT CASE WHEN e.ordered THEN (
-               SELECT id FROM webhook_deliveries
-                WHERE endpoint_id = done.endpoint_id AND status IN ('pending', 'sending')
-                  AND id NOT IN (SELECT id FROM done)
-                ORDER BY endpoint_id, id LIMIT 1)
-           ELSE """
-    + _unordered_next("done.endpoint_id", "AND s.id NOT IN (SELECT id FROM done)")
-    + """ END AS id,
+    SELECT """
+    + _next(
+        "done.endpoint_id",
+        """(SELECT id FROM webhook_deliveries
+             WHERE endpoint_id = done.endpoint_id AND status IN ('pending', 'sending')
+               AND id NOT IN (SELECT id FROM done)
+             ORDER BY endpoint_id, id LIMIT 1)""",
+        "AND s.id NOT IN (SELECT id FROM done)",
+    )
+    + """ AS id,
            done.id AS prev
       FROM done
       JOIN webhook_endpoints e ON e.id = done.endpoint_id
@@ -210,6 +221,7 @@ class Claim:
     payload: str
     attempt: int
     retry_base: int
+    waited: float  # seconds from the start of its retry period (creation or redelivery) to this claim
     url: str
     secret: str
     previous_secret: str | None  # a rotated-out secret in its grace period: it signs too
@@ -260,6 +272,7 @@ def _claims(rows: list[Any]) -> list[Claim]:
             payload=r["payload"],
             attempt=r["attempts"],
             retry_base=r["retry_base"],
+            waited=r["waited"],
             url=r["url"],
             secret=r["secret"],
             previous_secret=r["previous_secret"],
