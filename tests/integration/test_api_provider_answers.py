@@ -1,5 +1,6 @@
-"""What a tenant gets from a provider's own answer and from its node agent's: the API process on the
-real NATS and PostgreSQL; the node agent's side is a scripted responder on the node's subject."""
+"""What a tenant gets from a provider's own answer and from its node agent's (QR, pairing, sends): the
+API process on the real NATS and PostgreSQL; the node agent's side is a scripted responder on the
+node's subject."""
 
 from collections.abc import AsyncIterator
 
@@ -7,7 +8,8 @@ import httpx
 import msgspec
 import nats
 import pytest
-from wgs_contracts import subjects
+from nats.js.client import JetStreamContext
+from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import ProviderCall, ProviderReply
 from wgs_kit.messaging import decode, encode
 from wgs_kit.requests import RequestServer
@@ -82,3 +84,45 @@ async def test_the_agents_own_answers_are_503_unreachable(
         f"/api/instances/{instance_id}/pair-code", json={"phone": "491701234567"}, headers=tenant.headers
     )
     assert code.status_code == 503, code.text
+
+
+@pytest.fixture
+async def outbound(js: JetStreamContext) -> AsyncIterator[list[int]]:
+    """Instances whose queued sends the test leaves in `WGS_OUTBOUND`: purged after it."""
+    instances: list[int] = []
+    yield instances
+    for instance_id in instances:
+        await js.purge_stream(streams.OUTBOUND.name, subject=subjects.outbound(instance_id))
+
+
+async def test_a_send_a_linked_provider_cannot_take_yet_is_queued_not_refused(
+    client: httpx.AsyncClient,
+    db,
+    js: JetStreamContext,
+    tenant: Tenant,
+    instance_rows: InstanceRows,
+    scripted_node: dict[int, ProviderReply],
+    outbound: list[int],
+) -> None:
+    """`503 not ready` (restoring its session after a restart or a move) is a `202`: queued, as for an
+    instance not running; `503 Client not connected` (pairing needed) stays the original's `503`."""
+    reconnecting, unpaired = await running(instance_rows, tenant), await running(instance_rows, tenant)
+    outbound.append(reconnecting)
+    scripted_node[reconnecting] = ProviderReply(
+        status=503, body=msgspec.json.encode({"error": "not ready", "reason": "the linked session is starting"})
+    )
+    scripted_node[unpaired] = ProviderReply(status=503, body=b'{"error": "Client not connected"}')
+    body = {"to": "491700000002", "text": "hi"}
+
+    queued = await client.post(f"/api/instances/{reconnecting}/send", json=body, headers=tenant.headers)
+    assert queued.status_code == 202, queued.text
+    assert queued.json()["status"] == "queued"
+    info = await js.stream_info(streams.OUTBOUND.name, subjects_filter=subjects.outbound(reconnecting))
+    assert sum((info.state.subjects or {}).values()) == 1
+    view = await client.get(f"/api/instances/{reconnecting}/messages/{queued.json()['id']}", headers=tenant.headers)
+    assert [entry["status"] for entry in view.json()["history"]] == ["queued"]
+
+    refused = await client.post(f"/api/instances/{unpaired}/send", json=body, headers=tenant.headers)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"] == "Client not connected"
+    assert await db.fetchval("SELECT count(*) FROM messages WHERE instance_id = $1", unpaired) == 0

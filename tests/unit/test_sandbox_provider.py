@@ -301,6 +301,18 @@ async def test_a_paired_phone_takes_deliveries_while_it_starts_again(make, clock
     assert [e["type"] for e in await events(restarted, after=seq)] == ["message", "sandbox.receipt"]
 
 
+async def test_a_linked_phone_starting_again_answers_sends_not_ready_an_unlinked_one_not_connected(make, clock):
+    """`not ready`: the gateway queues the send until the session is back; `Client not connected`: pairing
+    is needed, the send is refused."""
+    unlinked = make()
+    assert await send(unlinked) == (503, {"error": "Client not connected"})
+    await pair(unlinked)
+    restarted = make(start_seconds=5)  # the same state folder: the instance's container restarted
+    assert await send(restarted) == (503, {"error": "not ready", "reason": "the linked session is starting"})
+    clock.now += 5
+    assert await send(restarted) == (200, {"id": "m1", "status": "sent"})
+
+
 async def test_receipt_statuses_only_move_forward_once_each(provider):
     await pair(provider)
     await send(provider, "a")

@@ -11,6 +11,23 @@ import msgspec
 from wgs_contracts.instance_events import ConnectionState, DeliveryStatus, MessageContent
 
 
+class ErrorBody(msgspec.Struct):
+    """The `{"error"}` of a provider's error answer (other keys ignored)."""
+
+    error: str = ""
+
+
+def not_ready(status: int, body: bytes) -> bool:
+    """A provider's `503 not ready` to a send: linked, but not connected right now (starting with its
+    saved session, reconnecting), so the send can wait for it; `503 Client not connected` cannot."""
+    if status != 503:
+        return False
+    try:
+        return msgspec.json.decode(body, type=ErrorBody).error == "not ready"
+    except msgspec.DecodeError:
+        return False
+
+
 class Health(msgspec.Struct, kw_only=True):
     """`GET /health`."""
 

@@ -395,6 +395,8 @@ class SandboxProvider:
         if message_id in self.sent:
             return Response(200, answer)
         if self.state != "connected":
+            if self.phone_id:  # linked: the session is being restored, and the send can wait for it
+                raise HttpError(503, "not ready", reason=f"the linked session is {self.state}")
             raise HttpError(503, "Client not connected")
         self._change(["s", message_id, "sent"])
         self._emit("message.status", {"message_id": message_id, "status": "sent", "reason": None})

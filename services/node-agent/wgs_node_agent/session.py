@@ -53,6 +53,7 @@ from wgs_contracts.provider_api import (
     SandboxOutbound,
     SandboxReceipt,
     SendRequest,
+    not_ready,
 )
 from wgs_kit.coalescing import Coalescer
 from wgs_kit.messaging import decode, encode, publish_durable, publish_durable_all, redelivery_delay
@@ -439,9 +440,13 @@ class InstanceSession:
         queued = decode(message.data, OutboundMessage)
         request = SendRequest(id=queued.id, to=queued.to, content=queued.content)
         attempt = message.metadata.num_delivered
+        status: int | None
         try:
             status, body, _ = await self.client.call("POST", "/messages", encode(request))
-        except ProviderUnavailable:  # starting or restarting: not the send's fault, so no long backoff
+        except ProviderUnavailable:
+            status, body = None, b""
+        if status is None or not_ready(status, body):
+            # The provider is starting again, or restoring its session: not the send's fault, so no long backoff.
             await message.nak(delay=min(redelivery_delay(attempt), PROVIDER_WAIT_SECONDS))
             return
         if 400 <= status < 500:

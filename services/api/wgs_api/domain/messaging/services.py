@@ -15,7 +15,7 @@ import segno
 from nats.errors import Error as NatsError
 from wgs_contracts.instance_events import DeliveryStatus, OutboundMessage, ProviderCall, ProviderReply
 from wgs_contracts.messages import InstanceStatus, Provider
-from wgs_contracts.provider_api import SendRequest
+from wgs_contracts.provider_api import SendRequest, not_ready
 from wgs_db.engine import DATABASE_OUTAGES, fetch
 from wgs_db.tables import Instance, Node
 from wgs_kit.coalescing import Coalescer
@@ -184,8 +184,8 @@ WITH send_key AS (DELETE FROM send_keys WHERE message_id = $1)
 DELETE FROM messages WHERE id = $1
 """
 
-# Nobody answered for the provider: the send is queued, and its `sent` stays only if the
-# provider's own event confirmed it meanwhile (decision 35).
+# Nobody answered for the provider, or it is reconnecting (`not_ready`): the send is queued, and its
+# `sent` stays only if the provider's own event confirmed it meanwhile (decision 35).
 REQUEUE_MESSAGE = """
 WITH unconfirmed AS (DELETE FROM message_statuses WHERE message_id = $1 AND status = 'sent' AND provisional)
 INSERT INTO message_statuses (message_id, status)
@@ -308,7 +308,8 @@ async def send(
     and the tenant's rate, spending a token (skipped while a lease serves the instance,
     `leases`); then, at the same time, the request to the provider (`relay`) and the message
     with a provisional `sent` (decision 35), both once per batch of sends (`relay_and_record`),
-    taken back when the provider refused the send or did not answer. A body that fails
+    taken back when the provider refused the send or did not take it now (no answer, or
+    `not_ready`: the send is then queued). A body that fails
     validation spends no token. A record that fails changes no answer of a send the provider
     took or the queue holds (it is logged): only the message's history is then missing. A send
     that NATS failed (neither answered nor queued) is a `503` without a record
@@ -362,7 +363,7 @@ async def send(
             # (the client would send it again). Its record is stored later, or it is logged.
             _record_later(LateRecord(record(DeliveryStatus.SENT)), relayed.record_error)
         return schemas.SendResult(status="ok", id=message.id), True
-    if reply is not None and reply.status not in (404, 504):
+    if reply is not None and reply.status not in (404, 504) and not not_ready(reply.status, reply.body):
         await fetch(FORGET_MESSAGE, message.id)
         error = provider_error(reply)
         if reply.status == 503:
@@ -375,7 +376,7 @@ async def send(
     except NatsError:
         await fetch(UNACCEPTED_MESSAGE, message.id)
         raise Outage(
-            f"The provider did not answer and the send could not be queued: NATS is unreachable. Message"
+            f"The provider did not take the send now and it could not be queued: NATS is unreachable. Message"
             f" {message.id} may still go out; a retry with the same Idempotency-Key sends it at most once."
         ) from None
     requeued = LateRecord(record(DeliveryStatus.QUEUED), requeued=True)
