@@ -377,3 +377,23 @@ async def test_message_reaches_b_webhook_signed_and_statuses_reach_a_webhook(
     for status_hit in receiver.requests("a"):
         verify_webhook(endpoint_a.json()["secret"], status_hit.headers, status_hit.body)
         assert status_hit.json["type"] == "message.status"
+
+
+async def test_logout_unlinks_the_phone_and_a_new_qr_pairs_it_again(
+    client: httpx.AsyncClient, paired: tuple[Tenant, dict, Tenant, dict]
+) -> None:
+    tenant_a, a, _, b = paired
+    logout = await client.post(f"/api/instances/{a['id']}/logout", headers=tenant_a.headers)
+    assert logout.status_code == 200, logout.text
+    assert logout.json() == {"state": "qr"}
+    view = await connection_is(client, tenant_a, a["id"], "qr")
+    assert view["phoneId"] is None
+    refused = await client.post(
+        f"/api/instances/{a['id']}/send", json={"to": b["phoneNumber"], "text": "hi"}, headers=tenant_a.headers
+    )
+    assert (refused.status_code, refused.json()["error"]) == (503, "Client not connected")
+    await pair_up(client, tenant_a, a["id"])  # the new QR pairs it again
+    sent = await client.post(
+        f"/api/instances/{a['id']}/send", json={"to": b["phoneNumber"], "text": "back"}, headers=tenant_a.headers
+    )
+    assert sent.status_code == 200, sent.text

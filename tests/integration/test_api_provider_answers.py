@@ -84,6 +84,8 @@ async def test_the_agents_own_answers_are_503_unreachable(
         f"/api/instances/{instance_id}/pair-code", json={"phone": "491701234567"}, headers=tenant.headers
     )
     assert code.status_code == 503, code.text
+    logout = await client.post(f"/api/instances/{instance_id}/logout", headers=tenant.headers)
+    assert logout.status_code == 503, logout.text
 
 
 @pytest.fixture

@@ -66,9 +66,12 @@ async def apply_event(event: InstanceEvent) -> None:
     if isinstance(event, InstanceStatusChanged):
         await apply_status(event)
     elif isinstance(event, ConnectionChanged):
+        # A QR means no linked phone (a logout, a session lost); other states without a phone id keep it.
         await Instance.raw(
-            "UPDATE instances SET connection_state = {}, phone_id = coalesce({}, phone_id), updated_at = now()"
+            "UPDATE instances SET connection_state = {},"
+            " phone_id = CASE WHEN {} = 'qr' THEN NULL ELSE coalesce({}, phone_id) END, updated_at = now()"
             " WHERE id = {} AND generation <= {}",
+            event.state.value,
             event.state.value,
             event.phone_id,
             event.instance_id,

@@ -13,7 +13,7 @@ from wgs_api.domain.messaging import schemas, send_keys, services
 
 
 class MessagingController(Controller):
-    """`/api/instances/{id}/...`: QR, pairing code, sandbox scan, send, message status."""
+    """`/api/instances/{id}/...`: QR, pairing code, logout, sandbox scan, send, message status."""
 
     path = "/api/instances/{instance_id:int}"
     dependencies = {"tenant_id": Provide(current_tenant_id)}
@@ -33,6 +33,11 @@ class MessagingController(Controller):
     ) -> schemas.PairCode:
         """A code to link the instance by phone number instead of a QR."""
         return await services.pair_code(state.messaging, tenant_id, instance_id, data.phone)
+
+    @post("/logout", operation_id="Logout", status_code=HTTP_200_OK)
+    async def logout(self, tenant_id: int, instance_id: int, state: State) -> dict[str, Any]:
+        """Unlink the phone (the session is forgotten); the instance shows a new QR to pair again."""
+        return await services.logout(state.messaging, tenant_id, instance_id)
 
     @post("/sandbox/scan", operation_id="SandboxScan", status_code=HTTP_200_OK)
     async def sandbox_scan(

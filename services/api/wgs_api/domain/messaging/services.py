@@ -145,6 +145,15 @@ async def pair_code(messaging: ApiMessaging, tenant_id: int, instance_id: int, p
     return schemas.PairCode(code=str(json.loads(reply.body)["code"]))
 
 
+async def logout(messaging: ApiMessaging, tenant_id: int, instance_id: int) -> dict[str, Any]:
+    """Unlink the instance's phone: its provider forgets the session and shows a new QR."""
+    _, reply = await call_running(messaging, tenant_id, instance_id, "POST", "/logout")
+    if reply.status != 200:
+        raise provider_error(reply)
+    result: dict[str, Any] = json.loads(reply.body)
+    return result
+
+
 async def sandbox_scan(messaging: ApiMessaging, tenant_id: int, instance_id: int, code: str | None) -> dict[str, Any]:
     """Pair a sandbox instance: "scan" its current QR, or enter a pairing code."""
     row = await fetch_own(tenant_id, instance_id)
