@@ -62,6 +62,8 @@ async def test_keep_alive_answers_requests_in_order(socket_path):
         (b"POST /m HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
         (b"POST /m HTTP/1.1\r\nContent-Length: x\r\n\r\n", 400),
         (b"NONSENSE\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\nno colon here\r\n\r\n", 400),
+        (b"GET /health HTTP/1.1\r\n: no name\r\n\r\n", 400),
     ],
 )
 async def test_malformed_requests_are_answered_then_the_connection_closes(socket_path, raw, status):

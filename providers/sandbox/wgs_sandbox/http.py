@@ -98,7 +98,9 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     method, target, _ = parts
     headers: dict[str, str] = {}
     while (raw := await reader.readline()) not in (b"\r\n", b"\n", b""):
-        name, _, value = raw.decode("latin-1").partition(":")
+        name, colon, value = raw.decode("latin-1").partition(":")
+        if not colon or not name.strip():
+            raise HttpError(400, "malformed header line")
         headers[name.strip().lower()] = value.strip()
     if "transfer-encoding" in headers:
         raise HttpError(411, "send the body with Content-Length")
