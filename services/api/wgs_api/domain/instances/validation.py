@@ -31,7 +31,7 @@ def validate_create(
     data: InstanceCreate, *, default_cpu: str, default_memory: str, min_memory_bytes: int
 ) -> ValidInstance:
     """Validate and normalise a create request (the phone loses its `+`); the `webhook` URL is
-    checked apart (`webhooks.services.validate_url`: it resolves the host)."""
+    checked apart (`webhooks.urls.validate_url`: it resolves the host)."""
     phone = data.phone.strip()
     if not PHONE.match(phone):
         raise Invalid("phone: expected 6-15 digits, optionally starting with +", field="phone")

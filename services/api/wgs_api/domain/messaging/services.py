@@ -75,10 +75,10 @@ def provider_error(reply: ProviderReply) -> ProviderAnswer:
 
 async def call_running(
     messaging: ApiMessaging, tenant_id: int, instance_id: int, method: str, path: str, body: bytes | None = None
-) -> tuple[dict[str, Any], ProviderReply]:
-    """Relay a call to a running instance's provider; 503 when it cannot be reached now (its node
-    does not answer, does not run it, or its provider does not answer). The provider's own answer,
-    an error too (`404` no QR yet), is the caller's to read."""
+) -> dict[str, Any]:
+    """Relay a call to a running instance's provider; its `200` answer's JSON. `503` when it cannot be
+    reached now (its node does not answer, does not run it, or its provider does not answer); the
+    provider's own error answer (`404` no QR yet, `409` already connected) as an API error."""
     row = await fetch_own(tenant_id, instance_id)
     node = await node_name(row)
     if node is None or row["status"] != InstanceStatus.RUNNING.value:
@@ -88,15 +88,15 @@ async def call_running(
     )
     if reply is None or not reply.relayed:
         raise Unavailable("Instance is not reachable right now; try again shortly.")
-    return row, reply
+    if reply.status != 200:
+        raise provider_error(reply)
+    answer: dict[str, Any] = json.loads(reply.body)
+    return answer
 
 
 async def qr_code(messaging: ApiMessaging, tenant_id: int, instance_id: int) -> tuple[str, bytes]:
     """(raw QR content, PNG) of the instance's current pairing QR."""
-    _, reply = await call_running(messaging, tenant_id, instance_id, "GET", "/qr")
-    if reply.status != 200:
-        raise provider_error(reply)
-    raw = str(json.loads(reply.body)["qr"])
+    raw = str((await call_running(messaging, tenant_id, instance_id, "GET", "/qr"))["qr"])
     png = io.BytesIO()
     segno.make(raw, error="m").save(png, kind="png", scale=6, border=2)
     return raw, png.getvalue()
@@ -139,19 +139,13 @@ def qr_json(raw: str, png: bytes) -> schemas.QrJson:
 async def pair_code(messaging: ApiMessaging, tenant_id: int, instance_id: int, phone: str) -> schemas.PairCode:
     """A pairing code for linking by phone number."""
     body = msgspec.json.encode({"phone": phone.strip().lstrip("+")})
-    _, reply = await call_running(messaging, tenant_id, instance_id, "POST", "/pair-code", body)
-    if reply.status != 200:
-        raise provider_error(reply)
-    return schemas.PairCode(code=str(json.loads(reply.body)["code"]))
+    answer = await call_running(messaging, tenant_id, instance_id, "POST", "/pair-code", body)
+    return schemas.PairCode(code=str(answer["code"]))
 
 
 async def logout(messaging: ApiMessaging, tenant_id: int, instance_id: int) -> dict[str, Any]:
     """Unlink the instance's phone: its provider forgets the session and shows a new QR."""
-    _, reply = await call_running(messaging, tenant_id, instance_id, "POST", "/logout")
-    if reply.status != 200:
-        raise provider_error(reply)
-    result: dict[str, Any] = json.loads(reply.body)
-    return result
+    return await call_running(messaging, tenant_id, instance_id, "POST", "/logout")
 
 
 async def sandbox_scan(messaging: ApiMessaging, tenant_id: int, instance_id: int, code: str | None) -> dict[str, Any]:
@@ -164,11 +158,7 @@ async def sandbox_scan(messaging: ApiMessaging, tenant_id: int, instance_id: int
         body = msgspec.json.encode({"qr": raw})
     else:
         body = msgspec.json.encode({"code": code})
-    _, reply = await call_running(messaging, tenant_id, instance_id, "POST", "/sandbox/scan", body)
-    if reply.status != 200:
-        raise provider_error(reply)
-    result: dict[str, Any] = json.loads(reply.body)
-    return result
+    return await call_running(messaging, tenant_id, instance_id, "POST", "/sandbox/scan", body)
 
 
 RECORD_MESSAGES = """
