@@ -34,8 +34,9 @@ async def run(settings: Settings) -> None:
     dispatching = asyncio.create_task(dispatcher.run())
     freeze_startup_heap()
     log.info(
-        "webhooks up: concurrency %d, timeout %gs, schedule %s, private addresses %s",
+        "webhooks up: concurrency %d (%d per tenant), timeout %gs, schedule %s, private addresses %s",
         settings.concurrency,
+        settings.tenant_concurrency,
         settings.timeout_seconds,
         ",".join(f"{d:g}" for d in settings.schedule),
         "allowed" if settings.allow_private else "refused",

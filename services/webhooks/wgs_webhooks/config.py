@@ -30,6 +30,7 @@ class Settings:
     timeout_seconds: float
     schedule: tuple[float, ...]
     concurrency: int
+    tenant_concurrency: int  # attempts at once of one tenant's endpoints (all processes together)
     poll_seconds: float
 
     @property
@@ -40,15 +41,22 @@ class Settings:
     @classmethod
     def from_env(cls) -> "Settings":
         """Settings from `DATABASE_URL`, `NATS_URL` and `WGS_WEBHOOKS_*`."""
+        concurrency = env_int("WGS_WEBHOOKS_CONCURRENCY", 32)
         settings = cls(
             database_url=env_str("DATABASE_URL"),
             nats_url=env_str("NATS_URL", "nats://127.0.0.1:4222"),
             allow_private=allow_private_from_env(),
             timeout_seconds=env_float("WGS_WEBHOOKS_TIMEOUT_SECONDS", 10.0),
             schedule=parse_schedule(env_str("WGS_WEBHOOKS_SCHEDULE", DEFAULT_SCHEDULE)),
-            concurrency=env_int("WGS_WEBHOOKS_CONCURRENCY", 32),
+            concurrency=concurrency,
+            tenant_concurrency=env_int("WGS_WEBHOOKS_TENANT_CONCURRENCY", max(1, concurrency * 3 // 4)),
             poll_seconds=env_float("WGS_WEBHOOKS_POLL_SECONDS", 0.1),
         )
         if settings.timeout_seconds <= 0 or settings.concurrency < 1 or settings.poll_seconds <= 0:
             raise SettingsError("WGS_WEBHOOKS_TIMEOUT_SECONDS, _CONCURRENCY and _POLL_SECONDS must be positive")
+        if not 1 <= settings.tenant_concurrency <= settings.concurrency:
+            raise SettingsError(
+                f"WGS_WEBHOOKS_TENANT_CONCURRENCY must be from 1 to WGS_WEBHOOKS_CONCURRENCY ({settings.concurrency}),"
+                f" got {settings.tenant_concurrency}"
+            )
         return settings

@@ -1,4 +1,5 @@
-"""Workers sending claimed deliveries: bounded concurrency, one delivery per endpoint at a time.
+"""Workers sending claimed deliveries: bounded concurrency, one delivery per endpoint at a time,
+a tenant's attempts bounded by its share of the slots (claimed only while it has room: `store.claim`).
 
 A worker that settled a delivery (delivered or dead) claims the endpoint's next one in the
 statement that records the attempt, and goes on with it: no trip through the dispatcher. It
@@ -108,7 +109,7 @@ class Dispatcher:
             free = self.settings.concurrency - len(self._workers)
             if free > 0:
                 try:
-                    claims = await store.claim(free, self.settings.lease_seconds)
+                    claims = await store.claim(free, self.settings.lease_seconds, self.settings.tenant_concurrency)
                 except Exception as exc:
                     log_failure(log, exc, "claiming deliveries", outages=DATABASE_OUTAGES)
                     await asyncio.sleep(CLAIM_FAILURE_PAUSE)

@@ -10,7 +10,10 @@ newer ones (decision 49). A claim is a lease (`sending` until `lease_until`): if
 its worker dies, another process takes the delivery over when the lease expires.
 A claim also says how long ago the delivery's retry period began (`retry_since`:
 its creation or last redelivery), which bounds its retries (`wgs_webhooks.retry`).
-`FOR UPDATE SKIP LOCKED` lets several webhooks processes claim side by side.
+`FOR UPDATE SKIP LOCKED` lets several webhooks processes claim side by side. A tenant's
+deliveries are claimed only while it has fewer attempts in flight, in all processes together, than
+its share of the worker slots (`WGS_WEBHOOKS_TENANT_CONCURRENCY`): one tenant's slow endpoints cannot
+take every slot from the others (decision 67).
 
 Every function is one transaction: a batch of events is fanned out by one
 multi-row INSERT; attempts that ended together are recorded by one statement, which
@@ -93,11 +96,13 @@ SELECT c.id, c.endpoint_id, c.event_id, c.payload, c.attempts, c.retry_base, c.p
   JOIN webhook_endpoints e ON e.id = c.endpoint_id
 """
 
-# A head is claimable when it is due, or when the worker that claimed it lost its lease.
-_DUE = """
+# A head is claimable when it is due, or when the worker that claimed it lost its lease (`_CLAIMABLE`,
+# also checked again on the locked row), and its endpoint is enabled.
+_CLAIMABLE = """((d.status = 'pending' AND d.next_attempt_at <= now())
+        OR (d.status = 'sending' AND d.lease_until < now()))"""
+_DUE = f"""
        e.enabled
-   AND ((d.status = 'pending' AND d.next_attempt_at <= now())
-        OR (d.status = 'sending' AND d.lease_until < now()))
+   AND {_CLAIMABLE}
 """
 
 
@@ -116,8 +121,13 @@ def _next(endpoint: str, oldest: str, passed_over: str = "") -> str:
 
 
 # Every endpoint with open deliveries (a loose index scan of webhook_deliveries_open_idx, which also
-# gives its oldest), and its next delivery (`_next`), claimed when due; up to $1 of them (one per
-# endpoint), for $2 seconds.
+# gives its oldest), and its next delivery (`_next`), a candidate when due; up to $1 candidates (one per
+# endpoint, the longest due first) are claimed for $2 seconds, and of each tenant at most $3 minus its
+# attempts in flight (decision 67). Those are its deliveries `sending` under a live lease, in whichever
+# process: counted once per statement from webhook_deliveries_sending_idx, which holds only the attempts
+# in flight of all tenants (at most the worker slots of every process, plus lapsed leases). PostgreSQL
+# allows no window function in a query level with FOR UPDATE: the candidates are ranked in their tenant
+# first, then locked (SKIP LOCKED) and checked again as they are now (`_CLAIMABLE`).
 CLAIM = (
     """
 WITH RECURSIVE heads AS (
@@ -129,8 +139,9 @@ WITH RECURSIVE heads AS (
            SELECT endpoint_id, id FROM webhook_deliveries
             WHERE status IN ('pending', 'sending') AND endpoint_id > heads.endpoint_id
             ORDER BY endpoint_id, id LIMIT 1) next
-), due AS (
-    SELECT d.id, NULL::bigint AS prev
+), candidates AS (
+    SELECT d.id, d.next_attempt_at, e.tenant_id,
+           row_number() OVER (PARTITION BY e.tenant_id ORDER BY d.next_attempt_at, d.id) AS nth
       FROM heads
       JOIN webhook_endpoints e ON e.id = heads.endpoint_id
       JOIN webhook_deliveries d ON d.id = """
@@ -138,8 +149,21 @@ WITH RECURSIVE heads AS (
     + """
      WHERE"""
     + _DUE
+    + """), in_flight AS MATERIALIZED (
+    SELECT e.tenant_id, count(*) AS n
+      FROM webhook_deliveries s
+      JOIN webhook_endpoints e ON e.id = s.endpoint_id
+     WHERE s.status = 'sending' AND s.lease_until >= now()
+     GROUP BY e.tenant_id
+), due AS (
+    SELECT d.id, NULL::bigint AS prev
+      FROM candidates c
+      LEFT JOIN in_flight f ON f.tenant_id = c.tenant_id
+      JOIN webhook_deliveries d ON d.id = c.id
+     WHERE c.nth <= $3 - coalesce(f.n, 0) AND """
+    + _CLAIMABLE
     + """
-     ORDER BY d.next_attempt_at
+     ORDER BY c.next_attempt_at
      LIMIT $1
        FOR UPDATE OF d SKIP LOCKED
 )"""
@@ -151,7 +175,8 @@ WITH RECURSIVE heads AS (
 # delivery (delivered or dead; for an unordered endpoint, also put back for a retry) and the worker asked
 # for it, the endpoint's next delivery (its new head: the statement's snapshot still shows the finished
 # ones as they were, hence `NOT IN done`) is claimed in the same statement when due, for $9 seconds;
-# `prev` says whose follower it is.
+# `prev` says whose follower it is. The follower takes its predecessor's worker slot, and its place in
+# the tenant's attempts in flight: it needs no room of the tenant's (CLAIM).
 FINISH = (
     """
 WITH input AS (
@@ -282,9 +307,11 @@ def _claims(rows: list[Any]) -> list[Claim]:
     ]
 
 
-async def claim(limit: int, lease_seconds: float) -> list[Claim]:
-    """Lease up to `limit` due deliveries, at most one per endpoint, and open their attempt records."""
-    return _claims(await fetch(CLAIM, limit, lease_seconds))
+async def claim(limit: int, lease_seconds: float, tenant_limit: int) -> list[Claim]:
+    """Lease up to `limit` due deliveries, at most one per endpoint, and open their attempt records;
+    a tenant's only while it has fewer than `tenant_limit` attempts in flight (in every process), so
+    that its slow endpoints never hold more worker slots than that."""
+    return _claims(await fetch(CLAIM, limit, lease_seconds, tenant_limit))
 
 
 @dataclass(frozen=True, kw_only=True)
