@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from wgs_kit.env import SettingsError, env_float, env_int, env_str
 from wgs_kit.urls import allow_private_from_env
 
-# Standard-Webhooks-like: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (8 attempts over 27.25 h, 32.7 h with all jitter).
+# Standard-Webhooks-like: 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (8 attempts over 27.6 h, 33.1 h with all jitter).
 DEFAULT_SCHEDULE = "5,300,1800,7200,18000,36000,36000"
 
 
