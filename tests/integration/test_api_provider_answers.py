@@ -13,6 +13,8 @@ from wgs_contracts import streams, subjects
 from wgs_contracts.instance_events import ProviderCall, ProviderReply
 from wgs_kit.messaging import decode, encode
 from wgs_kit.requests import RequestServer
+from wgs_node_agent.agent import NOT_HERE
+from wgs_node_agent.session import PROVIDER_NOT_ANSWERING
 
 from tests.integration.conftest import InstanceRows
 from tests.support.api import Tenant, create_tenant
@@ -20,8 +22,6 @@ from tests.support.api import Tenant, create_tenant
 NO_QR_YET = ProviderReply(
     status=404, body=msgspec.json.encode({"error": "no QR yet", "reason": "provider is starting"})
 )
-NOT_HERE = ProviderReply(status=404, body=b'{"error": "instance is not running on this node"}', relayed=False)
-NOT_ANSWERING = ProviderReply(status=504, body=b'{"error": "provider is not answering"}', relayed=False)
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ async def test_a_providers_no_qr_yet_reaches_the_tenant_as_404_with_its_reason(
         assert qr.json() == {"error": "no QR yet (provider is starting)", "code": "not_found"}
 
 
-@pytest.mark.parametrize("agent_reply", [NOT_HERE, NOT_ANSWERING], ids=["not-on-this-node", "provider-silent"])
+@pytest.mark.parametrize("agent_reply", [NOT_HERE, PROVIDER_NOT_ANSWERING], ids=["not-on-this-node", "provider-silent"])
 async def test_the_agents_own_answers_are_503_unreachable(
     client: httpx.AsyncClient,
     tenant: Tenant,

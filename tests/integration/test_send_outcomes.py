@@ -36,6 +36,8 @@ from wgs_db.engine import fetch
 from wgs_kit.messaging import decode, encode
 from wgs_kit.requests import RequestServer
 from wgs_kit.waiting import wait_until
+from wgs_node_agent.agent import NOT_HERE
+from wgs_node_agent.session import PROVIDER_NOT_ANSWERING
 
 from tests.integration.test_api_events import message_status
 from tests.support.api import Tenant, create_tenant, pending_instance
@@ -256,7 +258,7 @@ async def test_a_queued_send_is_202_even_when_its_record_fails(
     monkeypatch.setattr(services, "uuid4", lambda: queued_status_refused)
     tenant = await create_tenant(client)
     instance_id = await leased_instance(client, tenant, node if path == "queued after no answer" else None)
-    script.replies[instance_id] = sent_reply(504, {"error": "provider not answering"})
+    script.replies[instance_id] = PROVIDER_NOT_ANSWERING
     try:
         result, sent = await send(messaging, tenant.id, instance_id, schemas.SendBody(to=TO, text="hi"))
         assert (result.status, result.id, sent) == ("queued", queued_status_refused.hex, False)
@@ -306,8 +308,8 @@ async def test_a_send_nobody_answered_is_queued_without_its_provisional_sent(
     tenant = await create_tenant(client)
     instance_id = await leased_instance(client, tenant, node if answer != "no agent" else f"gone-{node}")
     script.replies[instance_id] = {
-        "not here": sent_reply(404, {"error": "instance is not running on this node"}),
-        "no answer from the provider": sent_reply(504, {"error": "provider not answering"}),
+        "not here": NOT_HERE,
+        "no answer from the provider": PROVIDER_NOT_ANSWERING,
     }.get(answer, sent_reply(200, {}))
     try:
         result, sent = await send(messaging, tenant.id, instance_id, schemas.SendBody(to=TO, text="hi"))

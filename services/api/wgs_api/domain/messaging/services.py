@@ -362,7 +362,7 @@ async def send(
             # (the client would send it again). Its record is stored later, or it is logged.
             _record_later(LateRecord(record(DeliveryStatus.SENT)), relayed.record_error)
         return schemas.SendResult(status="ok", id=message.id), True
-    if reply is not None and reply.status not in (404, 504) and not not_ready(reply.status, reply.body):
+    if reply is not None and reply.relayed and not not_ready(reply.status, reply.body):
         await fetch(FORGET_MESSAGE, message.id)
         error = provider_error(reply)
         if reply.status == 503:
