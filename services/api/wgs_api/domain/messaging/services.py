@@ -12,6 +12,7 @@ from uuid import uuid4
 
 import msgspec
 import segno
+from litestar.datastructures.headers import MediaTypeHeader
 from nats.errors import Error as NatsError
 from wgs_contracts.instance_events import DeliveryStatus, OutboundMessage, ProviderCall, ProviderReply
 from wgs_contracts.messages import InstanceStatus, Provider
@@ -105,23 +106,13 @@ async def qr_code(messaging: ApiMessaging, tenant_id: int, instance_id: int) -> 
 def media_quality(accept: str, media_type: str) -> float:
     """The quality an `Accept` header gives `media_type`: that of its most specific range matching it
     (`type/subtype` over `type/*` over `*/*`); 0 when none does."""
-    maintype = media_type.split("/")[0]
-    best: tuple[int, float] = (-1, 0.0)  # (specificity, quality)
-    for item in accept.split(","):
-        range_, *params = (part.strip() for part in item.split(";"))
-        specificity = {media_type: 2, f"{maintype}/*": 1, "*/*": 0}.get(range_.lower())
-        if specificity is None or specificity <= best[0]:
-            continue
-        quality = 1.0
-        for param in params:
-            name, _, value = param.partition("=")
-            if name.strip().lower() == "q":
-                try:
-                    quality = float(value)
-                except ValueError:
-                    quality = 0.0
-        best = (specificity, quality)
-    return best[1]
+    wanted = MediaTypeHeader(media_type)
+    ranges = [MediaTypeHeader(item) for item in accept.split(",") if item.strip()]
+    matching = [r for r in ranges if r.match(wanted)]
+    if not matching:
+        return 0.0
+    quality, _ = max(matching, key=lambda r: r.priority[1]).priority  # (quality in hundredths, specificity)
+    return quality / 100
 
 
 def prefers_json(accept: str) -> bool:
